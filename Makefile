@@ -1,0 +1,42 @@
+# splitnet: the two commands are `make demo` (set up, then run the main job) and `make test`
+# (set up, then lint, type-check and run the tests). Both start from a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+DATA   := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+.PHONY: setup demo test bench train lint clean
+
+setup: $(VENV)/.installed $(DATA)
+
+$(DATA):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y dataset-fashion-mnist
+
+# torch first, pinned to the CPU wheel: a bare or newer torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[all,dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/python -m splitnet.bench
+
+bench: setup
+	$(BIN)/python -m splitnet.bench --json
+
+train: setup
+	$(BIN)/python -m splitnet.train
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy splitnet edge_server device_client experiments
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""Checkpoints on disk and the model id, a content hash of the weights.
+
+    SplitModel ──save_checkpoint──► file.pt {arch, state_dict, meta}
+    file.pt ──load_checkpoint──► LoadedModel(model in eval mode, model_id, meta)
+
+The model id hashes every tensor's name, dtype, shape and bytes in a fixed order, so it
+names the weights themselves, not the file's container format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from splitnet.model import SplitModel, create_model
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or of an unknown architecture."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the id that names its weights."""
+
+    model: SplitModel
+    model_id: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def model_id_of(model: SplitModel) -> str:
+    """Content hash of the model's weights, e.g. ``mnv2_fmnist-3f9c0a1b2c3d4e5f``."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"{model.spec.name}-{digest.hexdigest()[:16]}"
+
+
+def save_checkpoint(model: SplitModel, path: str | os.PathLike[str],
+                    meta: dict[str, Any] | None = None) -> str:
+    """Write the weights and return the model id."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    model_id = model_id_of(model)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"arch": model.spec.name, "model_id": model_id, "state_dict": state,
+                "meta": meta or {}}, tmp)
+    os.replace(tmp, path)
+    return model_id
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint`, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} not found; train one with 'python -m splitnet.train' "
+            "or pass the path of an existing one"
+        )
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    try:
+        model = create_model(blob["arch"])
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its architecture: {error}") from error
+    model.eval()
+    model_id = model_id_of(model)
+    if blob.get("model_id") not in (None, model_id):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not hash to its id")
+    return LoadedModel(model=model, model_id=model_id, path=path, meta=blob.get("meta", {}))

@@ -1,0 +1,154 @@
+"""The configuration the device picks for every input: where to cut, how wide, how many bits.
+
+A :class:`Config` is a small frozen value. It is hashable, printable, parses back from its
+own string form, and is carried in every request, reply and record::
+
+    Config(split=3, width=4, bits=4, exit_threshold=0.9)  ->  "split3/w4/b4/exit0.9"
+    Config(split=2, width=None, bits=8)                  ->  "split2/raw/b8"
+    LOCAL                                                ->  "local"
+    OFFLOAD_INPUT                                        ->  "offload/png"
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+VALID_BITS = (2, 4, 8)
+INPUT_CODECS = ("png", "raw-zstd", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
+
+
+class ConfigError(ValueError):
+    """A configuration that is malformed or that the model does not offer."""
+
+
+class Placement(enum.Enum):
+    """Where the network runs."""
+
+    SPLIT = "split"  # head (+ bottleneck encoder) on the device, tail on the edge
+    LOCAL = "local"  # the whole network on the device
+    OFFLOAD_INPUT = "offload"  # the compressed input image goes to the edge
+
+
+@dataclass(frozen=True)
+class Config:
+    """One choice of how to run one input.
+
+    Attributes:
+        placement: SPLIT, LOCAL or OFFLOAD_INPUT.
+        split: split point index (1 = shallowest) for SPLIT; None otherwise.
+        width: bottleneck channels kept, or None to send the raw activation (no bottleneck).
+        bits: quantization bits of what is sent at the split (2, 4 or 8).
+        exit_threshold: stop at a device-side exit when its top softmax probability is at
+            least this; None never exits early.
+        input_codec: how OFFLOAD_INPUT sends the image (see ``INPUT_CODECS``).
+    """
+
+    placement: Placement = Placement.SPLIT
+    split: int | None = None
+    width: int | None = None
+    bits: int = 8
+    exit_threshold: float | None = None
+    input_codec: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.exit_threshold is not None and not 0.0 < self.exit_threshold <= 1.0:
+            raise ConfigError(f"exit_threshold must be in (0, 1], got {self.exit_threshold}")
+        if self.placement is Placement.SPLIT:
+            if self.split is None or self.split < 1:
+                raise ConfigError(f"a split config needs a split point >= 1, got {self.split}")
+            if self.bits not in VALID_BITS:
+                raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
+            if self.width is not None and self.width < 1:
+                raise ConfigError(f"width must be >= 1 or None (raw), got {self.width}")
+            if self.input_codec is not None:
+                raise ConfigError("input_codec only applies to OFFLOAD_INPUT")
+        else:
+            if self.split is not None or self.width is not None or self.bits != 8:
+                raise ConfigError(f"{self.placement.value} takes no split, width or bits")
+            if self.placement is Placement.OFFLOAD_INPUT:
+                if self.input_codec not in INPUT_CODECS:
+                    raise ConfigError(
+                        f"unknown input codec {self.input_codec!r}; use one of {INPUT_CODECS}"
+                    )
+                if self.exit_threshold is not None:
+                    raise ConfigError("OFFLOAD_INPUT runs no device-side exit")
+            elif self.input_codec is not None:
+                raise ConfigError("input_codec only applies to OFFLOAD_INPUT")
+
+    @classmethod
+    def local(cls, exit_threshold: float | None = None) -> Config:
+        """The whole network on the device, optionally stopping at an exit."""
+        return cls(placement=Placement.LOCAL, exit_threshold=exit_threshold)
+
+    @classmethod
+    def offload_input(cls, codec: str = "png") -> Config:
+        """Send the compressed input image; the edge runs the whole network."""
+        return cls(placement=Placement.OFFLOAD_INPUT, input_codec=codec)
+
+    @property
+    def raw(self) -> bool:
+        """True for a split that sends the unmodified activation (no bottleneck)."""
+        return self.placement is Placement.SPLIT and self.width is None
+
+    def with_exit(self, exit_threshold: float | None) -> Config:
+        """The same config with another exit threshold."""
+        if self.placement is Placement.SPLIT:
+            return Config(self.placement, self.split, self.width, self.bits, exit_threshold)
+        if self.placement is Placement.LOCAL:
+            return Config.local(exit_threshold)
+        return self
+
+    def without_exit(self) -> Config:
+        """The same config with no early exit (what the card's per-config rows describe)."""
+        return self.with_exit(None)
+
+    def __str__(self) -> str:
+        if self.placement is Placement.OFFLOAD_INPUT:
+            return f"offload/{self.input_codec}"
+        if self.placement is Placement.LOCAL:
+            text = "local"
+        else:
+            width = "raw" if self.width is None else f"w{self.width}"
+            text = f"split{self.split}/{width}/b{self.bits}"
+        if self.exit_threshold is not None:
+            text += f"/exit{self.exit_threshold:g}"
+        return text
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        """Parse the string form: ``"split3/w4/b4/exit0.9"``, ``"local"``, ``"offload/png"``."""
+        text = text.strip()
+        if text.startswith("offload"):
+            codec = text.partition("/")[2] or "png"
+            return cls.offload_input(codec)
+        exit_threshold = None
+        match = re.fullmatch(r"(.*?)(?:/exit([0-9.]+))?", text)
+        if match is None:  # pragma: no cover - the pattern always matches
+            raise ConfigError(f"cannot parse config {text!r}")
+        body, exit_text = match.group(1), match.group(2)
+        if exit_text is not None:
+            try:
+                exit_threshold = float(exit_text)
+            except ValueError as error:
+                raise ConfigError(f"bad exit threshold in {text!r}") from error
+        if body == "local":
+            return cls.local(exit_threshold)
+        split_match = re.fullmatch(r"split(\d+)/(raw|w(\d+))/b(\d+)", body)
+        if split_match is None:
+            raise ConfigError(
+                f"cannot parse config {text!r}; expected e.g. 'split3/w4/b4', "
+                "'split2/raw/b8', 'local', 'offload/png', optionally followed by '/exit0.9'"
+            )
+        width = None if split_match.group(2) == "raw" else int(split_match.group(3))
+        return cls(
+            split=int(split_match.group(1)),
+            width=width,
+            bits=int(split_match.group(4)),
+            exit_threshold=exit_threshold,
+        )
+
+
+LOCAL = Config.local()
+OFFLOAD_INPUT = Config.offload_input("png")

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from splitnet.data import CLASS_NAMES, DatasetNotFoundError, load_split
+
+
+def test_real_fashion_mnist_splits(test_split):
+    train = load_split("train")
+    assert train.images.shape == (60000, 28, 28) and len(test_split) == 10000
+    assert train.images.dtype == np.uint8
+    assert sorted(np.unique(test_split.labels)) == list(range(len(CLASS_NAMES)))
+    assert np.bincount(test_split.labels).tolist() == [1000] * 10
+    x, y = test_split.tensors(limit=5)
+    assert tuple(x.shape) == (5, 1, 28, 28) and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+
+
+def test_missing_files_name_the_package_and_the_option(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_split("test", data_dir=tmp_path)
+    message = str(info.value)
+    assert "dataset-fashion-mnist" in message and "--data-dir" in message
+    assert str(tmp_path) in message
+
+
+def test_any_folder_with_the_four_idx_files_works(tmp_path):
+    import shutil
+
+    from splitnet.data import DEBIAN_DATA_DIR
+
+    for f in DEBIAN_DATA_DIR.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    assert len(load_split("test", data_dir=tmp_path)) == 10000
+
+
+def test_command_line_reports_missing_data_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "splitnet.train", "--data-dir", str(tmp_path),
+         "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "dataset-fashion-mnist" in result.stderr
+    assert "Traceback" not in result.stderr
