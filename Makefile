@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DATA   := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: setup demo test bench train lint clean
+.PHONY: setup demo test bench train lint proto clean
 
 setup: $(VENV)/.installed $(DATA)
 
@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[all,dev]'
+	$(BIN)/pip install --no-deps --target $(VENV)/generator grpcio-tools==1.66.2
 	touch $@
 
 demo: setup
@@ -30,6 +31,9 @@ bench: setup
 
 train: setup
 	$(BIN)/python -m splitnet.train
+
+proto: setup
+	$(BIN)/python proto/generate.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -112,7 +112,8 @@ def encode(code: QuantizedTensor) -> bytes:
                         code.bits | (_ZSTD_FLAG if use_zstd else 0) | (len(shape) << 5)])
     for dim in shape:
         header += _varint(dim)
-    header += struct.pack("<ee", float(code.scale[0]), float(code.zero_point[0]))
+    scale, zero_point = float(code.scale[0].detach()), float(code.zero_point[0].detach())
+    header += struct.pack("<ee", scale, zero_point)
     return bytes(header) + (compressed if use_zstd else body)
 
 

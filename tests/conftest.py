@@ -1,15 +1,33 @@
-"""Shared fixtures: the real Fashion-MNIST test split and the shipped model."""
+"""Shared fixtures: the real Fashion-MNIST test split, the shipped model, free ports."""
 
 from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
 
 import pytest
 import torch
 
 from splitnet.checkpoint import LoadedModel
 from splitnet.data import Split, load_split
-from splitnet.zoo import load_card, load_pretrained
+from splitnet.zoo import DEFAULT_CHECKPOINT, load_card, load_pretrained
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
+# The shipped checkpoint; SPLITNET_TEST_CHECKPOINT points the suite at another one.
+CHECKPOINT = Path(os.environ.get("SPLITNET_TEST_CHECKPOINT", DEFAULT_CHECKPOINT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> Path:
+    return CHECKPOINT
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +37,9 @@ def test_split() -> Split:
 
 @pytest.fixture(scope="session")
 def shipped() -> LoadedModel:
-    return load_pretrained()
+    return load_pretrained(CHECKPOINT)
 
 
 @pytest.fixture(scope="session")
 def card() -> dict:
-    return load_card()
+    return load_card(CHECKPOINT)

@@ -63,14 +63,19 @@ class ArchSpec:
 class HeadOutput:
     """What the device holds after running the head on a batch.
 
-    ``finished`` marks rows the device has already answered (an exit fired, or LOCAL);
-    ``logits`` is valid on those rows. ``code`` is what must be sent for the other rows
-    (it covers the whole batch; None when nothing needs sending).
+    ``finished`` marks rows the device has already answered (an exit fired, or LOCAL), and
+    ``exited`` those answered by an early exit; ``logits`` is valid on finished rows.
+    ``code`` is what must be sent for the other rows (it covers the whole batch; None when
+    nothing needs sending). ``features`` is the
+    activation at the split point, kept so the device can finish locally
+    (``SplitModel.logits_from``) if the edge fails.
     """
 
     finished: torch.Tensor  # bool (B,)
     logits: torch.Tensor  # float (B, K), valid where finished
     code: QuantizedTensor | None
+    exited: torch.Tensor  # bool (B,)
+    features: torch.Tensor | None = None
 
 
 class SplitModel(nn.Module):
@@ -244,17 +249,17 @@ class SplitModel(nn.Module):
                 confidence = torch.softmax(logits, dim=1).max(dim=1).values
                 finished = confidence >= config.exit_threshold
                 if bool(finished.all()):
-                    return HeadOutput(finished, logits, None)
+                    return HeadOutput(finished, logits, None, finished)
         if config.placement is Placement.LOCAL:
             final = self.classifier(h)
             logits = torch.where(finished.unsqueeze(1), logits, final)
-            return HeadOutput(torch.ones(batch, dtype=torch.bool), logits, None)
+            return HeadOutput(torch.ones(batch, dtype=torch.bool), logits, None, finished)
         if config.width is None:
             code = quantize_min_max(h, config.bits)
         else:
             code = quantize_unit_range(self.bottleneck(depth).encode(h, config.width),
                                        config.bits)
-        return HeadOutput(finished, logits, code)
+        return HeadOutput(finished, logits, code, finished, h)
 
     def forward_tail(self, code: QuantizedTensor, config: Config) -> torch.Tensor:
         """Edge side: dequantize, decode the bottleneck (if any), finish the network."""

@@ -1,0 +1,342 @@
+"""DeviceClient: one result per input, computed where the planner says, never lost.
+
+    image ─► estimates ─► planner ─► config
+      LOCAL          ─► whole network, maybe stopping at an exit ─► "local" / "device-exit"
+      SPLIT          ─► head ─► exit? ─yes─► "device-exit" (nothing sent)
+                                  │no
+                                  └► codec ─► EdgeLink ─► reply ─► "edge"
+      OFFLOAD_INPUT  ─► PNG ─► EdgeLink ─► reply ─► "edge"
+      edge failed or late ─► finish on the device from what it has ─► "local", fallback
+
+A background monitor probes a failed edge with backoff, and measures bandwidth and RTT with
+small probe pairs when the inputs themselves have sent too little to tell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from device_client.battery import Battery, make_battery
+from device_client.edge import EdgeError, EdgeLink
+from device_client.energy import RPI4, PowerProfile
+from device_client.estimators import (
+    BandwidthEstimator,
+    Estimates,
+    HeadSpeedEstimator,
+    RttEstimator,
+    ServerLoadEstimator,
+)
+from device_client.fallback import EdgeHealth
+from device_client.planner import Plan, Planner
+from splitnet import codec
+from splitnet.config import Config, Placement
+from splitnet.input_codecs import encode_image
+from splitnet.messages import InferReply, InferRequest
+from splitnet.zoo import load_card, load_pretrained
+
+WHERE_EXIT = "device-exit"
+WHERE_EDGE = "edge"
+WHERE_LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    """Where the time of one input went, in milliseconds."""
+
+    head_ms: float = 0.0  # device compute before sending (or all of it, locally)
+    transfer_ms: float = 0.0  # network: uplink, downlink and propagation
+    server_ms: float = 0.0  # edge queue + compute, as the edge reported it
+    local_tail_ms: float = 0.0  # device compute after a failed offload
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """One input's result and what it cost."""
+
+    label: int
+    probabilities: tuple[float, ...]
+    config: Config
+    where: str  # "device-exit", "edge" or "local"
+    latency: LatencyBreakdown
+    bytes_sent: int
+    bytes_received: int
+    energy_mj: float
+    fallback: bool
+    bandwidth_estimate_bps: float
+    battery_level: float
+    predicted_latency_ms: float
+    overhead_ms: float  # planning, encoding, bookkeeping: everything but model and network
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """A flat JSON-able record (see the design brief's Records)."""
+        out = asdict(self)
+        out["config"] = str(self.config)
+        out.update(out.pop("latency"))
+        out.update(out.pop("extra"))
+        out.pop("probabilities")
+        return out
+
+
+class DeviceClient:
+    """The device side of splitnet. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, edge: str | None = None, policy: str = "adaptive",
+                 checkpoint: Path | None = None, token: str | None = None,
+                 tls_ca: Path | None = None, deadline_ms: float | None = None,
+                 accuracy_floor: float | None = None, battery: str | Battery = "auto",
+                 power: PowerProfile = RPI4, fixed_config: Config | None = None,
+                 offload_timeout_ms: float | None = None, load_feed: str | None = None,
+                 probe_interval_s: float = 2.0, monitor: bool = True) -> None:
+        self.loaded = load_pretrained(checkpoint)
+        self.model = self.loaded.model
+        self.card = load_card(checkpoint)
+        if self.card["model_id"] != self.loaded.model_id:
+            raise ValueError(f"model card is for {self.card['model_id']}, checkpoint is "
+                             f"{self.loaded.model_id}; rewrite it with python -m splitnet.profile")
+        self.planner = Planner(self.card, policy, accuracy_floor, deadline_ms, power,
+                               fixed_config)
+        self.policy = policy
+        self.power = power
+        self.battery = make_battery(battery) if isinstance(battery, str) else battery
+        self.deadline_ms = deadline_ms
+        # An offload that has not answered by then is finished locally. Without a deadline,
+        # allow generous slack over the prediction, but never wait forever.
+        self.offload_timeout_ms = offload_timeout_ms
+        self.bandwidth = BandwidthEstimator()
+        self.rtt = RttEstimator()
+        device_ms_per_mmac = self.card["full"]["latency_ms"] / (self.card["full"]["macs"] / 1e6)
+        self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
+        self.head_speed = HeadSpeedEstimator()
+        self.health = EdgeHealth()
+        self.link = EdgeLink(edge, self.loaded.model_id, token, tls_ca) if edge else None
+        self.probe_interval_s = probe_interval_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if self.link is not None and monitor:
+            self._start(self._monitor_loop, "edge-monitor")
+        if load_feed:
+            self._start(lambda: self._load_feed_loop(load_feed), "load-feed")
+        self._profiled = {row["config"]: row for row in self.card["configs"]}
+
+    # ---------------------------------------------------------------- lifecycle
+    def _start(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=3)
+        if self.link is not None:
+            self.link.close()
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- estimates
+    def estimates(self) -> Estimates:
+        return Estimates(
+            bandwidth_bps=self.bandwidth.estimate_bps, rtt_ms=self.rtt.estimate_ms,
+            server_queue_ms=self.server.queue_ms, edge_ms_per_mmac=self.server.ms_per_mmac,
+            head_speed_factor=self.head_speed.factor, battery_level=self.battery.level(),
+            edge_available=self.link is not None and self.health.up)
+
+    def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
+        """An empty probe (RTT), then a padded one (RTT + padding / bandwidth)."""
+        assert self.link is not None
+        empty_ms, load = self.link.probe(0, timeout_s)
+        self.rtt.add_sample(empty_ms)
+        self.server.update_queue(load.queue_ms_recent)
+        if padding_bytes is None:  # about 100 ms of transfer at the current estimate
+            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.1, 1500, 64_000))
+        padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
+        self.bandwidth.add_sample(padding_bytes, padded_ms - empty_ms)
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                if self.health.probe_due():
+                    self.probe_once(timeout_s=1.0)
+                    self.link.reset_stream() if self.link else None
+                    self.health.success()
+                elif self.health.up and self.bandwidth.stale(self.probe_interval_s):
+                    self.probe_once(timeout_s=2.0)
+            except EdgeError as error:
+                if error.timed_out and self.health.up:
+                    continue  # a slow probe on a working link: not an outage
+                self.health.failure(str(error))
+
+    def _load_feed_loop(self, address: str) -> None:
+        import json
+
+        import zmq
+
+        socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        socket.setsockopt(zmq.SUBSCRIBE, b"load")
+        socket.setsockopt(zmq.RCVTIMEO, 200)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(address)
+        try:
+            while not self._stop.is_set():
+                try:
+                    report = json.loads(socket.recv().split(b" ", 1)[1])
+                except zmq.Again:
+                    continue
+                self.server.update_queue(float(report.get("queue_ms_recent", 0.0)))
+        finally:
+            socket.close()
+
+    # ---------------------------------------------------------------- inference
+    def infer(self, image: np.ndarray | torch.Tensor) -> InferenceResult:
+        """Classify one 28x28 image (uint8, or float in [0, 1]). Always returns a result."""
+        started = time.perf_counter()
+        pixels = _as_uint8(image)
+        x = torch.tensor(pixels).float().div_(255.0).reshape(1, 1, *pixels.shape)
+        est = self.estimates()
+        plan = self.planner.plan(est)
+        config = plan.config
+        model_ms = 0.0  # time in the model and on the network, excluded from overhead
+        with torch.no_grad():
+            if config.placement is Placement.OFFLOAD_INPUT:
+                payload = encode_image(pixels, config.input_codec or "png")
+                outcome = self._offload(config, payload, plan)
+                if outcome.error is None:
+                    result = outcome
+                else:  # fallback: the whole network on the device
+                    t = time.perf_counter()
+                    logits = self.model.backbone(x)
+                    local_ms = (time.perf_counter() - t) * 1000
+                    result = self._fallback(outcome, logits, local_ms)
+                model_ms += result.latency.transfer_ms + result.latency.server_ms \
+                    + result.latency.local_tail_ms
+            else:
+                t = time.perf_counter()
+                head = self.model.forward_head(x, config)
+                head_ms = (time.perf_counter() - t) * 1000
+                model_ms += head_ms
+                if head.code is None:  # LOCAL, or an exit fired: nothing to send
+                    where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
+                    result = self._local_result(config, head.logits, head_ms, where, plan)
+                    self._learn_head_speed(config, head_ms, exited=where == WHERE_EXIT)
+                else:
+                    payload = codec.encode(head.code)
+                    self._learn_head_speed(config, head_ms, exited=False)
+                    outcome = self._offload(config, payload, plan, head_ms=head_ms)
+                    if outcome.error is None:
+                        result = outcome
+                    else:  # fallback: finish from the activation the head computed
+                        assert head.features is not None and config.split is not None
+                        t = time.perf_counter()
+                        logits = self.model.logits_from(head.features, config.split)
+                        local_ms = (time.perf_counter() - t) * 1000
+                        result = self._fallback(outcome, logits, local_ms)
+                    model_ms += result.latency.transfer_ms + result.latency.server_ms \
+                        + result.latency.local_tail_ms
+        total_ms = (time.perf_counter() - started) * 1000
+        latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
+                                   result.latency.server_ms, result.latency.local_tail_ms,
+                                   total_ms)
+        energy = result.energy_mj
+        self.battery.drain(energy)
+        return InferenceResult(
+            result.label, result.probabilities, config, result.where, latency,
+            result.bytes_sent, result.bytes_received, energy, result.fallback,
+            est.bandwidth_bps, est.battery_level, plan.latency_ms,
+            max(total_ms - model_ms, 0.0), result.error)
+
+    def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
+        if exited:
+            return
+        row = self._profiled.get(str(config.without_exit()))
+        profiled = row["head_latency_ms"] if row else self.card["full"]["latency_ms"]
+        self.head_speed.add_sample(head_ms, profiled)
+
+    def _local_result(self, config: Config, logits: torch.Tensor, head_ms: float, where: str,
+                      plan: Plan) -> InferenceResult:
+        probabilities = torch.softmax(logits[0], 0)
+        return InferenceResult(
+            int(probabilities.argmax()), tuple(probabilities.tolist()), config, where,
+            LatencyBreakdown(head_ms=head_ms), 0, 0, self.power.energy_mj(head_ms), False,
+            0.0, 0.0, plan.latency_ms, 0.0)
+
+    def _timeout_s(self, plan: Plan) -> float:
+        if self.offload_timeout_ms is not None:
+            return self.offload_timeout_ms / 1000
+        if self.deadline_ms is not None:
+            return max(self.deadline_ms - plan.profiled_head_ms, 1.0) / 1000
+        return min(max(3 * plan.latency_ms, 500.0), 10_000.0) / 1000
+
+    def _offload(self, config: Config, payload: bytes, plan: Plan,
+                 head_ms: float = 0.0) -> InferenceResult:
+        """Send one input; on any failure, a result with ``error`` set and no label."""
+        assert self.link is not None
+        request = InferRequest(self.link.next_request_id(), config.without_exit(), payload)
+        timeout_s = self._timeout_s(plan)
+        sent_at = time.perf_counter()
+        try:
+            reply = self.link.infer(request, timeout_s)
+        except EdgeError as error:
+            waited_ms = (time.perf_counter() - sent_at) * 1000
+            if error.timed_out:
+                self.bandwidth.add_timeout(len(payload), waited_ms)
+            self.health.failure(str(error))
+            return InferenceResult(
+                -1, (), config, WHERE_LOCAL, LatencyBreakdown(head_ms, waited_ms), len(payload),
+                0, self.power.energy_mj(head_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
+                0.0, str(error))
+        round_trip_ms = (time.perf_counter() - sent_at) * 1000
+        return self._edge_result(config, payload, reply, head_ms, round_trip_ms, plan)
+
+    def _edge_result(self, config: Config, payload: bytes, reply: InferReply, head_ms: float,
+                     round_trip_ms: float, plan: Plan) -> InferenceResult:
+        server_ms = reply.queue_ms + reply.compute_ms
+        network_ms = max(round_trip_ms - server_ms, 0.0)
+        self.server.update_queue(reply.load.queue_ms_recent)
+        self.server.update_compute(reply.compute_ms, plan.tail_mmacs)
+        rtt_ms = self.rtt.estimate_ms
+        transfer_ms = max(network_ms - rtt_ms, 0.0)
+        if not self.bandwidth.add_sample(len(payload), transfer_ms) and network_ms < 2 * rtt_ms:
+            self.rtt.add_sample(network_ms)  # a small payload: its round trip is the RTT
+        self.health.success()
+        bandwidth = self.bandwidth.estimate_bps
+        energy = self.power.energy_mj(head_ms, wait_ms=rtt_ms + server_ms,
+                                      transfer_ms=transfer_ms, throughput_bps=bandwidth)
+        received = len(reply.probabilities) * 4 + 16
+        return InferenceResult(reply.label, reply.probabilities, config, WHERE_EDGE,
+                               LatencyBreakdown(head_ms, network_ms, server_ms),
+                               len(payload), received, energy, False, 0.0, 0.0,
+                               plan.latency_ms, 0.0)
+
+    def _fallback(self, failed: InferenceResult, logits: torch.Tensor,
+                  local_ms: float) -> InferenceResult:
+        probabilities = torch.softmax(logits[0], 0)
+        latency = LatencyBreakdown(failed.latency.head_ms, failed.latency.transfer_ms, 0.0,
+                                   local_ms)
+        energy = failed.energy_mj + self.power.energy_mj(local_ms)
+        return InferenceResult(int(probabilities.argmax()), tuple(probabilities.tolist()),
+                               failed.config, WHERE_LOCAL, latency, failed.bytes_sent, 0, energy,
+                               True, 0.0, 0.0, failed.predicted_latency_ms, 0.0, failed.error)
+
+
+def _as_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = array.squeeze()
+    if array.ndim != 2:
+        raise ValueError(f"expected one greyscale image (H, W), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,118 @@
+"""What the device knows right now: bandwidth, RTT, server load, its own speed, battery.
+
+    offload replies ──► transfer time = total − server time − RTT ──► BandwidthEstimator
+    probe pairs     ──► (empty probe: RTT) (padded probe: RTT + padding/bandwidth) ──┘
+    replies / ZMQ   ──► ServerLoadEstimator (queue ms, edge ms per MMAC)
+    head timings    ──► HeadSpeedEstimator (measured ÷ profiled)
+                        └──────────────► Estimates (one frozen snapshot per input)
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """A snapshot the planner decides from."""
+
+    bandwidth_bps: float
+    rtt_ms: float
+    server_queue_ms: float
+    edge_ms_per_mmac: float
+    head_speed_factor: float
+    battery_level: float
+    edge_available: bool
+
+
+class BandwidthEstimator:
+    """Uplink throughput: harmonic mean of the most recent samples.
+
+    The harmonic mean follows drops quickly and is not fooled by one fast sample. A transfer
+    that times out adds an upper-bound sample (bytes over the time waited), so an outage
+    pulls the estimate down at once; fresh samples after it pull it back up.
+    """
+
+    def __init__(self, initial_bps: float = 1e6, window: int = 5,
+                 min_sample_bytes: int = 1500) -> None:
+        self._samples: collections.deque[float] = collections.deque([initial_bps],
+                                                                   maxlen=window)
+        self.min_sample_bytes = min_sample_bytes
+        self.last_sample_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def add_sample(self, num_bytes: int, transfer_ms: float) -> bool:
+        """Record a timed transfer; ignored when too small or too fast to time."""
+        if num_bytes < self.min_sample_bytes or transfer_ms <= 0.5:
+            return False
+        with self._lock:
+            self._samples.append(num_bytes * 8 / (transfer_ms / 1000))
+            self.last_sample_at = time.monotonic()
+        return True
+
+    def add_timeout(self, num_bytes: int, waited_ms: float) -> None:
+        """A transfer that did not finish in ``waited_ms``: the link was at most this fast."""
+        bound = max(num_bytes, self.min_sample_bytes) * 8 / max(waited_ms / 1000, 1e-3)
+        with self._lock:
+            self._samples.append(min(bound, self.estimate_bps))
+            self.last_sample_at = time.monotonic()
+
+    @property
+    def estimate_bps(self) -> float:
+        samples = list(self._samples)
+        return len(samples) / sum(1.0 / max(s, 1.0) for s in samples)
+
+    def stale(self, max_age_s: float) -> bool:
+        return time.monotonic() - self.last_sample_at > max_age_s
+
+
+class RttEstimator:
+    """Round-trip time: the median of recent small-message round trips."""
+
+    def __init__(self, initial_ms: float = 20.0, window: int = 9) -> None:
+        self._samples: collections.deque[float] = collections.deque([initial_ms], maxlen=window)
+
+    def add_sample(self, rtt_ms: float) -> None:
+        if rtt_ms > 0:
+            self._samples.append(rtt_ms)
+
+    @property
+    def estimate_ms(self) -> float:
+        return statistics.median(self._samples)
+
+
+class ServerLoadEstimator:
+    """The edge's queueing delay and compute speed, from replies and the ZMQ load feed."""
+
+    def __init__(self, initial_ms_per_mmac: float = 0.05) -> None:
+        self.queue_ms = 0.0
+        self.ms_per_mmac = initial_ms_per_mmac
+        self.updated_at = float("-inf")
+
+    def update_queue(self, queue_ms: float) -> None:
+        self.queue_ms = 0.7 * self.queue_ms + 0.3 * max(queue_ms, 0.0)
+        self.updated_at = time.monotonic()
+
+    def update_compute(self, compute_ms: float, tail_mmacs: float) -> None:
+        if tail_mmacs > 0 and compute_ms > 0:
+            self.ms_per_mmac = 0.8 * self.ms_per_mmac + 0.2 * compute_ms / tail_mmacs
+
+
+class HeadSpeedEstimator:
+    """How much slower (>1) or faster (<1) the head runs now than the model card says.
+
+    The device's CPU may be shared with other work, or be a different CPU from the one the
+    card was measured on; one factor, applied to every profiled device time, covers both.
+    """
+
+    def __init__(self, initial: float = 1.0) -> None:
+        self.factor = initial
+
+    def add_sample(self, measured_ms: float, profiled_ms: float) -> None:
+        if measured_ms > 0 and profiled_ms > 0:
+            ratio = min(max(measured_ms / profiled_ms, 0.05), 50.0)
+            self.factor = 0.8 * self.factor + 0.2 * ratio

@@ -1,0 +1,91 @@
+"""``python -m edge_server``: serve the shipped model's tails over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from edge_server.server import EdgeServer, ServerOptions
+from splitnet.checkpoint import CheckpointError
+from splitnet.zoo import DEFAULT_CHECKPOINT
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
+    """Server options and the shutdown grace period, from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_server",
+        description="Serve splitnet tails over gRPC (splitnet.v1.EdgeInference): the tail of "
+                    "every split config and the whole network for input images. Batches "
+                    "requests dynamically across clients, reports its load with every reply "
+                    "and on a ZMQ PUB socket, and answers the standard gRPC health service.",
+        epilog="Examples:\n"
+               "  python -m edge_server                              # shipped model, :50051\n"
+               "  python -m edge_server --address 0.0.0.0:50051 --token s3cret \\\n"
+               "      --tls-cert server.crt --tls-key server.key --load-pub tcp://*:50052\n"
+               "Stop with Ctrl-C or SIGTERM: in-flight requests finish first.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default="127.0.0.1:50051",
+                        help="host:port to listen on (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="model checkpoint (default: the shipped model)")
+    parser.add_argument("--max-batch-size", type=int, default=32,
+                        help="largest batch the model runs (default: %(default)s; 1 = no batching)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0,
+                        help="longest a request waits for others to batch with "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="requests waiting before new ones get RESOURCE_EXHAUSTED "
+                             "(default: %(default)s)")
+    parser.add_argument("--token", default=None,
+                        help="require 'authorization: Bearer TOKEN' metadata on every call")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate for TLS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for TLS")
+    parser.add_argument("--load-pub", default=None,
+                        help="ZMQ address to publish the load on, e.g. tcp://127.0.0.1:50052")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores)")
+    parser.add_argument("--grace-s", type=float, default=5.0,
+                        help="seconds in-flight requests get to finish on shutdown")
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    options = ServerOptions(
+        address=args.address, checkpoint=args.checkpoint, max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=args.token,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
+        torch_threads=args.threads)
+    return options, args.grace_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    options, grace_s = parse_args(argv)
+    try:
+        server = EdgeServer(options).start()
+    except (CheckpointError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            logging.info("signal %d: finishing in-flight requests (up to %.0f s)", signum,
+                         grace_s)
+            threading.Thread(target=server.stop, args=(grace_s,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    feed = f", load feed on {server.publisher.address}" if server.publisher else ""
+    print(f"serving {server.engine.model_id} on port {server.port}{feed}", flush=True)
+    server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Dynamic batching across clients and streams, with a bounded queue.
+
+    handler threads ──submit(config, input)──► queue (≤ max_queue) ──► worker thread
+         ▲                                                               │ waits ≤ max_wait_ms
+         └──────────── Future(probabilities, timing) ◄── run_batch ◄────┘ for ≤ max_batch_size
+                                                                           of the same config
+
+A full queue refuses at once (QueueFullError → RESOURCE_EXHAUSTED) instead of growing.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+
+from splitnet.config import Config
+
+T = TypeVar("T")
+
+
+class QueueFullError(RuntimeError):
+    """The server's queue is at its bound."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    probabilities: torch.Tensor  # (K,)
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Job(Generic[T]):
+    config: Config
+    item: T
+    future: Future[BatchResult]
+    enqueued: float
+
+
+class DynamicBatcher(Generic[T]):
+    """Groups requests of the same config into batches for ``run_batch``."""
+
+    def __init__(self, run_batch: Callable[[Config, list[T]], torch.Tensor],
+                 max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 max_queue: int = 256) -> None:
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be at least 1")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._queue: queue.Queue[_Job[T] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._service_ms = 0.0
+        self._queue_ms = 0.0
+        self._worker = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting or running."""
+        return self._depth
+
+    @property
+    def recent_service_ms(self) -> float:
+        """Exponentially weighted mean time per batch in the model."""
+        return self._service_ms
+
+    @property
+    def recent_queue_ms(self) -> float:
+        """Exponentially weighted mean time a request waited before its batch ran."""
+        return self._queue_ms
+
+    def submit(self, config: Config, item: T) -> Future[BatchResult]:
+        """Queue one input; raises QueueFullError when the queue is at its bound."""
+        with self._lock:
+            if self._depth >= self.max_queue:
+                raise QueueFullError(
+                    f"the edge's queue is full ({self.max_queue} requests); retry later "
+                    "or run this input on the device")
+            self._depth += 1
+        job: _Job[T] = _Job(config, item, Future(), time.monotonic())
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the worker."""
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    def _loop(self) -> None:
+        waiting: collections.deque[_Job[T]] = collections.deque()
+        closing = False
+        while not (closing and not waiting):
+            if not waiting:
+                job = self._queue.get()
+                if job is None:
+                    closing = True
+                    continue
+                waiting.append(job)
+            # gather more until the batch is full or the oldest has waited max_wait
+            deadline = waiting[0].enqueued + self.max_wait_s
+            while not closing and self._count(waiting, waiting[0].config) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 \
+                        else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    closing = True
+                    break
+                waiting.append(job)
+            config = waiting[0].config
+            batch = [j for j in waiting if j.config == config][: self.max_batch_size]
+            for j in batch:
+                waiting.remove(j)
+            self._run(config, batch)
+
+    @staticmethod
+    def _count(jobs: collections.deque[_Job[T]], config: Config) -> int:
+        return sum(1 for j in jobs if j.config == config)
+
+    def _run(self, config: Config, batch: list[_Job[T]]) -> None:
+        started = time.monotonic()
+        try:
+            probabilities = self.run_batch(config, [j.item for j in batch])
+        except Exception as error:  # noqa: BLE001 - delivered to each waiting caller
+            for j in batch:
+                j.future.set_exception(error)
+        else:
+            compute_ms = (time.monotonic() - started) * 1000
+            for index, j in enumerate(batch):
+                queue_ms = (started - j.enqueued) * 1000
+                self._queue_ms = 0.9 * self._queue_ms + 0.1 * queue_ms
+                j.future.set_result(BatchResult(probabilities[index], queue_ms, compute_ms,
+                                                len(batch)))
+            self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
+        finally:
+            with self._lock:
+                self._depth -= len(batch)

@@ -1,0 +1,57 @@
+"""The edge's model work: check a request against the model, decode it, run a batch.
+
+    (config, payload) ──prepare──► decoded input (QuantizedTensor or image tensor)
+    [decoded inputs of one config] ──run_batch──► probabilities (B, K)
+
+``prepare`` runs in the gRPC handler thread, so a bad request is refused before it takes
+a place in the queue. ``run_batch`` runs in the batcher's worker thread.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from splitnet import codec
+from splitnet.checkpoint import LoadedModel
+from splitnet.config import Config, ConfigError, Placement
+from splitnet.input_codecs import decode_image
+from splitnet.quantize import QuantizedTensor
+
+Decoded = QuantizedTensor | torch.Tensor
+
+
+class Engine:
+    """Runs tails (SPLIT) and whole networks (OFFLOAD_INPUT) for one loaded model."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        self.model_id = loaded.model_id
+        self.configs = tuple(self.model.split_configs()) + tuple(
+            Config.offload_input(c) for c in ("png", "raw-zstd", "jpeg90"))
+
+    def prepare(self, config: Config, payload: bytes) -> Decoded:
+        """Validate and decode one request. Raises ConfigError or codec.PayloadError."""
+        if config.placement is Placement.SPLIT:
+            self.model.check(config)
+            return codec.decode(payload, self.model.code_shape(config), config.bits)
+        if config.placement is Placement.OFFLOAD_INPUT:
+            assert config.input_codec is not None
+            image = decode_image(payload, config.input_codec)
+            expected = self.model.spec.input_shape[1:]
+            if image.shape != expected:
+                raise codec.PayloadError(f"image is {image.shape[0]}x{image.shape[1]} pixels; "
+                                         f"this model takes {expected[0]}x{expected[1]}")
+            return torch.from_numpy(image).float().div_(255.0).reshape(1, 1, *expected)
+        raise ConfigError(f"{config} cannot be served by the edge")
+
+    @torch.no_grad()
+    def run_batch(self, config: Config, inputs: list[Decoded]) -> torch.Tensor:
+        """Probabilities for a batch of decoded inputs that share ``config``."""
+        if config.placement is Placement.SPLIT:
+            codes = [i for i in inputs if isinstance(i, QuantizedTensor)]
+            logits = self.model.forward_tail(QuantizedTensor.cat(codes), config)
+        else:
+            images = [i for i in inputs if isinstance(i, torch.Tensor)]
+            logits = self.model.backbone(torch.cat(images))
+        return torch.softmax(logits, dim=1)

@@ -1,0 +1,98 @@
+"""Assemble and run the edge server: servicer, batcher, health, auth, TLS, load feed.
+
+    EdgeServer(options).start() ─► grpc.server
+                                     ├─ splitnet.v1.EdgeInference (servicer → batcher → engine)
+                                     ├─ grpc.health.v1.Health     (SERVING / NOT_SERVING)
+                                     └─ TokenAuthInterceptor      (when a token is set)
+                                   ─► ZMQ PUB load feed           (when an address is set)
+    stop(grace) ─► NOT_SERVING ─► in-flight requests finish ─► batcher drained
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from edge_server.auth import TokenAuthInterceptor
+from edge_server.batching import DynamicBatcher
+from edge_server.engine import Decoded, Engine
+from edge_server.servicer import EdgeInferenceServicer
+from edge_server.telemetry import LoadPublisher
+from splitnet.checkpoint import load_checkpoint
+from splitnet.v1 import inference_pb2_grpc as pb_grpc
+from splitnet.zoo import DEFAULT_CHECKPOINT
+
+SERVICE_NAME = "splitnet.v1.EdgeInference"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything ``python -m edge_server`` can set."""
+
+    address: str = "127.0.0.1:50051"
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256
+    workers: int = 64
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    load_pub: str | None = None  # e.g. "tcp://127.0.0.1:50052"
+    torch_threads: int | None = None
+
+
+class EdgeServer:
+    """A running edge server; ``port`` is the bound port (useful with ``:0``)."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        import torch
+
+        if options.torch_threads:
+            torch.set_num_threads(options.torch_threads)
+        self.options = options
+        self.engine = Engine(load_checkpoint(options.checkpoint))
+        self.batcher: DynamicBatcher[Decoded] = DynamicBatcher(
+            self.engine.run_batch, options.max_batch_size, options.max_wait_ms,
+            options.max_queue)
+        interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=options.workers),
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+        pb_grpc.add_EdgeInferenceServicer_to_server(
+            EdgeInferenceServicer(self.engine, self.batcher), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if options.tls_cert and options.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())])
+            self.port = self.server.add_secure_port(options.address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(options.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {options.address}: is the port already in use?")
+        self.publisher: LoadPublisher | None = None
+        if options.load_pub:
+            self.publisher = LoadPublisher(self.batcher, options.load_pub, self.engine.model_id)
+
+    def start(self) -> EdgeServer:
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking calls; let in-flight requests finish for up to ``grace_s``."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+        self.batcher.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

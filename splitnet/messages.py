@@ -1,0 +1,147 @@
+"""The one place where protobuf messages become splitnet types and back.
+
+    splitnet.v1 protobuf  ◄── to_message() ── dataclass ── from_message() ──►  splitnet types
+
+Servicers and clients use only these dataclasses; no other module touches a ``_pb2`` class.
+The exit threshold never crosses the network: the device applies it before sending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from splitnet.config import Config, ConfigError, Placement
+from splitnet.v1 import inference_pb2 as pb
+
+MODEL_ID_METADATA = "x-splitnet-model-id"
+AUTH_METADATA = "authorization"
+
+
+def config_to_message(config: Config) -> pb.Config:
+    """A config as the edge needs it (placement, split, width, bits, input codec)."""
+    if config.placement is Placement.SPLIT:
+        return pb.Config(placement=pb.PLACEMENT_SPLIT, split=config.split or 0,
+                         width=config.width or 0, bits=config.bits)
+    if config.placement is Placement.OFFLOAD_INPUT:
+        return pb.Config(placement=pb.PLACEMENT_OFFLOAD_INPUT,
+                         input_codec=config.input_codec or "")
+    raise ConfigError("a LOCAL config runs on the device and is never sent")
+
+
+def config_from_message(message: pb.Config) -> Config:
+    """Parse a received config; raises ConfigError when it is malformed."""
+    if message.placement == pb.PLACEMENT_SPLIT:
+        return Config(split=message.split, width=message.width or None, bits=message.bits)
+    if message.placement == pb.PLACEMENT_OFFLOAD_INPUT:
+        return Config.offload_input(message.input_codec)
+    raise ConfigError(f"unknown placement {message.placement}; use SPLIT or OFFLOAD_INPUT")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """The server's load as it reports it with every reply and on its ZMQ feed."""
+
+    queue_depth: int = 0
+    service_ms: float = 0.0
+    queue_ms_recent: float = 0.0
+    max_batch_size: int = 1
+
+    def to_message(self) -> pb.LoadReport:
+        return pb.LoadReport(queue_depth=self.queue_depth, service_ms=self.service_ms,
+                             queue_ms_recent=self.queue_ms_recent,
+                             max_batch_size=self.max_batch_size)
+
+    @classmethod
+    def from_message(cls, message: pb.LoadReport) -> LoadReport:
+        return cls(message.queue_depth, message.service_ms, message.queue_ms_recent,
+                   message.max_batch_size)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    request_id: int
+    config: Config
+    payload: bytes
+
+    def to_message(self) -> pb.InferRequest:
+        return pb.InferRequest(request_id=self.request_id,
+                               config=config_to_message(self.config), payload=self.payload)
+
+    @classmethod
+    def from_message(cls, message: pb.InferRequest) -> InferRequest:
+        return cls(message.request_id, config_from_message(message.config), message.payload)
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """An input the edge refused: a grpc.StatusCode value and what was wrong."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class InferReply:
+    request_id: int
+    config: Config | None
+    probabilities: tuple[float, ...] = ()
+    label: int = 0
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    batch_size: int = 0
+    load: LoadReport = field(default_factory=LoadReport)
+    error: RemoteError | None = None
+
+    def to_message(self) -> pb.InferReply:
+        message = pb.InferReply(
+            request_id=self.request_id, probabilities=self.probabilities, label=self.label,
+            queue_ms=self.queue_ms, compute_ms=self.compute_ms, batch_size=self.batch_size,
+            load=self.load.to_message())
+        if self.config is not None:
+            message.config.CopyFrom(config_to_message(self.config))
+        if self.error is not None:
+            message.error.CopyFrom(pb.Error(code=self.error.code, message=self.error.message))
+        return message
+
+    @classmethod
+    def from_message(cls, message: pb.InferReply) -> InferReply:
+        error = (RemoteError(message.error.code, message.error.message)
+                 if message.HasField("error") else None)
+        config = config_from_message(message.config) if message.HasField("config") else None
+        return cls(message.request_id, config, tuple(message.probabilities), message.label,
+                   message.queue_ms, message.compute_ms, message.batch_size,
+                   LoadReport.from_message(message.load), error)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    arch: str
+    configs: tuple[Config, ...]
+    load: LoadReport = field(default_factory=LoadReport)
+
+    def to_message(self) -> pb.ModelInfo:
+        return pb.ModelInfo(model_id=self.model_id, arch=self.arch,
+                            configs=[str(c) for c in self.configs], load=self.load.to_message())
+
+    @classmethod
+    def from_message(cls, message: pb.ModelInfo) -> ModelInfo:
+        return cls(message.model_id, message.arch,
+                   tuple(Config.parse(c) for c in message.configs),
+                   LoadReport.from_message(message.load))
+
+
+def probe_request(padding_bytes: int) -> pb.ProbeRequest:
+    return pb.ProbeRequest(padding=bytes(padding_bytes))
+
+
+def probe_reply(received_bytes: int, load: LoadReport) -> pb.ProbeReply:
+    return pb.ProbeReply(received_bytes=received_bytes, load=load.to_message())
+
+
+def load_from_probe_reply(message: pb.ProbeReply) -> LoadReport:
+    return LoadReport.from_message(message.load)
+
+
+def model_info_request() -> pb.ModelInfoRequest:
+    return pb.ModelInfoRequest()

@@ -1,0 +1,143 @@
+"""The device client against a real edge server: equal results, concurrency, no lost input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from device_client.client import WHERE_EDGE, WHERE_LOCAL, DeviceClient
+from edge_server.server import EdgeServer, ServerOptions
+from splitnet.config import Config
+from tests.conftest import free_port
+
+FIXED = Config(split=3, width=4, bits=4)
+
+
+def start_server(checkpoint, port: int = 0) -> EdgeServer:
+    return EdgeServer(ServerOptions(address=f"127.0.0.1:{port}", checkpoint=checkpoint,
+                                    max_wait_ms=1)).start()
+
+
+@pytest.fixture(scope="module")
+def edge(checkpoint):
+    server = start_server(checkpoint)
+    yield server
+    server.stop(1)
+
+
+def local_probabilities(model, image: np.ndarray, config: Config) -> torch.Tensor:
+    x = torch.tensor(image).float().div(255).reshape(1, 1, 28, 28)
+    with torch.no_grad():
+        return torch.softmax(model(x, config), 1)[0]
+
+
+@pytest.mark.parametrize("config", [FIXED, Config(split=1, bits=8),
+                                    Config.offload_input("png")], ids=str)
+def test_offloaded_results_equal_local_results(edge, checkpoint, test_split, config):
+    with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=config,
+                      battery="1.0", monitor=False) as client:
+        for image in test_split.images[:8]:
+            result = client.infer(image)
+            assert result.where == WHERE_EDGE and not result.fallback
+            assert result.config == config and result.bytes_sent > 0
+            torch.testing.assert_close(torch.tensor(result.probabilities),
+                                       local_probabilities(client.model, image, config),
+                                       rtol=1e-4, atol=1e-5)
+            assert result.latency.total_ms >= result.latency.head_ms
+            assert result.energy_mj > 0
+
+
+def test_an_exit_that_fires_sends_nothing(edge, checkpoint, test_split):
+    config = FIXED.with_exit(0.9)
+    with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=config,
+                      battery="1.0", monitor=False) as client:
+        results = [client.infer(image) for image in test_split.images[:30]]
+    exited = [r for r in results if r.where == "device-exit"]
+    assert exited and all(r.bytes_sent == 0 for r in exited)
+    assert any(r.where == WHERE_EDGE for r in results)
+
+
+def test_several_clients_at_once(edge, checkpoint, test_split):
+    import threading
+
+    outcomes: list[list] = []
+
+    def run(offset: int) -> None:
+        with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=FIXED,
+                          battery="1.0", monitor=False) as client:
+            outcomes.append([client.infer(img) for img in test_split.images[offset:offset + 10]])
+
+    threads = [threading.Thread(target=run, args=(k * 10,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(outcomes) == 4
+    assert all(len(o) == 10 and all(r.where == WHERE_EDGE for r in o) for o in outcomes)
+
+
+def test_server_stopped_mid_run_loses_no_input_and_restart_resumes_offloading(checkpoint,
+                                                                              test_split):
+    port = free_port()
+    server = start_server(checkpoint, port)
+    images, labels = test_split.images[:60], test_split.labels[:60]
+    results = []
+    with DeviceClient(f"127.0.0.1:{port}", "fixed", checkpoint, fixed_config=FIXED,
+                      battery="1.0", offload_timeout_ms=2000) as client:
+        for image in images[:20]:
+            results.append(client.infer(image))
+        server.stop(0)  # the edge disappears mid-run
+        for image in images[20:40]:
+            results.append(client.infer(image))
+        assert not client.health.up
+        server = start_server(checkpoint, port)  # and comes back on the same address
+        deadline = time.monotonic() + 20
+        for image in images[40:]:
+            results.append(client.infer(image))
+        while not client.health.up and time.monotonic() < deadline:
+            time.sleep(0.1)
+        resumed = client.infer(images[0])
+    server.stop(1)
+    assert len(results) == 60  # every input got exactly one result
+    assert all(r.label >= 0 for r in results)
+    assert all(r.where == WHERE_EDGE for r in results[:20])
+    fallbacks = [r for r in results[20:40] if r.fallback]
+    assert fallbacks and all(r.where == WHERE_LOCAL for r in results[20:40])
+    assert resumed.where == WHERE_EDGE and client.health.recoveries >= 1
+    accuracy = np.mean([r.label == y for r, y in zip(results, labels, strict=True)])
+    assert accuracy > 0.8
+
+
+def test_unreachable_edge_from_the_start_runs_everything_locally(checkpoint, test_split):
+    with DeviceClient(f"127.0.0.1:{free_port()}", "adaptive", checkpoint, battery="1.0",
+                      offload_timeout_ms=500) as client:
+        results = [client.infer(image) for image in test_split.images[:10]]
+    assert len(results) == 10 and all(r.where != WHERE_EDGE for r in results)
+
+
+def test_cli_prints_the_summary(edge, checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "device_client", "--edge", f"127.0.0.1:{edge.port}",
+         "--checkpoint", str(checkpoint), "--policy", "fixed", "--config", str(FIXED),
+         "--n", "20", "--json", "--deadline-ms", "5000"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for key in ("n", "results", "accuracy", "offloaded", "exited_on_device", "local",
+                "fallbacks", "mean_latency_ms", "p95_latency_ms", "bytes_sent", "energy_mj"):
+        assert key in summary
+    assert summary["n"] == summary["results"] == 20 == summary["offloaded"]
+
+
+def test_cli_rejects_a_bad_config_without_a_traceback(checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "device_client", "--policy", "fixed", "--config", "split9/w3",
+         "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "split9/w3" in result.stderr

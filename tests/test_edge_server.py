@@ -1,0 +1,272 @@
+"""A real edge server on a loopback port, with the real model, and real gRPC clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+import zmq
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edge_server.server import EdgeServer, ServerOptions
+from splitnet import codec
+from splitnet.config import Config
+from splitnet.input_codecs import encode_image
+from splitnet.messages import (
+    AUTH_METADATA,
+    MODEL_ID_METADATA,
+    InferReply,
+    InferRequest,
+    ModelInfo,
+    model_info_request,
+)
+from splitnet.v1 import inference_pb2_grpc as pb_grpc
+from tests.conftest import free_port
+
+BOTTLENECK = Config(split=3, width=4, bits=4)
+RAW = Config(split=1, bits=8)
+
+
+@pytest.fixture(scope="module")
+def edge(checkpoint):
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=checkpoint,
+                                      load_pub="tcp://127.0.0.1:0", max_wait_ms=5)).start()
+    yield server
+    server.stop(1)
+
+
+def stub_for(port: int) -> pb_grpc.EdgeInferenceStub:
+    return pb_grpc.EdgeInferenceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+
+def metadata(model_id: str) -> tuple[tuple[str, str], ...]:
+    return ((MODEL_ID_METADATA, model_id),)
+
+
+def request_for(model, image, config: Config, request_id: int = 1) -> InferRequest:
+    if config.input_codec:
+        return InferRequest(request_id, config, encode_image(image, config.input_codec))
+    x = torch.tensor(image).float().div(255).reshape(1, 1, 28, 28)
+    head = model.forward_head(x, config)
+    return InferRequest(request_id, config, codec.encode(head.code))
+
+
+def test_model_info_names_the_model_and_its_configs(edge, shipped):
+    info = ModelInfo.from_message(stub_for(edge.port).GetModelInfo(model_info_request(),
+                                                                   timeout=5))
+    assert info.model_id == shipped.model_id
+    assert BOTTLENECK in info.configs and RAW in info.configs
+    assert Config.offload_input("png") in info.configs
+
+
+@pytest.mark.parametrize("config", [BOTTLENECK, RAW, Config(split=2, width=1, bits=2),
+                                    Config.offload_input("png")], ids=str)
+def test_offloaded_result_equals_the_local_result(edge, shipped, test_split, config):
+    stub, model = stub_for(edge.port), shipped.model
+    for i in range(5):
+        image = test_split.images[i]
+        request = request_for(model, image, config, i)
+        reply = InferReply.from_message(stub.Infer(request.to_message(), timeout=10,
+                                                   metadata=metadata(shipped.model_id)))
+        x = torch.tensor(image).float().div(255).reshape(1, 1, 28, 28)
+        expected = torch.softmax(model(x, config), 1)[0]
+        torch.testing.assert_close(torch.tensor(reply.probabilities), expected,
+                                   rtol=1e-4, atol=1e-5)
+        assert reply.label == int(expected.argmax()) and reply.config == config
+        assert reply.compute_ms > 0 and reply.load.max_batch_size == 32
+
+
+def test_concurrent_clients_are_batched_and_each_gets_its_answer(edge, shipped, test_split):
+    model, errors, batch_sizes = shipped.model, [], []
+
+    def client(offset: int) -> None:
+        stub = stub_for(edge.port)
+        requests = [request_for(model, test_split.images[offset + i], BOTTLENECK, i)
+                    for i in range(10)]
+        replies = stub.InferStream(iter([r.to_message() for r in requests]), timeout=30,
+                                   metadata=metadata(shipped.model_id))
+        for request, message in zip(requests, replies, strict=True):
+            reply = InferReply.from_message(message)
+            image = test_split.images[offset + request.request_id]
+            x = torch.tensor(image).float().div(255).reshape(1, 1, 28, 28)
+            if reply.label != int(model(x, BOTTLENECK).argmax()):
+                errors.append((offset, request.request_id))
+            batch_sizes.append(reply.batch_size)
+
+    threads = [threading.Thread(target=client, args=(k * 10,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(batch_sizes) == 80
+    assert max(batch_sizes) > 1  # requests from different clients shared a batch
+
+
+def _status(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_each_bad_input_gets_its_own_status_and_the_server_keeps_serving(edge, shipped,
+                                                                         test_split):
+    stub, model = stub_for(edge.port), shipped.model
+    good = request_for(model, test_split.images[0], BOTTLENECK)
+    meta = metadata(shipped.model_id)
+
+    def ok() -> None:
+        assert InferReply.from_message(stub.Infer(good.to_message(), timeout=10,
+                                                  metadata=meta)).error is None
+
+    code, details = _status(lambda: stub.Infer(good.to_message(), timeout=5,
+                                               metadata=metadata("mnv2_fmnist-0000")))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "mnv2_fmnist-0000" in details and shipped.model_id in details
+    ok()
+    corrupt = InferRequest(2, BOTTLENECK, good.payload[:-2])
+    code, details = _status(lambda: stub.Infer(corrupt.to_message(), timeout=5, metadata=meta))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "payload" in details
+    ok()
+    oversized = InferRequest(3, BOTTLENECK, b"\xa1" + bytes(codec.MAX_PAYLOAD_BYTES + 10))
+    code, details = _status(lambda: stub.Infer(oversized.to_message(), timeout=5,
+                                               metadata=meta))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "exceeds" in details
+    ok()
+    unknown = InferRequest(4, Config(split=9, width=4, bits=4), good.payload)
+    code, details = _status(lambda: stub.Infer(unknown.to_message(), timeout=5, metadata=meta))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "configuration" in details
+    ok()
+    mismatched = InferRequest(5, Config(split=3, width=8, bits=4), good.payload)
+    code, _ = _status(lambda: stub.Infer(mismatched.to_message(), timeout=5, metadata=meta))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    ok()
+
+
+def test_a_bad_input_on_a_stream_gets_an_error_reply_and_the_stream_goes_on(edge, shipped,
+                                                                           test_split):
+    good = request_for(shipped.model, test_split.images[0], BOTTLENECK)
+    requests = [InferRequest(i, BOTTLENECK, good.payload if i % 2 else b"junk").to_message()
+                for i in range(6)]
+    replies = [InferReply.from_message(m) for m in stub_for(edge.port).InferStream(
+        iter(requests), timeout=20, metadata=metadata(shipped.model_id))]
+    assert [r.request_id for r in replies] == list(range(6))
+    for r in replies:
+        if r.request_id % 2:
+            assert r.error is None and r.label == replies[1].label
+        else:
+            assert r.error is not None
+            assert r.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def test_a_full_queue_answers_resource_exhausted(checkpoint, shipped, test_split):
+    # One place in the queue, and the worker holds each request 300 ms hoping to batch it.
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=checkpoint,
+                                      max_queue=1, max_wait_ms=300)).start()
+    try:
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK)
+        requests = [InferRequest(i, BOTTLENECK, good.payload).to_message() for i in range(4)]
+        replies = [InferReply.from_message(m) for m in stub_for(server.port).InferStream(
+            iter(requests), timeout=20, metadata=metadata(shipped.model_id))]
+        codes = [r.error.code if r.error else 0 for r in replies]
+        assert codes[0] == 0
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] in codes[1:]
+        # and the queue drains: the next request is served
+        reply = stub_for(server.port).Infer(good.to_message(), timeout=10,
+                                            metadata=metadata(shipped.model_id))
+        assert not reply.HasField("error")
+    finally:
+        server.stop(1)
+
+
+def test_health_service_answers_serving(edge):
+    channel = grpc.insecure_channel(f"127.0.0.1:{edge.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "splitnet.v1.EdgeInference"):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_load_is_published_on_zmq(edge, shipped):
+    socket = zmq.Context.instance().socket(zmq.SUB)
+    socket.setsockopt(zmq.SUBSCRIBE, b"load")
+    socket.setsockopt(zmq.RCVTIMEO, 5000)
+    socket.connect(edge.publisher.address)
+    try:
+        topic, body = socket.recv().split(b" ", 1)
+    finally:
+        socket.close(linger=0)
+    report = json.loads(body)
+    assert topic == b"load" and report["model_id"] == shipped.model_id
+    assert {"queue_depth", "service_ms", "queue_ms_recent", "max_batch_size"} <= set(report)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_and_token(checkpoint, shipped, test_split, tls_files):
+    cert, key = tls_files
+    server = EdgeServer(ServerOptions(address="localhost:0", checkpoint=checkpoint,
+                                      token="s3cret", tls_cert=cert, tls_key=key)).start()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        channel = grpc.secure_channel(f"localhost:{server.port}", credentials)
+        stub = pb_grpc.EdgeInferenceStub(channel)
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+        meta = metadata(shipped.model_id)
+        reply = stub.Infer(good, timeout=10, metadata=meta + ((AUTH_METADATA, "Bearer s3cret"),))
+        assert not reply.HasField("error")
+        code, details = _status(lambda: stub.Infer(good, timeout=5, metadata=meta))
+        assert code is grpc.StatusCode.UNAUTHENTICATED and "token" in details
+        code, _ = _status(lambda: stub.Infer(
+            good, timeout=5, metadata=meta + ((AUTH_METADATA, "Bearer wrong"),)))
+        assert code is grpc.StatusCode.UNAUTHENTICATED
+        code, _ = _status(lambda: list(stub.InferStream(iter([good]), timeout=5,
+                                                        metadata=meta)))
+        assert code is grpc.StatusCode.UNAUTHENTICATED
+        # stock health probes need no token
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        # and a plaintext client cannot talk to a TLS server
+        plain = stub_for(server.port)
+        code, _ = _status(lambda: plain.Infer(good, timeout=3, metadata=meta))
+        assert code is grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(1)
+
+
+def test_sigterm_lets_in_flight_requests_finish(checkpoint, shipped, test_split):
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_server", "--address", f"127.0.0.1:{port}",
+         "--checkpoint", str(checkpoint), "--max-wait-ms", "400", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert "serving" in process.stdout.readline()
+        stub = stub_for(port)
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+        future = stub.Infer.future(good, timeout=10, metadata=metadata(shipped.model_id))
+        time.sleep(0.15)  # the request is now waiting in the batcher
+        process.send_signal(signal.SIGTERM)
+        reply = future.result()
+        assert not reply.HasField("error") and reply.queue_ms > 100
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
