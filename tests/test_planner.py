@@ -1,0 +1,181 @@
+"""The planner's choices against brute force over the card, and the estimators it reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device_client.battery import FixedBattery, SimulatedBattery, find_sysfs_battery, make_battery
+from device_client.energy import LTE, RPI4, PowerProfile
+from device_client.estimators import (
+    BandwidthEstimator,
+    Estimates,
+    HeadSpeedEstimator,
+    RttEstimator,
+)
+from device_client.fallback import EdgeHealth
+from device_client.planner import POLICIES, Planner, battery_weight
+from splitnet.config import Config, Placement
+
+
+def estimates(**overrides) -> Estimates:
+    values = dict(bandwidth_bps=2e6, rtt_ms=20.0, server_queue_ms=0.0, edge_ms_per_mmac=0.01,
+                  head_speed_factor=1.0, battery_level=1.0, edge_available=True)
+    values.update(overrides)
+    return Estimates(**values)
+
+
+SCENARIOS = [
+    estimates(),
+    estimates(bandwidth_bps=20e3, head_speed_factor=30.0),  # IoT uplink, slow device
+    estimates(bandwidth_bps=50e6, rtt_ms=2.0, head_speed_factor=30.0),  # fast link
+    estimates(bandwidth_bps=1e6, server_queue_ms=200.0, head_speed_factor=10.0),  # busy edge
+]
+
+
+@pytest.mark.parametrize("est", SCENARIOS)
+def test_adaptive_picks_the_fastest_accurate_candidate(card, est):
+    planner = Planner(card, "adaptive")
+    plan = planner.plan(est)
+    latency, _ = planner.predict(est)
+    c = planner.candidates
+    feasible = c.accuracy >= planner.accuracy_floor
+    assert plan.accuracy >= planner.accuracy_floor
+    assert plan.latency_ms == pytest.approx(latency[feasible].min())
+
+
+def test_slow_device_on_a_fast_link_offloads_and_an_iot_link_keeps_bytes_small(card):
+    planner = Planner(card, "adaptive")
+    fast = planner.plan(SCENARIOS[2])
+    assert fast.config.placement is not Placement.LOCAL
+    slow_link = planner.plan(estimates(bandwidth_bps=20e3, head_speed_factor=3.0))
+    assert slow_link.payload_bytes * (1 - slow_link.exit_fraction) <= 100
+
+
+def test_edge_down_means_local_for_every_policy(card):
+    for policy in POLICIES:
+        plan = Planner(card, policy).plan(estimates(edge_available=False))
+        assert plan.config.placement is Placement.LOCAL, policy
+
+
+def test_low_battery_moves_to_the_lowest_energy(card):
+    planner = Planner(card, "adaptive")
+    est = estimates(bandwidth_bps=5e6, head_speed_factor=5.0, battery_level=0.05)
+    plan = planner.plan(est)
+    _, energy = planner.predict(est)
+    feasible = planner.candidates.accuracy >= planner.accuracy_floor
+    assert plan.energy_mj == pytest.approx(energy[feasible].min())
+    full = planner.plan(estimates(bandwidth_bps=5e6, head_speed_factor=5.0))
+    assert plan.energy_mj <= full.energy_mj and full.latency_ms <= plan.latency_ms
+    assert battery_weight(1.0) == 0 and battery_weight(0.1) == 1
+    assert 0 < battery_weight(0.3) < 1
+
+
+def test_a_deadline_is_met_when_any_accurate_candidate_can_meet_it(card):
+    est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
+    free = Planner(card, "adaptive").plan(est)
+    tight = Planner(card, "adaptive", deadline_ms=free.latency_ms * 1.01).plan(est)
+    assert tight.latency_ms <= free.latency_ms * 1.01
+
+
+def test_baselines_stay_inside_their_own_choices(card):
+    est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
+    assert Planner(card, "local").plan(est).config == Config.local()
+    assert Planner(card, "offload-input").plan(est).config == Config.offload_input("png")
+    neuro = Planner(card, "neurosurgeon").plan(est).config
+    assert neuro.exit_threshold is None and (neuro.raw or neuro.placement is not Placement.SPLIT)
+    for e in SCENARIOS:
+        edgent = Planner(card, "edgent", deadline_ms=50).plan(e).config
+        assert edgent.raw or edgent.placement is Placement.LOCAL
+    fixed = Config(split=2, width=4, bits=4)
+    assert Planner(card, "fixed", fixed_config=fixed).plan(est).config == fixed
+    default_fixed = Planner(card, "fixed").plan(est).config
+    assert default_fixed.placement is Placement.SPLIT and not default_fixed.raw
+    with pytest.raises(ValueError, match="unknown policy"):
+        Planner(card, "magic")
+
+
+def test_edgent_takes_the_most_accurate_choice_under_its_deadline(card):
+    est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
+    planner = Planner(card, "edgent", deadline_ms=60)
+    plan = planner.plan(est)
+    latency, _ = planner.predict(est)
+    in_time = planner.allowed & (latency <= 60)
+    if in_time.any():
+        assert plan.accuracy == pytest.approx(planner.candidates.accuracy[in_time].max())
+
+
+# ------------------------------------------------------------------------ estimators
+def test_bandwidth_is_the_harmonic_mean_of_recent_timed_transfers():
+    bw = BandwidthEstimator(initial_bps=1e6, window=3)
+    assert not bw.add_sample(100, 10.0)  # too small to time
+    for bps in (1e6, 2e6, 4e6):
+        assert bw.add_sample(10_000, 10_000 * 8 / bps * 1000)
+    assert bw.estimate_bps == pytest.approx(3 / (1 / 1e6 + 1 / 2e6 + 1 / 4e6))
+
+
+def test_bandwidth_falls_in_an_outage_and_recovers_after_it():
+    bw = BandwidthEstimator(initial_bps=2e6, window=5)
+    for _ in range(5):
+        bw.add_sample(20_000, 80.0)  # 2 Mbit/s
+    for _ in range(3):
+        bw.add_timeout(20_000, 2000.0)  # nothing arrived in 2 s
+    assert bw.estimate_bps < 0.3e6
+    for _ in range(5):
+        bw.add_sample(20_000, 80.0)
+    assert bw.estimate_bps == pytest.approx(2e6)
+
+
+def test_rtt_and_head_speed_follow_their_samples():
+    rtt = RttEstimator(initial_ms=100.0)
+    for _ in range(9):
+        rtt.add_sample(10.0)
+    assert rtt.estimate_ms == 10.0
+    speed = HeadSpeedEstimator()
+    for _ in range(40):
+        speed.add_sample(30.0, 10.0)
+    assert speed.factor == pytest.approx(3.0, rel=0.01)
+
+
+def test_backoff_doubles_to_its_cap_and_resets_on_success():
+    health = EdgeHealth(initial_backoff_s=0.1, max_backoff_s=0.4, jitter=0.0)
+    health.failure("down", now=0.0)
+    assert not health.up and not health.probe_due(0.05) and health.probe_due(0.1)
+    waits = []
+    now = 0.0
+    for _ in range(4):
+        health.failure("still down", now=now)
+        waits.append(health._next_probe_at - now)
+    assert waits == pytest.approx([0.2, 0.4, 0.4, 0.4])
+    health.success()
+    assert health.up and health.recoveries == 1 and health.failures == 1
+
+
+# ------------------------------------------------------------------------ battery, energy
+def test_batteries(tmp_path):
+    assert FixedBattery(0.3).level() == 0.3
+    sim = SimulatedBattery(start_level=0.5, capacity_mj=1000.0)
+    sim.drain(250.0)
+    assert sim.level() == pytest.approx(0.25)
+    supply = tmp_path / "BAT0"
+    supply.mkdir()
+    (supply / "type").write_text("Battery\n")
+    (supply / "capacity").write_text("42\n")
+    found = find_sysfs_battery(tmp_path)
+    assert found is not None and found.level() == pytest.approx(0.42)
+    assert find_sysfs_battery(tmp_path / "missing") is None
+    assert make_battery("0.7").level() == 0.7
+    assert make_battery("sim:0.4").level() == pytest.approx(0.4)
+    assert make_battery("auto").kind in ("sysfs", "simulated")
+    with pytest.raises(ValueError, match="unknown battery"):
+        make_battery("full")
+
+
+def test_energy_model_uses_its_named_parameters():
+    assert RPI4.idle_w == 2.7 and RPI4.busy_w == 6.4 and RPI4.radio is LTE
+    assert RPI4.energy_mj(compute_ms=10) == pytest.approx(64.0)
+    # 1 Mbit/s on LTE: 438.39 + 1288.04 mW
+    assert RPI4.radio_w(1e6) == pytest.approx(1.72643)
+    custom = PowerProfile(name="slow", idle_w=1.0, busy_w=2.0)
+    assert custom.energy_mj(compute_ms=1, wait_ms=1) == pytest.approx(3.0)
+    assert np.isclose(RPI4.energy_mj(0, 0, 100, 1e6), 172.643)
