@@ -99,7 +99,7 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
     rps: dict[str, list[float]] = {k: [] for k in servers}
     latencies: dict[str, list[float]] = {k: [] for k in servers}
     try:
-        for name, (_, port) in servers.items():  # warm-up
+        for _, port in servers.values():  # warm-up
             asyncio.run(_closed_loop(port, model_id, config, payloads, streams, 1.0))
         for _ in range(rounds):
             for name, (_, port) in servers.items():  # A and B interleaved
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config.parse(args.config)
     wire_configs = [config, Config(split=3, width=4, bits=4), Config(split=1, bits=8)]
-    result = {
+    result: dict[str, Any] = {
         "throughput": throughput(args.checkpoint, config, args.streams, args.rounds,
                                  args.seconds, args.server_threads),
         "wire": [wire_bytes(args.checkpoint, c, args.wire_count)
