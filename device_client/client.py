@@ -96,7 +96,7 @@ class DeviceClient:
                  accuracy_floor: float | None = None, battery: str | Battery = "auto",
                  power: PowerProfile = RPI4, fixed_config: Config | None = None,
                  offload_timeout_ms: float | None = None, load_feed: str | None = None,
-                 probe_interval_s: float = 2.0, monitor: bool = True) -> None:
+                 probe_interval_s: float = 5.0, monitor: bool = True) -> None:
         self.loaded = load_pretrained(checkpoint)
         self.model = self.loaded.model
         self.card = load_card(checkpoint)
@@ -118,7 +118,10 @@ class DeviceClient:
         self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
         self.head_speed = HeadSpeedEstimator()
         self.health = EdgeHealth()
-        self.link = EdgeLink(edge, self.loaded.model_id, token, tls_ca) if edge else None
+        # A policy that never offloads (local) never talks to the edge.
+        offloads = edge is not None and self.planner.may_offload
+        self.link = (EdgeLink(edge, self.loaded.model_id, token, tls_ca)
+                     if edge is not None and offloads else None)
         self.probe_interval_s = probe_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -161,8 +164,8 @@ class DeviceClient:
         empty_ms, load = self.link.probe(0, timeout_s)
         self.rtt.add_sample(empty_ms)
         self.server.update_queue(load.queue_ms_recent)
-        if padding_bytes is None:  # about 100 ms of transfer at the current estimate
-            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.1, 1500, 64_000))
+        if padding_bytes is None:  # about 50 ms of transfer at the current estimate
+            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000, 32_000))
         padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
         self.bandwidth.add_sample(padding_bytes, padded_ms - empty_ms)
 

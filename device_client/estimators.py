@@ -30,11 +30,12 @@ class Estimates:
 
 
 class BandwidthEstimator:
-    """Uplink throughput: harmonic mean of the most recent samples.
+    """Uplink throughput: the median of the most recent samples.
 
-    The harmonic mean follows drops quickly and is not fooled by one fast sample. A transfer
-    that times out adds an upper-bound sample (bytes over the time waited), so an outage
-    pulls the estimate down at once; fresh samples after it pull it back up.
+    Cellular links deliver in bursts, so a single sample can land in a gap between
+    delivery opportunities; the median ignores such outliers in either direction. A
+    transfer that times out adds an upper-bound sample (bytes over the time waited), so a
+    run of timeouts in an outage pulls the estimate down; fresh samples pull it back up.
     """
 
     def __init__(self, initial_bps: float = 1e6, window: int = 5,
@@ -63,8 +64,7 @@ class BandwidthEstimator:
 
     @property
     def estimate_bps(self) -> float:
-        samples = list(self._samples)
-        return len(samples) / sum(1.0 / max(s, 1.0) for s in samples)
+        return float(statistics.median(self._samples))
 
     def stale(self, max_age_s: float) -> bool:
         return time.monotonic() - self.last_sample_at > max_age_s

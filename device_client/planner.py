@@ -5,7 +5,10 @@
                    fraction, tail MMACs and accuracy
     Estimates  ──► per candidate, vectorised:
         device_ms  = head_ms · head_speed_factor
-        network_ms = bytes·8 / bandwidth + RTT
+        network_ms = (packets − ½) · MTU·8 / bandwidth + RTT,
+                     packets = ⌈(bytes + wire overhead) / MTU⌉
+                     (links deliver whole MTU-sized opportunities: a 40-byte payload
+                     waits for one as long as a 1,000-byte one)
         edge_ms    = server queue ms + tail MMACs · edge ms/MMAC
         latency    = device_ms + (1 − p_exit) · (network_ms + edge_ms)
         energy     = P_busy·device_ms + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
@@ -37,6 +40,8 @@ OFFLOAD_CODEC = "png"
 DEFAULT_EDGENT_DEADLINE_MS = 100.0
 BATTERY_SAVING_START = 0.5
 BATTERY_SAVING_FULL = 0.1
+MTU_BYTES = 1500
+WIRE_OVERHEAD_BYTES = 60  # gRPC + HTTP/2 framing per request on an open stream (measured)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,11 @@ class Planner:
         uses_exits = policy in ("adaptive", "edgent")
         self.local_only = cands.is_local if uses_exits else plain_local
 
+    @property
+    def may_offload(self) -> bool:
+        """Whether this policy ever sends anything to the edge."""
+        return bool((self.allowed & ~self.candidates.is_local).any())
+
     def default_fixed_config(self) -> Config:
         """BottleFit-style: the smallest bottleneck at the shallowest split that meets the
         accuracy floor (no exit)."""
@@ -175,7 +185,9 @@ class Planner:
         """Predicted latency (ms) and device energy (mJ) of every candidate."""
         c = self.candidates
         device_ms = c.head_ms * est.head_speed_factor
-        transfer_ms = c.payload_bytes * 8 / max(est.bandwidth_bps, 1.0) * 1000
+        packets = np.ceil((c.payload_bytes + WIRE_OVERHEAD_BYTES) / MTU_BYTES)
+        packet_ms = MTU_BYTES * 8 / max(est.bandwidth_bps, 1.0) * 1000
+        transfer_ms = np.where(c.payload_bytes > 0, (packets - 0.5) * packet_ms, 0.0)
         edge_ms = est.server_queue_ms + c.tail_mmacs * est.edge_ms_per_mmac
         remote = np.where(c.is_local, 0.0, 1 - c.exit_fraction)
         latency = device_ms + remote * (transfer_ms + est.rtt_ms + edge_ms)

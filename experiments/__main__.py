@@ -1,0 +1,182 @@
+"""``python -m experiments``: replay real uplink traces against emulated devices and compare
+every policy side by side. See ``python -m experiments run --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.devices import PROFILES
+from experiments.netns import KernelLinkUnavailableError
+from experiments.oracle import oracle
+from experiments.report import build_summary, plot, write_tables
+from experiments.runner import run_scenario
+from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
+from experiments.traces import Trace, TraceError
+from splitnet.checkpoint import CheckpointError
+from splitnet.data import load_split
+from splitnet.zoo import DEFAULT_CHECKPOINT, load_card
+
+JSON_FIELDS = ("accuracy", "mean_latency_ms", "p95_latency_ms", "bytes_per_inference",
+               "energy_mj_per_inference", "deadline_miss_rate", "fallbacks", "lost")
+
+
+def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
+            show_progress: bool = True) -> dict[str, Any]:
+    """Run, summarize, tabulate and plot one scenario; returns the summary."""
+    import numpy as np
+
+    card = load_card(checkpoint)
+    labels = load_split("test").labels
+    started = time.monotonic()
+    runs = run_scenario(scenario, out_dir, checkpoint, show_progress)
+    trace = Trace.load(scenario.trace, scenario.scale)
+    all_records = [r for run in runs.values() for r in run.records]
+    reference = runs.get("adaptive") or next(iter(runs.values()))
+    oracle_row = oracle(card, trace, scenario.trace_start_s, scenario.rtt_ms,
+                        reference.records, all_records, PROFILES[scenario.device].power,
+                        scenario.accuracy_floor, scenario.battery)
+    oracle_row["accuracy_expected"] = oracle_row["accuracy"]
+    oracle_row.update(deadline_miss_rate=None, fallbacks=0, lost=0)
+    summary = build_summary(scenario, runs, labels, oracle_row)
+    summary["run_seconds"] = time.monotonic() - started
+    duration = scenario.images / scenario.rate_hz
+    times = np.arange(0, math.ceil(duration) + 1)
+    capacity = np.array([trace.capacity_bps((scenario.trace_start_s + t) * 1000,
+                                            (scenario.trace_start_s + t + 1) * 1000)
+                         for t in times])
+    summary["plots"] = [str(p) for p in plot(summary, runs, out_dir, (times, capacity))]
+    write_tables(summary, out_dir)
+    return summary
+
+
+def json_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """The --json object: scenario, policies, oracle, adaptive_to_oracle_latency."""
+    return {
+        "scenario": summary["scenario"],
+        "policies": {name: {k: row.get(k) for k in JSON_FIELDS}
+                     for name, row in summary["policies"].items()},
+        "oracle": {k: summary["oracle"].get(k) for k in JSON_FIELDS},
+        "adaptive_to_oracle_latency": summary["adaptive_to_oracle_latency"],
+        "adaptive_to_oracle_energy": summary["adaptive_to_oracle_energy"],
+        "bandwidth_estimate_mare": summary["bandwidth_estimate_mare"],
+        "device_emulation": summary["device_emulation"].get("method"),
+        "out_dir": str(Path(summary["plots"][0]).parent) if summary["plots"] else None,
+        "run_seconds": summary["run_seconds"],
+    }
+
+
+def grid_targets(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's grid targets, from every cell's summary."""
+    policies = list(cells[0]["policies"])
+    geo = {p: math.exp(sum(math.log(max(c["policies"][p]["mean_latency_ms"], 1e-6))
+                           for c in cells) / len(cells)) for p in policies}
+    best = min(geo, key=lambda p: geo[p])
+    ratios = [c["adaptive_to_oracle_latency"] for c in cells]
+    lost = sum(row["lost"] for c in cells for row in c["policies"].values())
+    errors = [c["bandwidth_estimate_mare"] for c in cells if c["bandwidth_estimate_mare"]]
+    full = load_card(DEFAULT_CHECKPOINT)["full"]["accuracy"]
+    adaptive_acc = min(c["policies"]["adaptive"]["accuracy"] for c in cells)
+    return {
+        "lost==0_everywhere": {"measured": lost, "met": lost == 0},
+        "adaptive<=1.15x_oracle_every_cell": {"measured": max(ratios),
+                                              "met": max(ratios) <= 1.15},
+        "adaptive_best_geomean_latency": {"measured": geo, "best": best,
+                                          "met": best == "adaptive"
+                                          and adaptive_acc >= full - 0.01 - 0.02},
+        "bandwidth_estimate_mare_median": {"measured": float(sorted(errors)[len(errors) // 2])
+                                           if errors else None, "met": bool(errors)},
+    }
+
+
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scenario options (override the scenario file)")
+    group.add_argument("--trace", help="trace name in ../shared/traces or a Mahimahi file")
+    group.add_argument("--scale", type=float, help="trace scale, e.g. 0.05 for IoT uplinks")
+    group.add_argument("--trace-start-s", type=float, help="where in the trace to start")
+    group.add_argument("--rtt-ms", type=float, help="fixed round-trip time")
+    group.add_argument("--loss", type=float, help="per-packet loss probability")
+    group.add_argument("--device", choices=sorted(PROFILES), help="device profile")
+    group.add_argument("--n", type=int, dest="images", help="images per device")
+    group.add_argument("--devices", type=int, help="number of emulated devices")
+    group.add_argument("--rate-hz", type=float, help="arrivals per second per device")
+    group.add_argument("--battery", type=float, help="start battery level in [0, 1]")
+    group.add_argument("--deadline-ms", type=float, help="latency deadline")
+    group.add_argument("--policies", type=lambda s: tuple(s.split(",")),
+                       help="comma-separated, e.g. adaptive,local")
+    group.add_argument("--link", choices=("userspace", "kernel"), help="link emulation mode")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description="Replay real cellular uplink traces against emulated Raspberry Pis and "
+                    "compare splitnet's adaptive policy with local-only, full offload, "
+                    "Neurosurgeon, Edgent and a fixed BottleFit-style bottleneck, side by side.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+               "  python -m experiments run                         # the default scenario\n"
+               "  python -m experiments run --trace Verizon-LTE-short.up --scale 0.05 \\\n"
+               "      --rtt-ms 60 --device pizero2 --n 100\n"
+               "  python -m experiments run my_scenario.toml --json\n"
+               "  python -m experiments grid --n 60                 # 3 traces x 2 devices x "
+               "2 scales")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one scenario",
+                         description="Run one scenario: a TOML file, a name from "
+                                     "experiments/scenarios/, or 'default'; options override it.")
+    run.add_argument("scenario", nargs="?", default="default")
+    add_scenario_options(run)
+    run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    grid_parser = sub.add_parser("grid", help="run the comparison grid",
+                                 description="3 shipped traces x 2 device profiles x 2 scales "
+                                             "(1 and 0.05), every policy in each cell.")
+    grid_parser.add_argument("scenario", nargs="?", default="default",
+                             help="base scenario whose other settings every cell shares")
+    add_scenario_options(grid_parser)
+    grid_parser.add_argument("--out", type=Path, default=Path("runs/grid"))
+    grid_parser.add_argument("--json", action="store_true")
+    grid_parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    args = parser.parse_args(argv)
+    options = {k: getattr(args, k) for k in (
+        "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
+        "rate_hz", "battery", "deadline_ms", "policies", "link")}
+    try:
+        base = load_scenario(args.scenario).with_options(**options)
+        if args.command == "run":
+            out = args.out or Path("runs") / base.name
+            summary = run_one(base, out, args.checkpoint)
+            if args.json:
+                print(json.dumps(json_view(summary), indent=1))
+            else:
+                print((out / "summary.md").read_text())
+                print("plots:", ", ".join(summary["plots"]))
+            return 0
+        cells = []
+        for cell in grid(base):
+            print(f"== {cell.name}", file=sys.stderr)
+            cells.append(run_one(cell, args.out / cell.name, args.checkpoint))
+        result = {"cells": [json_view(c) for c in cells], "targets": grid_targets(cells)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "grid.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / "grid.md").write_text("".join((args.out / c["scenario"]["name"]
+                                                    / "summary.md").read_text() + "\n"
+                                                   for c in cells))
+        print(json.dumps(result, indent=1) if args.json else
+              (args.out / "grid.md").read_text() + json.dumps(result["targets"], indent=1))
+        return 0
+    except (ScenarioError, TraceError, CheckpointError, FileNotFoundError,
+            KernelLinkUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""One emulated device: paced inputs through a DeviceClient, records pushed over ZMQ.
+
+    runner ──spawns (under a CPU quota)──► device_worker ──infer(image_i at t0 + i/rate)──►
+                                              └─ ZMQ PUSH: one JSON record per input, then
+                                                 {"done": true, "device": k}
+
+Started by ``experiments.runner``; not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import zmq
+
+from device_client.client import DeviceClient
+from device_client.energy import PowerProfile
+from experiments.devices import PROFILES
+from splitnet.config import Config
+from splitnet.data import load_split
+
+
+def slow_down(model: Any, factor: float) -> None:
+    """Fallback device emulation: sleep after each model call so it takes ``factor``× as long."""
+    for name in ("forward_head", "backbone", "logits_from"):
+        original = getattr(model, name)
+
+        def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = _original(*args, **kwargs)
+            time.sleep((time.perf_counter() - start) * (factor - 1))
+            return out
+
+        setattr(model, name, wrapped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.device_worker")
+    parser.add_argument("--edge", required=True)
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--records", required=True, help="ZMQ address to PUSH records to")
+    parser.add_argument("--device-id", type=int, default=0)
+    parser.add_argument("--device", default="rpi4")
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--rate-hz", type=float, default=10.0)
+    parser.add_argument("--t0", type=float, required=True, help="monotonic time of input 0")
+    parser.add_argument("--battery", type=float, default=1.0)
+    parser.add_argument("--deadline-ms", type=float, default=None)
+    parser.add_argument("--accuracy-floor", type=float, default=None)
+    parser.add_argument("--fixed-config", default="")
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--slowdown", type=float, default=1.0,
+                        help="sleep-scaling fallback when no CPU quota applies")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    profile = PROFILES[args.device]
+    power: PowerProfile = profile.power
+    images = load_split("test").images[args.start:args.start + args.count]
+    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+    socket.setsockopt(zmq.LINGER, 5000)
+    socket.connect(args.records)
+    fixed = Config.parse(args.fixed_config) if args.fixed_config else None
+    floor = args.accuracy_floor or None
+    with DeviceClient(args.edge, args.policy, args.checkpoint, battery=f"sim:{args.battery}",
+                      power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
+                      fixed_config=fixed) as client:
+        if args.slowdown > 1:
+            slow_down(client.model, args.slowdown)
+        for i, image in enumerate(images):
+            due = args.t0 + i / args.rate_hz
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            started = time.monotonic()
+            result = client.infer(image)
+            record = result.record()
+            record.update(device=args.device_id, index=args.start + i, policy=args.policy,
+                          t_due=due, t_start=started, t_end=time.monotonic(),
+                          edge_up=client.health.up)
+            socket.send(json.dumps(record).encode())
+    socket.send(json.dumps({"done": True, "device": args.device_id}).encode())
+    socket.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

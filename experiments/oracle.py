@@ -1,0 +1,77 @@
+"""The oracle: the best choice in hindsight, per time window, from the profile and the trace.
+
+    for each window of the run (1 s):  true capacity from the trace
+        + the device's measured speed (head ms ÷ profiled ms, from this run's records)
+        + the edge's measured speed (server ms per tail MMAC) + the scenario's RTT
+        ─► the planner's cost model over every candidate in the card
+        ─► the lowest predicted latency with accuracy ≥ the floor
+    each input takes its window's choice ─► oracle latency, energy, accuracy, bytes
+
+The oracle knows the future capacity exactly; the adaptive policy must estimate it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+from device_client.energy import PowerProfile
+from device_client.estimators import Estimates
+from device_client.planner import Planner
+from experiments.traces import Trace
+
+
+def measured_constants(card: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, float]:
+    """Device speed factor and edge ms/MMAC, from what the run actually measured."""
+    profiled = {row["config"]: row for row in card["configs"]}
+    full = card["full"]
+    ratios, edge = [], []
+    for r in records:
+        config = r["config"].split("/exit")[0]
+        if r["where"] == "local" and not r["fallback"] and config == "local":
+            ratios.append(r["head_ms"] / full["latency_ms"])
+        elif config in profiled and r["where"] == "edge":
+            ratios.append(r["head_ms"] / profiled[config]["head_latency_ms"])
+            if profiled[config]["tail_macs"]:
+                edge.append(r["server_ms"] / (profiled[config]["tail_macs"] / 1e6))
+        elif config.startswith("offload") and r["where"] == "edge":
+            edge.append(r["server_ms"] / (full["macs"] / 1e6))
+    return {"head_speed_factor": statistics.median(ratios) if ratios else 1.0,
+            "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05}
+
+
+def oracle(card: dict[str, Any], trace: Trace, trace_start_s: float, rtt_ms: float,
+           records: list[dict[str, Any]], all_records: list[dict[str, Any]],
+           power: PowerProfile, accuracy_floor: float | None, battery: float = 1.0,
+           window_s: float = 1.0) -> dict[str, Any]:
+    """Oracle results for the inputs in ``records`` (their arrival times ``t``)."""
+    constants = measured_constants(card, all_records)
+    planner = Planner(card, "adaptive", accuracy_floor or None, None, power)
+    choices: dict[int, Any] = {}
+    latencies, energies, accuracies, sent = [], [], [], []
+    for r in records:
+        window = int(r["t"] // window_s)
+        if window not in choices:
+            start_ms = (trace_start_s + window * window_s) * 1000
+            capacity = trace.capacity_bps(start_ms, start_ms + window_s * 1000)
+            est = Estimates(bandwidth_bps=max(capacity, 1.0), rtt_ms=rtt_ms,
+                            server_queue_ms=0.0, edge_ms_per_mmac=constants["edge_ms_per_mmac"],
+                            head_speed_factor=constants["head_speed_factor"],
+                            battery_level=battery, edge_available=capacity > 0)
+            choices[window] = planner.plan(est)
+        plan = choices[window]
+        latencies.append(plan.latency_ms)
+        energies.append(plan.energy_mj)
+        accuracies.append(plan.accuracy)
+        sent.append(plan.payload_bytes * (1 - plan.exit_fraction))
+    return {
+        "mean_latency_ms": float(np.mean(latencies)) if latencies else 0.0,
+        "p95_latency_ms": float(np.percentile(latencies, 95)) if latencies else 0.0,
+        "energy_mj_per_inference": float(np.mean(energies)) if energies else 0.0,
+        "accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
+        "bytes_per_inference": float(np.mean(sent)) if sent else 0.0,
+        "configs": sorted({str(p.config) for p in choices.values()}),
+        **constants,
+    }

@@ -1,0 +1,216 @@
+"""Run one scenario: every policy on the same images and the same stretch of trace.
+
+    edge server (subprocess, once) ◄── link per device (restarted at the same trace offset
+    for every policy) ◄── device worker per device (subprocess, under its CPU quota)
+                                      └─ records ─ZMQ PUSH──► runner (PULL) ─► records.jsonl
+
+The runner only orchestrates: model, wire and decisions all live in the library packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from experiments.devices import PROFILES, CpuQuota, calibrate, describe
+from experiments.link import UserspaceLink
+from experiments.netns import KernelLink
+from experiments.scenario import Scenario, ScenarioError
+from experiments.traces import Trace
+from splitnet.progress import progress
+from splitnet.zoo import DEFAULT_CHECKPOINT
+
+STARTUP_GRACE_S = 4.0  # device processes load torch and the model before input 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class PolicyRun:
+    """What one policy produced in one scenario."""
+
+    policy: str
+    records: list[dict[str, Any]]
+    expected: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    device_emulation: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def edge_server(checkpoint: Path, host: str = "127.0.0.1",
+                prefix: list[str] | None = None) -> Iterator[int]:
+    """A real edge server process on a free port (inside a namespace when prefixed)."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [*(prefix or []), sys.executable, "-m", "edge_server", "--address", f"{host}:{port}",
+         "--checkpoint", str(checkpoint), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if "serving" not in line:
+            raise RuntimeError(f"edge server failed to start: {line.strip()}")
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,
+               records_path: Path, show_progress: bool = True,
+               kernel_link: KernelLink | None = None) -> PolicyRun:
+    """One policy, all devices, on a link (re)started at the scenario's trace offset.
+
+    Userspace: a fresh shaper per device. Kernel: the scenario's namespaces, with the
+    trace clock reset, the device worker run inside the device namespace.
+    """
+    trace = Trace.load(scenario.trace, scenario.scale)
+    profile = PROFILES[scenario.device]
+    calibration = calibrate(profile)
+    collector: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
+    address = f"ipc://{tempfile.gettempdir()}/splitnet-records-{os.getpid()}-{policy}"
+    collector.bind(address)
+    links: list[Any] = [kernel_link] if kernel_link else [
+        UserspaceLink(trace, edge_port, scenario.one_way_delay_ms, scenario.loss,
+                      scenario.trace_start_s, seed=scenario.seed + k)
+        for k in range(scenario.devices)]
+    counters_before = [(link.bytes_up, link.bytes_down) if kernel_link else (0, 0)
+                       for link in links]
+    processes, quotas = [], []
+    records: list[dict[str, Any]] = []
+    expected = scenario.devices * scenario.images
+    started = time.monotonic()
+    emulation: dict[str, Any] = {}
+    try:
+        t0 = time.monotonic() + STARTUP_GRACE_S
+        for k, link in enumerate(links):
+            quota = CpuQuota(f"splitnet-{os.getpid()}-{policy}-{k}", calibration.quota) \
+                if calibration.quota < 1.0 else None
+            quotas.append(quota)
+            slowdown = 1.0
+            prefix: list[str] = []
+            if quota is not None and quota.available:
+                prefix = quota.prefix()
+            elif calibration.quota < 1.0:
+                slowdown = 1 / calibration.quota
+            emulation = describe(profile, calibration, quota)
+            if kernel_link is None:
+                link.start()
+                edge_address = f"127.0.0.1:{link.port}"
+            else:
+                prefix = kernel_link.exec_prefix("device") + prefix
+                edge_address = f"{kernel_link.edge_ip}:{edge_port}"
+                emulation["link_not_emulated"] = kernel_link.not_emulated
+            link.started_at = t0  # the trace clock starts with input 0
+            command = prefix + [
+                sys.executable, "-m", "experiments.device_worker",
+                "--edge", edge_address,
+                "--policy", policy, "--records", address, "--device-id", str(k),
+                "--device", scenario.device, "--start", str(k * scenario.images),
+                "--count", str(scenario.images), "--rate-hz", str(scenario.rate_hz),
+                "--t0", str(t0), "--battery", str(scenario.battery),
+                "--deadline-ms", str(scenario.deadline_ms),
+                "--accuracy-floor", str(scenario.accuracy_floor),
+                "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
+                "--slowdown", str(slowdown)]
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, text=True))
+        done = 0
+        poller = zmq.Poller()
+        poller.register(collector, zmq.POLLIN)
+        bar = progress(range(expected), desc=f"  {policy:<14}",
+                       enabled=None if show_progress else False)
+        bar_iter = iter(bar)
+        deadline = t0 + expected / scenario.rate_hz / scenario.devices + 120
+        while done < len(processes) and time.monotonic() < deadline:
+            if not poller.poll(500):
+                if all(p.poll() is not None for p in processes):
+                    break  # every worker exited (a crash shows up as lost inputs)
+                continue
+            message = json.loads(collector.recv())
+            if message.get("done"):
+                done += 1
+                continue
+            link = links[message["device"]]
+            # the true capacity around this input: one second centred on its start
+            message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
+                                                             message["t_start"] + 0.5)
+            message["t"] = message["t_due"] - t0
+            records.append(message)
+            next(bar_iter, None)
+        for _ in bar_iter:  # close the bar even if inputs were lost
+            break
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if process.returncode and process.stderr:
+                tail = process.stderr.read()[-2000:]
+                print(f"device worker for {policy} failed:\n{tail}", file=sys.stderr)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        bytes_up = sum(link.bytes_up - before[0]
+                       for link, before in zip(links, counters_before, strict=True))
+        bytes_down = sum(link.bytes_down - before[1]
+                         for link, before in zip(links, counters_before, strict=True))
+        if kernel_link is None:
+            for link in links:
+                link.stop()
+        for quota in quotas:
+            if quota is not None:
+                quota.close()
+        collector.close(linger=0)
+    with records_path.open("a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return PolicyRun(policy, records, expected, bytes_up, bytes_down,
+                     time.monotonic() - started, emulation)
+
+
+def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_CHECKPOINT,
+                 show_progress: bool = True) -> dict[str, PolicyRun]:
+    """Every policy of ``scenario``; records go to ``out_dir/records.jsonl``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_path = out_dir / "records.jsonl"
+    records_path.write_text("")
+    runs: dict[str, PolicyRun] = {}
+    if scenario.link == "kernel":
+        if scenario.devices != 1:
+            raise ScenarioError("the kernel link emulates one device per run; set devices = 1")
+        trace = Trace.load(scenario.trace, scenario.scale)
+        with KernelLink(trace, scenario.one_way_delay_ms,
+                        start_offset_s=scenario.trace_start_s) as link, \
+                edge_server(checkpoint, link.edge_ip, link.exec_prefix("edge")) as port:
+            for policy in scenario.policies:
+                runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
+                                          show_progress, kernel_link=link)
+        return runs
+    with edge_server(checkpoint) as port:
+        for policy in scenario.policies:
+            runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
+                                      show_progress)
+    return runs

@@ -1,0 +1,139 @@
+"""Scenarios: small data files (TOML) describing one experiment, checked when loaded.
+
+    [scenario]                     # experiments/scenarios/default.toml
+    name = "default"
+    trace = "ATT-LTE-driving.up"   # a file in ../shared/traces, or any Mahimahi trace path
+    scale = 1.0                    # 0.05 for an IoT-class uplink
+    trace_start_s = 300            # where in the trace the run starts
+    rtt_ms = 40                    # fixed RTT, split evenly over the two directions
+    loss = 0.0                     # per-packet loss, emulated as TCP retransmission delay
+    device = "rpi4"                # see experiments.devices.PROFILES
+    battery = 1.0                  # start level of the simulated battery
+    devices = 1                    # emulated devices, each with its own link
+    images = 200                   # test images per device (the first ones, same for all)
+    rate_hz = 10                   # arrivals per second per device
+    deadline_ms = 200              # latency deadline (misses are counted)
+    accuracy_floor = 0.0           # 0 = full model accuracy − 1 point, from the card
+    policies = ["adaptive", "local", "offload-input", "neurosurgeon", "edgent", "fixed"]
+    link = "userspace"             # or "kernel" (network namespaces + tc; root only)
+
+The grid of the issue is generated in code (:func:`grid`), not written out point by point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from device_client.planner import POLICIES
+from experiments.devices import PROFILES
+from experiments.traces import resolve_trace
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file or option that cannot run."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "adhoc"
+    trace: str = "ATT-LTE-driving.up"
+    scale: float = 1.0
+    trace_start_s: float = 0.0
+    rtt_ms: float = 40.0
+    loss: float = 0.0
+    device: str = "rpi4"
+    battery: float = 1.0
+    devices: int = 1
+    images: int = 200
+    rate_hz: float = 10.0
+    deadline_ms: float = 200.0
+    accuracy_floor: float = 0.0
+    policies: tuple[str, ...] = field(default=POLICIES)
+    link: str = "userspace"
+    fixed_config: str = ""  # "" = the planner's default BottleFit-style config
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        try:
+            resolve_trace(self.trace)
+        except ValueError as error:
+            problems.append(str(error))
+        if self.device not in PROFILES:
+            problems.append(f"unknown device {self.device!r}; use one of {sorted(PROFILES)}")
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            problems.append(f"unknown policies {unknown}; use {list(POLICIES)}")
+        if self.link not in ("userspace", "kernel"):
+            problems.append(f"link must be 'userspace' or 'kernel', not {self.link!r}")
+        for name, value, low, high in (("scale", self.scale, 1e-4, 100),
+                                       ("rtt_ms", self.rtt_ms, 0, 10_000),
+                                       ("loss", self.loss, 0, 0.5),
+                                       ("battery", self.battery, 0, 1),
+                                       ("devices", self.devices, 1, 16),
+                                       ("images", self.images, 1, 10_000),
+                                       ("rate_hz", self.rate_hz, 0.01, 1000)):
+            if not low <= value <= high:
+                problems.append(f"{name} = {value} is outside [{low}, {high}]")
+        if problems:
+            raise ScenarioError("; ".join(problems))
+
+    @property
+    def one_way_delay_ms(self) -> float:
+        return self.rtt_ms / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["policies"] = list(self.policies)
+        return out
+
+    def with_options(self, **options: Any) -> Scenario:
+        """The same scenario with some options replaced (None values are ignored)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "policies" in given:
+            given["policies"] = tuple(given["policies"])
+        return replace(self, **given)
+
+
+def load_scenario(path_or_name: str | Path) -> Scenario:
+    """A scenario from a TOML file, or by name from experiments/scenarios/."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        path = SCENARIO_DIR / f"{path_or_name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+        raise ScenarioError(f"scenario {path_or_name} not found; give a .toml path or one "
+                            f"of {known}")
+    try:
+        data = tomllib.loads(path.read_text()).get("scenario", {})
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(f"{path}: {error}") from None
+    known_fields = {f.name for f in fields(Scenario)}
+    unknown = sorted(set(data) - known_fields)
+    if unknown:
+        raise ScenarioError(f"{path}: unknown keys {unknown}; known keys: "
+                            f"{sorted(known_fields)}")
+    data.setdefault("name", path.stem)
+    if "policies" in data:
+        data["policies"] = tuple(data["policies"])
+    try:
+        return Scenario(**data)
+    except TypeError as error:
+        raise ScenarioError(f"{path}: {error}") from None
+
+
+GRID_TRACES = ("ATT-LTE-driving.up", "Verizon-LTE-short.up", "TMobile-LTE-short.up")
+GRID_DEVICES = ("rpi4", "pizero2")
+GRID_SCALES = (1.0, 0.05)
+
+
+def grid(base: Scenario) -> list[Scenario]:
+    """The issue's grid: 3 shipped traces × 2 device profiles × 2 scales, every policy."""
+    return [replace(base, name=f"{Path(t).stem}-{d}-x{s:g}", trace=t, device=d, scale=s)
+            for t, d, s in itertools.product(GRID_TRACES, GRID_DEVICES, GRID_SCALES)]

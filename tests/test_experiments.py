@@ -1,0 +1,185 @@
+"""Traces, both link modes, the oracle, and a short scenario end to end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from device_client.energy import RPI4
+from device_client.estimators import Estimates
+from device_client.planner import Planner
+from experiments.link import UserspaceLink
+from experiments.netns import KernelLink, kernel_link_problem
+from experiments.oracle import oracle
+from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
+from experiments.traces import PACKET_BYTES, Trace, TraceError
+from splitnet.config import Placement
+
+
+def test_shared_traces_match_their_published_rates():
+    att = Trace.load("ATT-LTE-driving.up")
+    assert att.mean_bps() / 1e6 == pytest.approx(0.83, abs=0.01)
+    assert (att.per_second_mbps() == 0).sum() >= 90  # its outages
+    assert Trace.load("TMobile-LTE-short.up").mean_bps() / 1e6 == pytest.approx(13.3, abs=0.1)
+
+
+def test_scaling_keeps_every_kth_opportunity():
+    base = Trace.load("Verizon-LTE-short.up")
+    tenth = Trace.load("Verizon-LTE-short.up", scale=0.1)
+    assert len(tenth.opportunities_ms) == len(base.opportunities_ms) // 10
+    assert tenth.mean_bps() == pytest.approx(base.mean_bps() / 10, rel=0.01)
+    assert tenth.period_ms == base.period_ms
+
+
+def test_any_mahimahi_file_works_and_bad_ones_are_refused(tmp_path):
+    path = tmp_path / "two.up"
+    path.write_text("1\n1\n2\n")  # 3 packets every 2 ms, looping
+    trace = Trace.load(path)
+    assert trace.capacity_bps(0, 2000) == pytest.approx(3000 * PACKET_BYTES * 8 / 2)
+    (tmp_path / "bad.up").write_text("one\n")
+    with pytest.raises(TraceError):
+        Trace.load(tmp_path / "bad.up")
+    with pytest.raises(TraceError, match="not found"):
+        Trace.load("no-such-trace.up")
+
+
+def _sink() -> tuple[int, list[tuple[int, float]]]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    got: list[tuple[int, float]] = []
+
+    def run() -> None:
+        conn, _ = server.accept()
+        total = 0
+        while data := conn.recv(65536):
+            total += len(data)
+        got.append((total, time.monotonic()))
+        conn.close()
+        server.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return server.getsockname()[1], got
+
+
+@pytest.mark.parametrize("trace_name,start_s", [("constant", 0.0),
+                                                ("Verizon-LTE-short.up", 30.0)])
+def test_userspace_shaper_delivers_in_the_time_the_trace_predicts(trace_name, start_s):
+    trace = Trace.constant(2.4) if trace_name == "constant" else Trace.load(trace_name, 0.1)
+    port, got = _sink()
+    size = 60_000
+    with UserspaceLink(trace, port, one_way_delay_ms=15, start_offset_s=start_s) as link:
+        sender = socket.create_connection(("127.0.0.1", link.port))
+        sent_at = time.monotonic()
+        start_ms = link.trace_time_ms(sent_at)
+        sender.sendall(bytes(size))
+        sender.close()
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got and got[0][0] == size and link.bytes_up == size
+    # the trace needs ceil(size / 1500) opportunities after start_ms, then the delay
+    needed = -(-size // PACKET_BYTES)
+    index = trace._cumulative(start_ms) + needed - 1
+    loops, within = divmod(index, len(trace.opportunities_ms))
+    predicted_s = (loops * trace.period_ms + trace.opportunities_ms[within] - start_ms
+                   + 15) / 1000
+    elapsed = got[0][1] - sent_at
+    assert elapsed == pytest.approx(predicted_s, abs=0.03 + 0.02 * predicted_s)
+
+
+@pytest.mark.skipif(kernel_link_problem() is not None,
+                    reason=f"kernel link unavailable: {kernel_link_problem()}")
+def test_kernel_link_sets_up_shapes_and_tears_down():
+    with KernelLink(Trace.constant(4.0), one_way_delay_ms=10) as link:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                               text=True).stdout
+        assert link.device_ns in names and link.edge_ns in names
+        server = subprocess.Popen(link.exec_prefix("edge") + [
+            sys.executable, "-c",
+            f"import socket;s=socket.socket();s.bind(('{link.edge_ip}',9000));s.listen()\n"
+            "c,_=s.accept()\nn=0\nwhile (d:=c.recv(65536)): n+=len(d)\nprint(n)"],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        started = time.monotonic()
+        subprocess.run(link.exec_prefix("device") + [
+            sys.executable, "-c",
+            "import socket,time\nfor _ in range(50):\n  try: s=socket.create_connection(("
+            f"'{link.edge_ip}',9000)); break\n  except OSError: time.sleep(0.05)\n"
+            "s.sendall(bytes(400000))"], check=True, timeout=30)
+        assert server.communicate(timeout=30)[0].strip() == "400000"
+        elapsed = time.monotonic() - started
+        assert 0.6 < elapsed < 1.6  # 400 kB at 4 Mbit/s is 0.8 s (tbf lets a burst through)
+        assert all("delay" in note for note in link.not_emulated)  # only netem may be missing
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert link.device_ns not in names and link.edge_ns not in names
+
+
+def test_oracle_is_right_on_a_hand_built_trace(card):
+    # second 0: a fast link; second 1: an outage
+    opportunities = np.concatenate([np.repeat(np.arange(1, 1000), 4), [2000]])
+    trace = Trace.from_opportunities("hand-built", opportunities)
+    full_ms = card["full"]["latency_ms"]
+    # the device ran its whole network 40x slower than the card says
+    measured = [{"config": "local", "where": "local", "fallback": False,
+                 "head_ms": 40 * full_ms, "server_ms": 0.0}]
+    records = [{"t": 0.5}, {"t": 0.6}, {"t": 1.5}]
+    result = oracle(card, trace, 0.0, 10.0, records, measured, RPI4, None)
+    planner = Planner(card, "adaptive", None, None, RPI4)
+    common = dict(rtt_ms=10.0, server_queue_ms=0.0, edge_ms_per_mmac=0.05,
+                  head_speed_factor=40.0, battery_level=1.0)
+    fast = planner.plan(Estimates(bandwidth_bps=trace.capacity_bps(0, 1000),
+                                  edge_available=True, **common))
+    outage = planner.plan(Estimates(bandwidth_bps=1.0, edge_available=False, **common))
+    assert fast.config.placement is not Placement.LOCAL
+    assert outage.config.placement is Placement.LOCAL
+    expected = (2 * fast.latency_ms + outage.latency_ms) / 3
+    assert result["mean_latency_ms"] == pytest.approx(expected)
+    assert result["head_speed_factor"] == pytest.approx(40.0)
+    assert set(result["configs"]) == {str(fast.config), str(outage.config)}
+
+
+def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
+    default = load_scenario("default")
+    assert default.policies[0] == "adaptive" and len(default.policies) == 6
+    cells = grid(default)
+    assert len(cells) == 12 and len({c.name for c in cells}) == 12
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\ntrace = "ATT-LTE-driving.up"\nspeed = 3\n')
+    with pytest.raises(ScenarioError, match="speed"):
+        load_scenario(bad)
+    with pytest.raises(ScenarioError, match="unknown device"):
+        Scenario(device="cray")
+
+
+def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "run", "--trace", "Verizon-LTE-short.up",
+         "--n", "12", "--rate-hz", "20", "--policies", "adaptive,local", "--json",
+         "--out", str(out), "--checkpoint", str(checkpoint)],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert set(summary["policies"]) == {"adaptive", "local"}
+    for row in list(summary["policies"].values()) + [summary["oracle"]]:
+        assert set(row) >= {"accuracy", "mean_latency_ms", "p95_latency_ms",
+                            "bytes_per_inference", "energy_mj_per_inference",
+                            "deadline_miss_rate", "fallbacks", "lost"}
+    assert all(row["lost"] == 0 for row in summary["policies"].values())
+    assert summary["policies"]["local"]["bytes_per_inference"] == 0
+    assert summary["adaptive_to_oracle_latency"] > 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and {"config", "where", "head_ms", "transfer_ms", "server_ms",
+                                    "energy_mj", "true_capacity_bps",
+                                    "bandwidth_estimate_bps", "fallback"} <= set(records[0])
+    for name in ("summary.md", "summary.csv", "latency_over_time.png",
+                 "adaptive_choices.png", "accuracy_vs_bytes.png"):
+        assert (out / name).is_file(), name
