@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DATA   := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: setup demo test bench train lint proto clean
+.PHONY: setup demo test bench grid train lint proto clean
 
 setup: $(VENV)/.installed $(DATA)
 
@@ -23,11 +23,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --no-deps --target $(VENV)/generator grpcio-tools==1.66.2
 	touch $@
 
+# the main job: every policy side by side on a real LTE trace, emulated Raspberry Pi 4
 demo: setup
-	$(BIN)/python -m splitnet.bench
+	$(BIN)/python -m experiments run
 
 bench: setup
 	$(BIN)/python -m splitnet.bench --json
+	$(BIN)/python -m edge_server.bench --json
+	$(BIN)/python -m device_client.bench --json
+
+grid: setup
+	$(BIN)/python -m experiments grid
 
 train: setup
 	$(BIN)/python -m splitnet.train

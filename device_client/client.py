@@ -174,7 +174,8 @@ class DeviceClient:
             try:
                 if self.health.probe_due():
                     self.probe_once(timeout_s=1.0)
-                    self.link.reset_stream() if self.link else None
+                    if self.link is not None:
+                        self.link.reset_stream()  # a fresh stream for the recovered edge
                     self.health.success()
                 elif self.health.up and self.bandwidth.stale(self.probe_interval_s):
                     self.probe_once(timeout_s=2.0)
@@ -318,10 +319,9 @@ class DeviceClient:
         bandwidth = self.bandwidth.estimate_bps
         energy = self.power.energy_mj(head_ms, wait_ms=rtt_ms + server_ms,
                                       transfer_ms=transfer_ms, throughput_bps=bandwidth)
-        received = len(reply.probabilities) * 4 + 16
         return InferenceResult(reply.label, reply.probabilities, config, WHERE_EDGE,
                                LatencyBreakdown(head_ms, network_ms, server_ms),
-                               len(payload), received, energy, False, 0.0, 0.0,
+                               len(payload), reply.wire_bytes, energy, False, 0.0, 0.0,
                                plan.latency_ms, 0.0)
 
     def _fallback(self, failed: InferenceResult, logits: torch.Tensor,

@@ -91,6 +91,7 @@ class InferReply:
     batch_size: int = 0
     load: LoadReport = field(default_factory=LoadReport)
     error: RemoteError | None = None
+    wire_bytes: int = 0  # size of the received message (set on receipt, never sent)
 
     def to_message(self) -> pb.InferReply:
         message = pb.InferReply(
@@ -110,7 +111,7 @@ class InferReply:
         config = config_from_message(message.config) if message.HasField("config") else None
         return cls(message.request_id, config, tuple(message.probabilities), message.label,
                    message.queue_ms, message.compute_ms, message.batch_size,
-                   LoadReport.from_message(message.load), error)
+                   LoadReport.from_message(message.load), error, message.ByteSize())
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def test_offloaded_results_equal_local_results(edge, checkpoint, test_split, con
             result = client.infer(image)
             assert result.where == WHERE_EDGE and not result.fallback
             assert result.config == config and result.bytes_sent > 0
+            assert result.bytes_received > 40  # ten float probabilities and the timings
             torch.testing.assert_close(torch.tensor(result.probabilities),
                                        local_probabilities(client.model, image, config),
                                        rtol=1e-4, atol=1e-5)
@@ -141,3 +142,13 @@ def test_cli_rejects_a_bad_config_without_a_traceback(checkpoint):
          "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "split9/w3" in result.stderr
+
+
+def test_the_device_import_path_stays_light():
+    code = ("import sys, device_client.client, device_client.planner\n"
+            "heavy = [m for m in ('matplotlib', 'experiments', 'edge_server', 'PIL') "
+            "if m in sys.modules]\nprint(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -45,6 +45,7 @@ def test_messages_round_trip():
     reply = InferReply(7, request.config, (0.25, 0.75), 1, 0.5, 2.0, 4, load)
     back = InferReply.from_message(reply.to_message())
     assert back.label == 1 and back.batch_size == 4 and back.load == load
+    assert back.wire_bytes == reply.to_message().ByteSize() > 0
     assert back.probabilities == pytest.approx((0.25, 0.75))
     refused = InferReply(8, None, error=RemoteError(3, "bad payload"))
     assert InferReply.from_message(refused.to_message()).error == RemoteError(3, "bad payload")
