@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,54 +214,51 @@ class DeviceClient:
         est = self.estimates()
         plan = self.planner.plan(est)
         config = plan.config
-        model_ms = 0.0  # time in the model and on the network, excluded from overhead
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:
                 payload = encode_image(pixels, config.input_codec or "png")
-                outcome = self._offload(config, payload, plan)
-                if outcome.error is None:
-                    result = outcome
-                else:  # fallback: the whole network on the device
-                    t = time.perf_counter()
-                    logits = self.model.backbone(x)
-                    local_ms = (time.perf_counter() - t) * 1000
-                    result = self._fallback(outcome, logits, local_ms)
-                model_ms += result.latency.transfer_ms + result.latency.server_ms \
-                    + result.latency.local_tail_ms
+                result = self._offload_or_finish_locally(
+                    config, payload, plan, 0.0, lambda: self.model.backbone(x))
             else:
                 t = time.perf_counter()
                 head = self.model.forward_head(x, config)
                 head_ms = (time.perf_counter() - t) * 1000
-                model_ms += head_ms
+                exited = bool(head.exited[0])
+                self._learn_head_speed(config, head_ms, exited)
                 if head.code is None:  # LOCAL, or an exit fired: nothing to send
-                    where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
+                    where = WHERE_EXIT if exited else WHERE_LOCAL
                     result = self._local_result(config, head.logits, head_ms, where, plan)
-                    self._learn_head_speed(config, head_ms, exited=where == WHERE_EXIT)
                 else:
-                    payload = codec.encode(head.code)
-                    self._learn_head_speed(config, head_ms, exited=False)
-                    outcome = self._offload(config, payload, plan, head_ms=head_ms)
-                    if outcome.error is None:
-                        result = outcome
-                    else:  # fallback: finish from the activation the head computed
-                        assert head.features is not None and config.split is not None
-                        t = time.perf_counter()
-                        logits = self.model.logits_from(head.features, config.split)
-                        local_ms = (time.perf_counter() - t) * 1000
-                        result = self._fallback(outcome, logits, local_ms)
-                    model_ms += result.latency.transfer_ms + result.latency.server_ms \
-                        + result.latency.local_tail_ms
+                    features, split = head.features, config.split
+                    assert features is not None and split is not None
+                    result = self._offload_or_finish_locally(
+                        config, codec.encode(head.code), plan, head_ms,
+                        lambda: self.model.logits_from(features, split))
         total_ms = (time.perf_counter() - started) * 1000
         latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
                                    result.latency.server_ms, result.latency.local_tail_ms,
                                    total_ms)
         energy = result.energy_mj
         self.battery.drain(energy)
+        # everything not spent in the model or on the network is the client's own overhead
+        model_ms = latency.head_ms + latency.transfer_ms + latency.server_ms \
+            + latency.local_tail_ms
         return InferenceResult(
             result.label, result.probabilities, config, result.where, latency,
             result.bytes_sent, result.bytes_received, energy, result.fallback,
             est.bandwidth_bps, est.battery_level, plan.latency_ms,
             max(total_ms - model_ms, 0.0), result.error)
+
+    def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,
+                                   head_ms: float,
+                                   finish: Callable[[], torch.Tensor]) -> InferenceResult:
+        """Offload; if the edge fails, ``finish`` the input on the device (a fallback)."""
+        outcome = self._offload(config, payload, plan, head_ms)
+        if outcome.error is None:
+            return outcome
+        started = time.perf_counter()
+        logits = finish()
+        return self._fallback(outcome, logits, (time.perf_counter() - started) * 1000)
 
     def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
         if exited:

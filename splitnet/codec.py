@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 
 import numpy as np
 import torch
@@ -45,6 +46,24 @@ _ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
     write_checksum=False,
     write_dict_id=False,
 )
+
+
+_local = threading.local()  # zstd contexts are costly to build and not thread-safe
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    if not hasattr(_local, "compressor"):
+        _local.compressor = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS)
+    compressor: zstandard.ZstdCompressor = _local.compressor
+    return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor(
+            format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    decompressor: zstandard.ZstdDecompressor = _local.decompressor
+    return decompressor
 
 
 class PayloadError(ValueError):
@@ -106,7 +125,7 @@ def encode(code: QuantizedTensor) -> bytes:
     if not 1 <= len(shape) <= 7 or any(d > MAX_DIM for d in shape):
         raise ValueError(f"cannot encode a tensor of shape {shape}")
     body = pack_codes(code.codes.numpy(), code.bits)
-    compressed = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).compress(body)
+    compressed = _compressor().compress(body)
     use_zstd = len(compressed) < len(body)
     header = bytearray([_TAG | FORMAT_VERSION,
                         code.bits | (_ZSTD_FLAG if use_zstd else 0) | (len(shape) << 5)])
@@ -191,8 +210,8 @@ def _decompress_bounded(frame: bytes, body_len: int) -> bytes:
             raise PayloadError(f"zstd frame declares {declared} bytes; the header says {body_len}")
         if params.window_size > max(body_len, 1 << 10) * 2:
             raise PayloadError(f"zstd frame asks for a {params.window_size}-byte window")
-        return zstandard.ZstdDecompressor(format=fmt).decompress(
-            frame, max_output_size=body_len, allow_extra_data=False)
+        return _decompressor().decompress(frame, max_output_size=body_len,
+                                          allow_extra_data=False)
     except zstandard.ZstdError as error:
         raise PayloadError(f"payload body is not a valid zstd frame: {error}") from error
 
