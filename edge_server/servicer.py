@@ -15,11 +15,9 @@ keeps the stream open):
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 
@@ -90,7 +88,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         probabilities = result.probabilities
         return InferReply(
             request_id=request.request_id, config=request.config,
-            probabilities=tuple(float(p) for p in probabilities),
+            probabilities=tuple(probabilities.tolist()),
             label=int(probabilities.argmax()), queue_ms=result.queue_ms,
             compute_ms=result.compute_ms, batch_size=result.batch_size,
             load=load_report(self.batcher)).to_message()
@@ -119,31 +117,14 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     def InferStream(self, request_iterator: Iterator[pb.InferRequest],  # noqa: N802
                     context: grpc.ServicerContext) -> Iterator[pb.InferReply]:
         self._check_model_id(context)
-        # Read and submit in a thread, so a device can pipeline several inputs.
-        pending: queue.Queue[Any] = queue.Queue()
-        done = object()
-
-        def read() -> None:
+        # One input at a time per stream, in order: a device waits for each result anyway,
+        # and a thread per stream would only add contention. Batching happens across streams.
+        for message in request_iterator:
             try:
-                for message in request_iterator:
-                    try:
-                        pending.put(self._submit(message))
-                    except RequestError as error:
-                        pending.put(self._error_reply(message.request_id, error))
-            except grpc.RpcError:
-                pass  # the client went away
-            finally:
-                pending.put(done)
-
-        threading.Thread(target=read, name="stream-reader", daemon=True).start()
-        while True:
-            item = pending.get()
-            if item is done:
-                return
-            if isinstance(item, pb.InferReply):
-                yield item
+                parsed, future = self._submit(message)
+            except RequestError as error:
+                yield self._error_reply(message.request_id, error)
                 continue
-            parsed, future = item
             try:
                 yield self._reply(parsed, future.result())
             except Exception as error:  # noqa: BLE001
