@@ -246,7 +246,8 @@ class DeviceClient:
         return InferenceResult(
             result.label, result.probabilities, config, result.where, latency,
             result.bytes_sent, result.bytes_received, energy, result.fallback,
-            est.bandwidth_bps, est.battery_level, plan.latency_ms,
+            est.bandwidth_bps if self.link is not None else 0.0,  # 0: nothing estimated
+            est.battery_level, plan.latency_ms,
             max(total_ms - model_ms, 0.0), result.error)
 
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,

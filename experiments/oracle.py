@@ -5,9 +5,11 @@
         + the edge's measured speed (server ms per tail MMAC) + the scenario's RTT
         ─► the planner's cost model over every candidate in the card
         ─► the lowest predicted latency with accuracy ≥ the floor
-    each input takes its window's choice ─► oracle latency, energy, accuracy, bytes
+    each input takes its window's choice, plus the client overhead every policy pays
+    (the run's median: planning, encoding, bookkeeping) ─► latency, energy, accuracy, bytes
 
-The oracle knows the future capacity exactly; the adaptive policy must estimate it.
+The oracle knows the future capacity exactly; the adaptive policy must estimate it. It
+chooses perfectly but runs the same software, so it pays the same per-input overhead.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def measured_constants(card: dict[str, Any], records: list[dict[str, Any]]) -> d
                 edge.append(r["server_ms"] / (profiled[config]["tail_macs"] / 1e6))
         elif config.startswith("offload") and r["where"] == "edge":
             edge.append(r["server_ms"] / (full["macs"] / 1e6))
+    overheads = [r["overhead_ms"] for r in records if "overhead_ms" in r]
     return {"head_speed_factor": statistics.median(ratios) if ratios else 1.0,
-            "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05}
+            "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05,
+            "client_overhead_ms": statistics.median(overheads) if overheads else 0.0}
 
 
 def oracle(card: dict[str, Any], trace: Trace, trace_start_s: float, rtt_ms: float,
@@ -62,8 +66,9 @@ def oracle(card: dict[str, Any], trace: Trace, trace_start_s: float, rtt_ms: flo
                             battery_level=battery, edge_available=capacity > 0)
             choices[window] = planner.plan(est)
         plan = choices[window]
-        latencies.append(plan.latency_ms)
-        energies.append(plan.energy_mj)
+        overhead_ms = constants["client_overhead_ms"]
+        latencies.append(plan.latency_ms + overhead_ms)
+        energies.append(plan.energy_mj + power.energy_mj(overhead_ms))
         accuracies.append(plan.accuracy)
         sent.append(plan.payload_bytes * (1 - plan.exit_fraction))
     return {

@@ -31,9 +31,12 @@ def summarize_policy(run: PolicyRun, labels: np.ndarray, deadline_ms: float) -> 
     correct = [r["label"] == labels[r["index"]] for r in records]
     switches = sum(1 for a, b in zip(records, records[1:], strict=False)
                    if a["device"] == b["device"] and a["config"] != b["config"])
+    # the estimator runs whenever the policy can offload (probes keep it fresh), so every
+    # input with a true capacity scores it; policies that never offload have none
     estimate_errors = [abs(r["bandwidth_estimate_bps"] - r["true_capacity_bps"])
                        / r["true_capacity_bps"]
-                       for r in records if r["true_capacity_bps"] > 0 and r["where"] == "edge"]
+                       for r in records
+                       if r["true_capacity_bps"] > 0 and r["bandwidth_estimate_bps"] > 0]
     return {
         "policy": run.policy,
         "results": len(records),

@@ -129,7 +129,7 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
     full_ms = card["full"]["latency_ms"]
     # the device ran its whole network 40x slower than the card says
     measured = [{"config": "local", "where": "local", "fallback": False,
-                 "head_ms": 40 * full_ms, "server_ms": 0.0}]
+                 "head_ms": 40 * full_ms, "server_ms": 0.0, "overhead_ms": 0.5}]
     records = [{"t": 0.5}, {"t": 0.6}, {"t": 1.5}]
     result = oracle(card, trace, 0.0, 10.0, records, measured, RPI4, None)
     planner = Planner(card, "adaptive", None, None, RPI4)
@@ -140,7 +140,7 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
     outage = planner.plan(Estimates(bandwidth_bps=1.0, edge_available=False, **common))
     assert fast.config.placement is not Placement.LOCAL
     assert outage.config.placement is Placement.LOCAL
-    expected = (2 * fast.latency_ms + outage.latency_ms) / 3
+    expected = (2 * fast.latency_ms + outage.latency_ms) / 3 + 0.5  # + the client overhead
     assert result["mean_latency_ms"] == pytest.approx(expected)
     assert result["head_speed_factor"] == pytest.approx(40.0)
     assert set(result["configs"]) == {str(fast.config), str(outage.config)}
