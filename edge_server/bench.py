@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import grpc
 import numpy as np
 import torch
 
+from edge_server.launch import start_edge_process, stop_edge_process
 from splitnet import codec
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
@@ -34,27 +33,10 @@ from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_server(checkpoint: Path, max_batch_size: int, threads: int) -> tuple[Any, int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_server", "--address", f"127.0.0.1:{port}",
-         "--checkpoint", str(checkpoint), "--max-batch-size", str(max_batch_size),
-         "--max-wait-ms", "2", "--max-queue", "1024", "--threads", str(threads)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline() if process.stdout else ""
-    if "serving" not in line:
-        process.kill()
-        raise RuntimeError(f"edge server did not start: {line}")
-    return process, port
+    return start_edge_process(checkpoint, args=(
+        "--max-batch-size", str(max_batch_size), "--max-wait-ms", "2", "--max-queue", "1024",
+        "--threads", str(threads)))
 
 
 def payloads_for(checkpoint: Path, config: Config, count: int) -> tuple[str, list[bytes]]:
@@ -109,8 +91,7 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                 latencies[name] += samples
     finally:
         for process, _ in servers.values():
-            process.terminate()
-            process.wait(timeout=15)
+            stop_edge_process(process)
     out: dict[str, Any] = {"config": str(config), "streams": streams, "rounds": rounds,
                            "round_seconds": seconds, "server_torch_threads": threads}
     for name in servers:
@@ -210,8 +191,7 @@ def wire_bytes(checkpoint: Path, config: Config, count: int) -> dict[str, Any]:
     try:
         return asyncio.run(_wire(port, model_id, config, payloads, count))
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop_edge_process(process)
 
 
 def main(argv: list[str] | None = None) -> int:

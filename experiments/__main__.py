@@ -80,15 +80,16 @@ def grid_targets(cells: list[dict[str, Any]]) -> dict[str, Any]:
     ratios = [c["adaptive_to_oracle_latency"] for c in cells]
     lost = sum(row["lost"] for c in cells for row in c["policies"].values())
     errors = [c["bandwidth_estimate_mare"] for c in cells if c["bandwidth_estimate_mare"]]
-    full = load_card(DEFAULT_CHECKPOINT)["full"]["accuracy"]
-    adaptive_acc = min(c["policies"]["adaptive"]["accuracy"] for c in cells)
+    # accuracy against the full model on the same images: the local policy's
+    accuracy_gap = max(c["policies"]["local"]["accuracy"] - c["policies"]["adaptive"]["accuracy"]
+                       for c in cells) if "local" in policies else None
     return {
         "lost==0_everywhere": {"measured": lost, "met": lost == 0},
         "adaptive<=1.15x_oracle_every_cell": {"measured": max(ratios),
                                               "met": max(ratios) <= 1.15},
-        "adaptive_best_geomean_latency": {"measured": geo, "best": best,
-                                          "met": best == "adaptive"
-                                          and adaptive_acc >= full - 0.01 - 0.02},
+        "adaptive_best_geomean_latency": {
+            "measured": geo, "best": best, "worst_accuracy_gap_to_full_model": accuracy_gap,
+            "met": best == "adaptive" and accuracy_gap is not None and accuracy_gap <= 0.01},
         "bandwidth_estimate_mare_median": {"measured": float(sorted(errors)[len(errors) // 2])
                                            if errors else None, "met": bool(errors)},
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from edge_server.launch import start_edge_process, stop_edge_process
 from experiments.devices import PROFILES, CpuQuota, calibrate, describe
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
@@ -33,13 +33,6 @@ from splitnet.progress import progress
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
 STARTUP_GRACE_S = 4.0  # device processes load torch and the model before input 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -58,23 +51,13 @@ class PolicyRun:
 @contextlib.contextmanager
 def edge_server(checkpoint: Path, host: str = "127.0.0.1",
                 prefix: list[str] | None = None) -> Iterator[int]:
-    """A real edge server process on a free port (inside a namespace when prefixed)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [*(prefix or []), sys.executable, "-m", "edge_server", "--address", f"{host}:{port}",
-         "--checkpoint", str(checkpoint), "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """A real edge server process (inside a namespace when prefixed); yields its port."""
+    process, port = start_edge_process(checkpoint, host, args=("--threads", "1"),
+                                       prefix=tuple(prefix or ()))
     try:
-        line = process.stdout.readline() if process.stdout else ""
-        if "serving" not in line:
-            raise RuntimeError(f"edge server failed to start: {line.strip()}")
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_edge_process(process)
 
 
 def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,

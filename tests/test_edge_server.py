@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 import zmq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge_server.launch import start_edge_process
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet import codec
 from splitnet.config import Config
@@ -30,7 +29,6 @@ from splitnet.messages import (
     model_info_request,
 )
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
-from tests.conftest import free_port
 
 BOTTLENECK = Config(split=3, width=4, bits=4)
 RAW = Config(split=1, bits=8)
@@ -256,14 +254,9 @@ def test_tls_and_token(checkpoint, shipped, test_split, tls_files):
 
 
 def test_sigterm_lets_in_flight_requests_finish(checkpoint, shipped, test_split):
-    port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_server", "--address", f"127.0.0.1:{port}",
-         "--checkpoint", str(checkpoint), "--max-wait-ms", "400", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process, port = start_edge_process(checkpoint, args=("--max-wait-ms", "400",
+                                                         "--threads", "1"))
     try:
-        assert "serving" in process.stdout.readline()
         stub = stub_for(port)
         good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
         future = stub.Infer.future(good, timeout=10, metadata=metadata(shipped.model_id))

@@ -1,0 +1,41 @@
+"""Start ``python -m edge_server`` as a child process and learn the port it bound.
+
+    start_edge_process(checkpoint, host) ─► Popen(python -m edge_server --address host:0)
+                                         ─► reads "serving <model id> on port N" ─► (process, N)
+
+Binding port 0 and reading the answer avoids the race of picking a free port first.
+Used by the benchmarks and the experiment runner.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
+                       args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+                       ) -> tuple[subprocess.Popen[str], int]:
+    """A running edge server process and its port; raises RuntimeError if it fails."""
+    process = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "edge_server", "--address", f"{host}:{port}",
+         "--checkpoint", str(checkpoint), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline() if process.stdout else ""
+    match = re.search(r"serving \S+ on port (\d+)", line)
+    if match is None:
+        process.kill()
+        rest = process.stdout.read() if process.stdout else ""
+        raise RuntimeError(f"edge server did not start: {(line + rest).strip()[-2000:]}")
+    return process, int(match.group(1))
+
+
+def stop_edge_process(process: subprocess.Popen[str], timeout_s: float = 15.0) -> None:
+    """SIGTERM (in-flight requests finish), then SIGKILL if it does not exit in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
