@@ -29,7 +29,8 @@ class TraceError(ValueError):
 
 
 def trace_dirs() -> list[Path]:
-    """Where trace names (without a folder) are looked up."""
+    """Where trace names (without a folder) are looked up: ``$SPLITNET_TRACE_DIR``, the
+    shared traces beside the checkout, then the copies shipped in experiments/traces."""
     dirs = [Path(os.environ[TRACE_DIR_ENV])] if os.environ.get(TRACE_DIR_ENV) else []
     return dirs + [SHARED_TRACES, Path(__file__).resolve().parent / "traces"]
 
