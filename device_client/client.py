@@ -14,6 +14,7 @@ small probe pairs when the inputs themselves have sent too little to tell.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -186,9 +187,7 @@ class DeviceClient:
                 self.health.failure(str(error))
 
     def _load_feed_loop(self, address: str) -> None:
-        import json
-
-        import zmq
+        import zmq  # only when a load feed is used
 
         socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         socket.setsockopt(zmq.SUBSCRIBE, b"load")

@@ -12,12 +12,13 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
+from edge_server.batching import DynamicBatcher
 from splitnet.messages import LoadReport
 
 LOAD_TOPIC = b"load"
 
 
-def load_report(batcher: Any) -> LoadReport:
+def load_report(batcher: DynamicBatcher[Any]) -> LoadReport:
     """The batcher's current load."""
     return LoadReport(queue_depth=batcher.depth, service_ms=batcher.recent_service_ms,
                       queue_ms_recent=batcher.recent_queue_ms,
@@ -27,7 +28,7 @@ def load_report(batcher: Any) -> LoadReport:
 class LoadPublisher:
     """Publishes the load as ``load {json}`` on a ZMQ PUB socket until closed."""
 
-    def __init__(self, batcher: Any, address: str, model_id: str,
+    def __init__(self, batcher: DynamicBatcher[Any], address: str, model_id: str,
                  interval_s: float = 0.5) -> None:
         import zmq
 

@@ -25,7 +25,6 @@ from splitnet.config import INPUT_CODECS, LOCAL, Config
 from splitnet.input_codecs import decode_image, encode_image
 from splitnet.model import SplitModel
 from splitnet.progress import progress
-from splitnet.quantize import quantize_min_max, quantize_unit_range
 
 EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.999)
 _BATCH = 1000
@@ -119,11 +118,7 @@ class Evaluator:
         point = config.split
         logits, sizes = [], []
         for feats in self._batches(self.features(point)):
-            if config.width is None:
-                code = quantize_min_max(feats, config.bits)
-            else:
-                bottleneck = model.bottleneck(point)
-                code = quantize_unit_range(bottleneck.encode(feats, config.width), config.bits)
+            code = model.encode_features(feats, config)
             sizes += [len(p) for p in codec.encode_batch(code)]
             logits.append(model.forward_tail(code, config))
         correct = self.correct(torch.cat(logits))

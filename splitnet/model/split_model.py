@@ -254,12 +254,15 @@ class SplitModel(nn.Module):
             final = self.classifier(h)
             logits = torch.where(finished.unsqueeze(1), logits, final)
             return HeadOutput(torch.ones(batch, dtype=torch.bool), logits, None, finished)
+        return HeadOutput(finished, logits, self.encode_features(h, config), finished, h)
+
+    def encode_features(self, features: torch.Tensor, config: Config) -> QuantizedTensor:
+        """The activation at the split, as the quantized code a SPLIT config sends."""
         if config.width is None:
-            code = quantize_min_max(h, config.bits)
-        else:
-            code = quantize_unit_range(self.bottleneck(depth).encode(h, config.width),
-                                       config.bits)
-        return HeadOutput(finished, logits, code, finished, h)
+            return quantize_min_max(features, config.bits)
+        assert config.split is not None
+        return quantize_unit_range(self.bottleneck(config.split).encode(features, config.width),
+                                   config.bits)
 
     def forward_tail(self, code: QuantizedTensor, config: Config) -> torch.Tensor:
         """Edge side: dequantize, decode the bottleneck (if any), finish the network."""
