@@ -5,8 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DATA   := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+# Imagenette (the camera workload): the workspace's shared copy when this checkout sits
+# beside it; otherwise wherever `make imagenette` (python -m splitnet.datasets) wrote it.
+SHARED_IMAGENETTE := $(abspath $(wildcard ../shared/datasets/imagenette-224))
+ifneq ($(SHARED_IMAGENETTE),)
+export SPLITNET_IMAGENETTE_DIR ?= $(SHARED_IMAGENETTE)
+endif
 
-.PHONY: setup demo test bench grid train lint proto clean
+.PHONY: setup demo test bench grid train train-camera imagenette lint proto clean
 
 setup: $(VENV)/.installed $(DATA)
 
@@ -29,6 +35,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m splitnet.bench --json
+	$(BIN)/python -m splitnet.bench --model resnet18_imagenette --json
 	$(BIN)/python -m edge_server.bench --json
 	$(BIN)/python -m device_client.bench --json
 
@@ -37,6 +44,13 @@ grid: setup
 
 train: setup
 	$(BIN)/python -m splitnet.train
+
+train-camera: setup
+	$(BIN)/python -m splitnet.train --model resnet18_imagenette
+
+# download, check and resize Imagenette v2 into ~/.local/share/splitnet/imagenette-224
+imagenette: setup
+	$(BIN)/python -m splitnet.datasets imagenette
 
 proto: setup
 	$(BIN)/python proto/generate.py

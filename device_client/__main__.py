@@ -14,8 +14,9 @@ from device_client.client import WHERE_EDGE, WHERE_EXIT, WHERE_LOCAL, DeviceClie
 from device_client.planner import POLICIES
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config, ConfigError
-from splitnet.data import DatasetNotFoundError, load_split
+from splitnet.data import DatasetNotFoundError
 from splitnet.progress import progress
+from splitnet.workloads import eval_images
 
 
 def summarize(results: list[InferenceResult], labels: np.ndarray) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="adaptive", choices=POLICIES,
                         help="how to choose per input (default: %(default)s)")
     parser.add_argument("--n", type=int, default=100,
-                        help="number of test images (default: %(default)s)")
+                        help="number of evaluation images, Fashion-MNIST test half B "
+                             "(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument("--token", default=None, help="bearer token the edge requires")
     parser.add_argument("--tls-ca", type=Path, default=None,
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         fixed = Config.parse(args.config) if args.config else None
-        test = load_split("test", args.data_dir)
+        test = eval_images("mnv2_fmnist", args.data_dir)
         client = DeviceClient(args.edge, args.policy, args.checkpoint, args.token, args.tls_ca,
                               args.deadline_ms, args.accuracy_floor, args.battery,
                               fixed_config=fixed, load_feed=args.load_feed)

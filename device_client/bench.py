@@ -20,7 +20,7 @@ from device_client.client import DeviceClient
 from device_client.planner import Planner
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.config import Config
-from splitnet.data import load_split
+from splitnet.workloads import eval_images
 from splitnet.zoo import DEFAULT_CHECKPOINT, load_card
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=args.checkpoint,
                                       max_wait_ms=0.5, torch_threads=1)).start()
-    images = load_split("test").images[: args.n]
+    images = eval_images("mnv2_fmnist").images[: args.n]
     result: dict[str, object] = {"n": args.n}
     try:
         for name, policy, fixed in (("fixed_split3_w4_b4", "fixed", Config(split=3, width=4,

@@ -102,8 +102,8 @@ class DeviceClient:
         self.loaded = load_pretrained(checkpoint)
         self.model = self.loaded.model
         self.card = load_card(checkpoint)
-        if self.card["model_id"] != self.loaded.model_id:
-            raise ValueError(f"model card is for {self.card['model_id']}, checkpoint is "
+        if self.card.model_id != self.loaded.model_id:
+            raise ValueError(f"model card is for {self.card.model_id}, checkpoint is "
                              f"{self.loaded.model_id}; rewrite it with python -m splitnet.profile")
         self.planner = Planner(self.card, policy, accuracy_floor, deadline_ms, power,
                                fixed_config)
@@ -116,7 +116,7 @@ class DeviceClient:
         self.offload_timeout_ms = offload_timeout_ms
         self.bandwidth = BandwidthEstimator()
         self.rtt = RttEstimator()
-        device_ms_per_mmac = self.card["full"]["latency_ms"] / (self.card["full"]["macs"] / 1e6)
+        device_ms_per_mmac = self.card.full.latency_ms / (self.card.full.macs / 1e6)
         self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
         self.head_speed = HeadSpeedEstimator()
         self.health = EdgeHealth()
@@ -131,7 +131,6 @@ class DeviceClient:
             self._start(self._monitor_loop, "edge-monitor")
         if load_feed:
             self._start(lambda: self._load_feed_loop(load_feed), "load-feed")
-        self._profiled = {row["config"]: row for row in self.card["configs"]}
 
     # ---------------------------------------------------------------- lifecycle
     def _start(self, target: Any, name: str) -> None:
@@ -263,8 +262,9 @@ class DeviceClient:
     def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
         if exited:
             return
-        row = self._profiled.get(str(config.without_exit()))
-        profiled = row["head_latency_ms"] if row else self.card["full"]["latency_ms"]
+        row = self.card.config_row(config)
+        profiled = (row.head_latency_ms if row and row.head_latency_ms
+                    else self.card.full.latency_ms)
         self.head_speed.add_sample(head_ms, profiled)
 
     def _local_result(self, config: Config, logits: torch.Tensor, head_ms: float, where: str,

@@ -27,12 +27,12 @@ energy alone as the battery falls to 10 %.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import Estimates
+from splitnet.card import ModelCard
 from splitnet.config import LOCAL, Config, Placement
 
 POLICIES = ("adaptive", "local", "offload-input", "neurosurgeon", "edgent", "fixed")
@@ -67,46 +67,47 @@ def battery_weight(level: float) -> float:
 class Candidates:
     """Every choice the card describes, as parallel arrays."""
 
-    def __init__(self, card: dict[str, Any]) -> None:
-        full = card["full"]
-        device_ms_per_mmac = full["latency_ms"] / (full["macs"] / 1e6)
-        full_mmacs = full["macs"] / 1e6
-        exits = {e["exit_point"]: e for e in card["exits"]}
-        thresholds: list[float | None] = [None, *card["exit_thresholds"]]
-        raw_head_ms = {c["split"]: c["head_latency_ms"] for c in card["configs"] if c["raw"]}
+    def __init__(self, card: ModelCard) -> None:
+        full = card.full
+        device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
+        full_mmacs = full.macs / 1e6
+        exits = {e.exit_point: e for e in card.exits}
+        thresholds: list[float | None] = [None, *card.exit_thresholds]
+        raw_head_ms = {c.split: c.head_latency_ms or 0.0 for c in card.configs if c.raw}
         rows: list[tuple[Config, float, float, float, float, float]] = []
 
         def exit_terms(point: int | None, threshold: float | None) -> tuple[float, float]:
             if point is None or threshold is None:
                 return 0.0, 0.0
-            row = next(t for t in exits[point]["thresholds"] if t["threshold"] == threshold)
-            return row["exit_fraction"], exits[point]["macs"] / 1e6 * device_ms_per_mmac
+            row = next(t for t in exits[point].thresholds if t.threshold == threshold)
+            return row.exit_fraction, exits[point].macs / 1e6 * device_ms_per_mmac
 
         deepest_exit = max(exits) if exits else None
-        for c in card["configs"]:
-            config = Config(split=c["split"], width=c["width"], bits=c["bits"])
-            point = max((p for p in exits if p <= c["split"]), default=None)
+        for c in card.configs:
+            config = Config(split=c.split, width=c.width, bits=c.bits)
+            point = max((p for p in exits if p <= c.split), default=None)
             for t in thresholds:
                 if t is not None and point is None:
                     continue
                 fraction, exit_ms = exit_terms(point, t)
-                accuracy = c["accuracy"] if t is None else c["accuracy_with_exit"][f"{t:g}"]
-                rows.append((config.with_exit(t), c["head_latency_ms"] + exit_ms,
-                             fraction, c["mean_bytes"], c["tail_macs"] / 1e6, accuracy))
+                accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
+                rows.append((config.with_exit(t), (c.head_latency_ms or 0.0) + exit_ms,
+                             fraction, c.mean_bytes, c.tail_macs / 1e6, accuracy))
         for t in thresholds:
             if t is not None and deepest_exit is None:
                 continue
             fraction, exit_ms = exit_terms(deepest_exit, t)
-            accuracy = full["accuracy"] if t is None else next(
-                r["overall_accuracy"] for r in exits[deepest_exit]["thresholds"]
-                if r["threshold"] == t)
-            # exited inputs stop after the exit; the rest run the whole network
-            to_exit_ms = raw_head_ms.get(deepest_exit, full["latency_ms"]) if t else 0.0
-            head_ms = fraction * to_exit_ms + (1 - fraction) * full["latency_ms"] + exit_ms
+            accuracy, to_exit_ms = full.accuracy, 0.0
+            if t is not None and deepest_exit is not None:
+                accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
+                                if r.threshold == t)
+                # exited inputs stop after the exit; the rest run the whole network
+                to_exit_ms = raw_head_ms.get(deepest_exit, full.latency_ms)
+            head_ms = fraction * to_exit_ms + (1 - fraction) * full.latency_ms + exit_ms
             rows.append((LOCAL.with_exit(t), head_ms, 1.0, 0.0, 0.0, accuracy))
-        codec_row = next(r for r in card["input_codecs"] if r["codec"] == OFFLOAD_CODEC)
-        rows.append((Config.offload_input(OFFLOAD_CODEC), 0.5, 0.0, codec_row["mean_bytes"],
-                     full_mmacs, codec_row["accuracy"]))
+        codec_row = card.input_codec(OFFLOAD_CODEC)
+        rows.append((Config.offload_input(OFFLOAD_CODEC), 0.5, 0.0, codec_row.mean_bytes,
+                     full_mmacs, codec_row.accuracy))
 
         self.configs = [r[0] for r in rows]
         self.index = {c: i for i, c in enumerate(self.configs)}
@@ -120,13 +121,13 @@ class Candidates:
         self.is_offload = np.array([c.placement is Placement.OFFLOAD_INPUT
                                     for c in self.configs])
         self.has_exit = np.array([c.exit_threshold is not None for c in self.configs])
-        self.full_accuracy = float(full["accuracy"])
+        self.full_accuracy = float(full.accuracy)
 
 
 class Planner:
     """One policy over the shared cost model."""
 
-    def __init__(self, card: dict[str, Any], policy: str = "adaptive",
+    def __init__(self, card: ModelCard, policy: str = "adaptive",
                  accuracy_floor: float | None = None, deadline_ms: float | None = None,
                  power: PowerProfile = RPI4, fixed_config: Config | None = None) -> None:
         if policy not in POLICIES:

@@ -27,9 +27,10 @@ from edge_server.launch import start_edge_process, stop_edge_process
 from splitnet import codec
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
-from splitnet.data import load_split
 from splitnet.messages import MODEL_ID_METADATA, InferRequest
+from splitnet.preprocess import images_to_input
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
+from splitnet.workloads import eval_images
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
 
@@ -41,7 +42,7 @@ def start_server(checkpoint: Path, max_batch_size: int, threads: int) -> tuple[A
 
 def payloads_for(checkpoint: Path, config: Config, count: int) -> tuple[str, list[bytes]]:
     loaded = load_checkpoint(checkpoint)
-    images = load_split("test").tensors(limit=count)[0]
+    images = images_to_input(eval_images("mnv2_fmnist").images[:count])
     with torch.no_grad():
         head = loaded.model.forward_head(images, config)
     assert head.code is not None

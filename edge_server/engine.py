@@ -15,6 +15,7 @@ from splitnet import codec
 from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, ConfigError, Placement
 from splitnet.input_codecs import decode_image
+from splitnet.preprocess import images_to_input
 from splitnet.quantize import QuantizedTensor
 
 Decoded = QuantizedTensor | torch.Tensor
@@ -38,11 +39,13 @@ class Engine:
         if config.placement is Placement.OFFLOAD_INPUT:
             assert config.input_codec is not None
             image = decode_image(payload, config.input_codec)
-            expected = self.model.spec.input_shape[1:]
+            channels, height, width = self.model.spec.input_shape
+            expected = (height, width) if channels == 1 else (height, width, channels)
             if image.shape != expected:
-                raise codec.PayloadError(f"image is {image.shape[0]}x{image.shape[1]} pixels; "
-                                         f"this model takes {expected[0]}x{expected[1]}")
-            return torch.from_numpy(image).float().div_(255.0).reshape(1, 1, *expected)
+                raise codec.PayloadError(
+                    f"image is {'x'.join(map(str, image.shape))}; this model takes "
+                    f"{'x'.join(map(str, expected))} (height x width x channels)")
+            return images_to_input(image[None])
         raise ConfigError(f"{config} cannot be served by the edge")
 
     @torch.no_grad()
@@ -50,8 +53,10 @@ class Engine:
         """Probabilities for a batch of decoded inputs that share ``config``."""
         if config.placement is Placement.SPLIT:
             codes = [i for i in inputs if isinstance(i, QuantizedTensor)]
-            logits = self.model.forward_tail(QuantizedTensor.cat(codes), config)
+            with self.model.edge_autocast():
+                logits = self.model.forward_tail(QuantizedTensor.cat(codes), config).float()
         else:
             images = [i for i in inputs if isinstance(i, torch.Tensor)]
-            logits = self.model.backbone(torch.cat(images))
+            with self.model.edge_autocast():
+                logits = self.model.backbone(torch.cat(images)).float()
         return torch.softmax(logits, dim=1)

@@ -19,7 +19,7 @@ from experiments.runner import run_scenario
 from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
-from splitnet.data import load_split
+from splitnet.workloads import eval_images
 from splitnet.zoo import DEFAULT_CHECKPOINT, load_card
 
 JSON_FIELDS = ("accuracy", "mean_latency_ms", "p95_latency_ms", "bytes_per_inference",
@@ -32,7 +32,7 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     import numpy as np
 
     card = load_card(checkpoint)
-    labels = load_split("test").labels
+    labels = eval_images("mnv2_fmnist").labels
     started = time.monotonic()
     runs = run_scenario(scenario, out_dir, checkpoint, show_progress)
     trace = Trace.load(scenario.trace, scenario.scale)

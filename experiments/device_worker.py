@@ -22,7 +22,7 @@ from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
 from experiments.devices import PROFILES
 from splitnet.config import Config
-from splitnet.data import load_split
+from splitnet.workloads import eval_images
 
 
 def slow_down(model: Any, factor: float) -> None:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     profile = PROFILES[args.device]
     power: PowerProfile = profile.power
-    images = load_split("test").images[args.start:args.start + args.count]
+    images = eval_images("mnv2_fmnist").images[args.start:args.start + args.count]
     socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 5000)
     socket.connect(args.records)

@@ -23,30 +23,31 @@ from device_client.energy import PowerProfile
 from device_client.estimators import Estimates
 from device_client.planner import Planner
 from experiments.traces import Trace
+from splitnet.card import ModelCard
 
 
-def measured_constants(card: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, float]:
+def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[str, float]:
     """Device speed factor and edge ms/MMAC, from what the run actually measured."""
-    profiled = {row["config"]: row for row in card["configs"]}
-    full = card["full"]
+    profiled = {row.config: row for row in card.configs}
+    full = card.full
     ratios, edge = [], []
     for r in records:
         config = r["config"].split("/exit")[0]
         if r["where"] == "local" and not r["fallback"] and config == "local":
-            ratios.append(r["head_ms"] / full["latency_ms"])
+            ratios.append(r["head_ms"] / full.latency_ms)
         elif config in profiled and r["where"] == "edge":
-            ratios.append(r["head_ms"] / profiled[config]["head_latency_ms"])
-            if profiled[config]["tail_macs"]:
-                edge.append(r["server_ms"] / (profiled[config]["tail_macs"] / 1e6))
+            ratios.append(r["head_ms"] / (profiled[config].head_latency_ms or full.latency_ms))
+            if profiled[config].tail_macs:
+                edge.append(r["server_ms"] / (profiled[config].tail_macs / 1e6))
         elif config.startswith("offload") and r["where"] == "edge":
-            edge.append(r["server_ms"] / (full["macs"] / 1e6))
+            edge.append(r["server_ms"] / (full.macs / 1e6))
     overheads = [r["overhead_ms"] for r in records if "overhead_ms" in r]
     return {"head_speed_factor": statistics.median(ratios) if ratios else 1.0,
             "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05,
             "client_overhead_ms": statistics.median(overheads) if overheads else 0.0}
 
 
-def oracle(card: dict[str, Any], trace: Trace, trace_start_s: float, rtt_ms: float,
+def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
            records: list[dict[str, Any]], all_records: list[dict[str, Any]],
            power: PowerProfile, accuracy_floor: float | None, battery: float = 1.0,
            window_s: float = 1.0) -> dict[str, Any]:

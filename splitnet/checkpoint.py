@@ -1,10 +1,13 @@
 """Checkpoints on disk and the model id, a content hash of the weights.
 
-    SplitModel ──save_checkpoint──► file.pt {arch, state_dict, meta}
+    SplitModel ──save_checkpoint──► file.pt {arch, state_dict, meta, int8_calibration?}
     file.pt ──load_checkpoint──► LoadedModel(model in eval mode, model_id, meta)
 
 The model id hashes every tensor's name, dtype, shape and bytes in a fixed order, so it
-names the weights themselves, not the file's container format.
+names the weights themselves, not the file's container format. With ``half=True`` float
+tensors are stored as float16 and the model's own weights are first rounded to float16,
+so the id is the same before saving and after loading. A checkpoint that carries the int8
+head's calibration gets its int8 head rebuilt on load (``splitnet.model.int8``).
 """
 
 from __future__ import annotations
@@ -45,15 +48,25 @@ def model_id_of(model: SplitModel) -> str:
 
 
 def save_checkpoint(model: SplitModel, path: str | os.PathLike[str],
-                    meta: dict[str, Any] | None = None) -> str:
-    """Write the weights and return the model id."""
+                    meta: dict[str, Any] | None = None, half: bool = False,
+                    int8_calibration: dict[str, torch.Tensor] | None = None) -> str:
+    """Write the weights (float16 when ``half``) and return the model id."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
     model_id = model_id_of(model)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"arch": model.spec.name, "model_id": model_id, "state_dict": state,
-                "meta": meta or {}}, tmp)
+    blob: dict[str, Any] = {"arch": model.spec.name, "model_id": model_id, "state_dict": state,
+                            "meta": meta or {}}
+    if int8_calibration is not None:
+        blob["int8_calibration"] = int8_calibration
+    torch.save(blob, tmp)
     os.replace(tmp, path)
     return model_id
 
@@ -72,7 +85,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     try:
         model = create_model(blob["arch"])
-        model.load_state_dict(blob["state_dict"])
+        reference = model.state_dict()
+        model.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v
+                               for k, v in blob["state_dict"].items()})
     except (KeyError, RuntimeError) as error:
         raise CheckpointError(
             f"checkpoint {path} does not fit its architecture: {error}") from error
@@ -80,4 +95,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
     model_id = model_id_of(model)
     if blob.get("model_id") not in (None, model_id):
         raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not hash to its id")
+    if "int8_calibration" in blob:
+        from splitnet.model.int8 import Int8Head
+
+        head = Int8Head(model)
+        head.load_calibration(blob["int8_calibration"])
+        model.attach_int8(head.convert())
     return LoadedModel(model=model, model_id=model_id, path=path, meta=blob.get("meta", {}))

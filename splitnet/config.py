@@ -5,6 +5,7 @@ own string form, and is carried in every request, reply and record::
 
     Config(split=3, width=4, bits=4, exit_threshold=0.9)  ->  "split3/w4/b4/exit0.9"
     Config(split=2, width=None, bits=8)                  ->  "split2/raw/b8"
+    Config(split=3, width=8, bits=4, int8=True)          ->  "split3/w8/b4/int8"
     LOCAL                                                ->  "local"
     OFFLOAD_INPUT                                        ->  "offload/png"
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 VALID_BITS = (2, 4, 8)
 INPUT_CODECS = ("png", "raw-zstd", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
@@ -43,6 +44,8 @@ class Config:
         exit_threshold: stop at a device-side exit when its top softmax probability is at
             least this; None never exits early.
         input_codec: how OFFLOAD_INPUT sends the image (see ``INPUT_CODECS``).
+        int8: run the device's part (head, exit, encoder; LOCAL: the whole network) as the
+            int8 post-training-quantized copy; what is sent and the edge's part are unchanged.
     """
 
     placement: Placement = Placement.SPLIT
@@ -51,6 +54,7 @@ class Config:
     bits: int = 8
     exit_threshold: float | None = None
     input_codec: str | None = None
+    int8: bool = False
 
     def __post_init__(self) -> None:
         if self.exit_threshold is not None and not 0.0 < self.exit_threshold <= 1.0:
@@ -74,13 +78,15 @@ class Config:
                     )
                 if self.exit_threshold is not None:
                     raise ConfigError("OFFLOAD_INPUT runs no device-side exit")
+                if self.int8:
+                    raise ConfigError("OFFLOAD_INPUT runs nothing on the device to quantize")
             elif self.input_codec is not None:
                 raise ConfigError("input_codec only applies to OFFLOAD_INPUT")
 
     @classmethod
-    def local(cls, exit_threshold: float | None = None) -> Config:
+    def local(cls, exit_threshold: float | None = None, int8: bool = False) -> Config:
         """The whole network on the device, optionally stopping at an exit."""
-        return cls(placement=Placement.LOCAL, exit_threshold=exit_threshold)
+        return cls(placement=Placement.LOCAL, exit_threshold=exit_threshold, int8=int8)
 
     @classmethod
     def offload_input(cls, codec: str = "png") -> Config:
@@ -94,11 +100,13 @@ class Config:
 
     def with_exit(self, exit_threshold: float | None) -> Config:
         """The same config with another exit threshold."""
-        if self.placement is Placement.SPLIT:
-            return Config(self.placement, self.split, self.width, self.bits, exit_threshold)
-        if self.placement is Placement.LOCAL:
-            return Config.local(exit_threshold)
-        return self
+        if self.placement is Placement.OFFLOAD_INPUT:
+            return self
+        return replace(self, exit_threshold=exit_threshold)
+
+    def with_int8(self, int8: bool = True) -> Config:
+        """The same config with the device's part in int8 (or fp32)."""
+        return self if self.placement is Placement.OFFLOAD_INPUT else replace(self, int8=int8)
 
     def without_exit(self) -> Config:
         """The same config with no early exit (what the card's per-config rows describe)."""
@@ -112,6 +120,8 @@ class Config:
         else:
             width = "raw" if self.width is None else f"w{self.width}"
             text = f"split{self.split}/{width}/b{self.bits}"
+        if self.int8:
+            text += "/int8"
         if self.exit_threshold is not None:
             text += f"/exit{self.exit_threshold:g}"
         return text
@@ -124,22 +134,23 @@ class Config:
             codec = text.partition("/")[2] or "png"
             return cls.offload_input(codec)
         exit_threshold = None
-        match = re.fullmatch(r"(.*?)(?:/exit([0-9.]+))?", text)
+        match = re.fullmatch(r"(.*?)(/int8)?(?:/exit([0-9.]+))?", text)
         if match is None:  # pragma: no cover - the pattern always matches
             raise ConfigError(f"cannot parse config {text!r}")
-        body, exit_text = match.group(1), match.group(2)
+        body, int8, exit_text = match.group(1), match.group(2) is not None, match.group(3)
         if exit_text is not None:
             try:
                 exit_threshold = float(exit_text)
             except ValueError as error:
                 raise ConfigError(f"bad exit threshold in {text!r}") from error
         if body == "local":
-            return cls.local(exit_threshold)
+            return cls.local(exit_threshold, int8)
         split_match = re.fullmatch(r"split(\d+)/(raw|w(\d+))/b(\d+)", body)
         if split_match is None:
             raise ConfigError(
                 f"cannot parse config {text!r}; expected e.g. 'split3/w4/b4', "
-                "'split2/raw/b8', 'local', 'offload/png', optionally followed by '/exit0.9'"
+                "'split2/raw/b8', 'local', 'offload/png', optionally followed by '/int8' "
+                "and '/exit0.9'"
             )
         width = None if split_match.group(2) == "raw" else int(split_match.group(3))
         return cls(
@@ -147,6 +158,7 @@ class Config:
             width=width,
             bits=int(split_match.group(4)),
             exit_threshold=exit_threshold,
+            int8=int8,
         )
 
 

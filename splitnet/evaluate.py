@@ -1,8 +1,8 @@
-"""Measure a model on the real test set: every config's accuracy, bytes, MACs and speed.
+"""Measure a model on labelled images: every config's accuracy, bytes, MACs and speed.
 
-    test images ─► backbone features at each split (computed once per split point)
-                   └─► per config: encode(width) ─► quantize(bits) ─► codec bytes ─► tail
-                                   ─► accuracy, mean/p95 bytes, MACs, head latency
+    images ─► backbone features at each split (computed once per split point, fp32 and int8)
+              └─► per config: encode(width) ─► quantize(bits) ─► codec bytes ─► tail
+                              ─► accuracy, mean/p95 bytes, MACs, head latency
 
 Shared by the model card (``splitnet.profile``) and the benchmark (``splitnet.bench``), so
 both report the same quantities measured the same way.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,35 +20,29 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from splitnet import codec
-from splitnet.config import INPUT_CODECS, LOCAL, Config
+from splitnet.card import (
+    ConfigStats,
+    ExitStats,
+    ExitThreshold,
+    FullStats,
+    InputCodecStats,
+)
+from splitnet.config import LOCAL, Config
 from splitnet.input_codecs import decode_image, encode_image
 from splitnet.model import SplitModel
+from splitnet.preprocess import images_to_input
 from splitnet.progress import progress
+from splitnet.quantize import quantize_min_max, quantize_unit_range
 
 EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.999)
-_BATCH = 1000
+GREY_INPUT_CODECS = ("png", "raw-zstd", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
+COLOUR_INPUT_CODECS = ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
+_PIXELS_PER_BATCH = 1000 * 28 * 28 * 8
 
 
-@dataclass
-class ConfigStats:
-    """One row of the model card: a split config measured on the test set."""
-
-    config: str
-    split: int
-    width: int | None
-    bits: int
-    raw: bool
-    accuracy: float
-    mean_bytes: float
-    p95_bytes: float
-    head_macs: int
-    tail_macs: int
-    head_params: int
-    tail_params: int
-    head_latency_ms: float | None = None
-    # overall accuracy with this config's device exit at each threshold (exited rows take
-    # the exit's answer): {"0.9": 0.93, ...}
-    accuracy_with_exit: dict[str, float] = field(default_factory=dict)
+def input_codecs_for(images: np.ndarray) -> tuple[str, ...]:
+    """The input codecs offered for these images (raw-zstd is greyscale only)."""
+    return COLOUR_INPUT_CODECS if images.ndim == 4 else GREY_INPUT_CODECS
 
 
 def macs(fn: Callable[[], object]) -> int:
@@ -71,15 +64,17 @@ class Evaluator:
         self.model = model.eval()
         self.images = images
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.x = torch.tensor(images).unsqueeze(1).float().div_(255.0)
+        self.x = images_to_input(images)
+        self.batch = max(1, _PIXELS_PER_BATCH // int(np.prod(self.x.shape[1:])))
         self.show_progress = show_progress
         self._features: dict[int, torch.Tensor] = {}
+        self._int8_features: dict[int, list[torch.Tensor]] = {}
         self._full_logits: torch.Tensor | None = None
         self._exit_logits: dict[int, torch.Tensor] = {}
 
     # ---------------------------------------------------------------- cached pieces
     def _batches(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(torch.split(x, _BATCH))
+        return list(torch.split(x, self.batch))
 
     @torch.no_grad()
     def features(self, point: int) -> torch.Tensor:
@@ -102,6 +97,45 @@ class Evaluator:
                 [head(b) for b in self._batches(self.features(point))])
         return self._exit_logits[point]
 
+    @torch.no_grad()
+    def int8_features(self, point: int) -> list[torch.Tensor]:
+        """The int8 head's (quantized) activation at ``point``, one tensor per batch."""
+        if point not in self._int8_features:
+            head = self.model.int8_head
+            out = []
+            for b in self._batches(self.x):
+                h = head.start(b)
+                for p in range(1, point + 1):
+                    h = head.step(h, p)
+                out.append(h)
+            self._int8_features[point] = out
+        return self._int8_features[point]
+
+    @torch.no_grad()
+    def _codes(self, config: Config) -> list[Any]:
+        """The quantized codes a split config sends, per batch (fp32 or int8 head)."""
+        assert config.split is not None
+        point = config.split
+        if not config.int8:
+            return [self.model.encode_features(f, config)
+                    for f in self._batches(self.features(point))]
+        head = self.model.int8_head
+        codes = []
+        for h in self.int8_features(point):
+            if config.width is None:
+                codes.append(quantize_min_max(head.to_float(h), config.bits))
+            else:
+                codes.append(quantize_unit_range(head.encode(h, point, config.width),
+                                                 config.bits))
+        return codes
+
+    @torch.no_grad()
+    def int8_full_accuracy(self) -> float:
+        head = self.model.int8_head
+        last = self.model.depth - 1
+        logits = torch.cat([head.finish(h, last) for h in self.int8_features(last)])
+        return float(self.correct(logits).float().mean())
+
     def correct(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(1) == self.labels
 
@@ -117,10 +151,10 @@ class Evaluator:
         assert config.split is not None
         point = config.split
         logits, sizes = [], []
-        for feats in self._batches(self.features(point)):
-            code = model.encode_features(feats, config)
+        for code in self._codes(config):
             sizes += [len(p) for p in codec.encode_batch(code)]
-            logits.append(model.forward_tail(code, config))
+            with model.edge_autocast():
+                logits.append(model.forward_tail(code, config).float())
         correct = self.correct(torch.cat(logits))
         x1 = self.x[:1]
         head_macs = macs(lambda: model.forward_head(x1, config))
@@ -140,6 +174,14 @@ class Evaluator:
             stats.accuracy_with_exit = self._with_exit(correct, exit_point)
         if latency_repeats:
             stats.head_latency_ms = self.head_latency_ms(config, latency_repeats)
+        if model.has_int8 and not config.int8:
+            int8 = config.with_int8()
+            with model.edge_autocast():
+                int8_logits = [model.forward_tail(code, int8).float()
+                               for code in self._codes(int8)]
+            stats.int8_accuracy = float(self.correct(torch.cat(int8_logits)).float().mean())
+            if latency_repeats:
+                stats.int8_head_latency_ms = self.head_latency_ms(int8, latency_repeats)
         return stats
 
     def _with_exit(self, correct: torch.Tensor, exit_point: int) -> dict[str, float]:
@@ -153,7 +195,7 @@ class Evaluator:
                                           .float().mean())
         return out
 
-    def exits(self) -> list[dict[str, Any]]:
+    def exits(self) -> list[ExitStats]:
         """For every exit and threshold: exit fraction, accuracy of exited rows, overall."""
         full_correct = self.correct(self.full_logits())
         rows = []
@@ -166,38 +208,46 @@ class Evaluator:
             for threshold in EXIT_THRESHOLDS:
                 exited = confidence >= threshold
                 fraction = float(exited.float().mean())
-                thresholds.append({
-                    "threshold": threshold,
-                    "exit_fraction": fraction,
-                    "exit_accuracy": float(exit_correct[exited].float().mean())
+                thresholds.append(ExitThreshold(
+                    threshold=threshold,
+                    exit_fraction=fraction,
+                    exit_accuracy=float(exit_correct[exited].float().mean())
                     if exited.any() else None,
-                    "overall_accuracy": float(torch.where(exited, exit_correct, full_correct)
-                                              .float().mean()),
-                })
-            rows.append({
-                "exit_point": point,
-                "accuracy": float(exit_correct.float().mean()),
-                "macs": macs(lambda: self.model.exit_head(point)(x1)),  # noqa: B023
-                "thresholds": thresholds,
-            })
+                    overall_accuracy=float(torch.where(exited, exit_correct, full_correct)
+                                           .float().mean()),
+                ))
+            rows.append(ExitStats(
+                exit_point=point,
+                accuracy=float(exit_correct.float().mean()),
+                macs=macs(lambda: self.model.exit_head(point)(x1)),  # noqa: B023
+                thresholds=thresholds,
+            ))
         return rows
 
     @torch.no_grad()
-    def input_codecs(self, codecs: tuple[str, ...] = INPUT_CODECS) -> list[dict[str, Any]]:
+    def input_codecs(self, codecs: tuple[str, ...] | None = None) -> list[InputCodecStats]:
         """Accuracy and bytes when the input image itself is sent with each codec."""
         rows = []
-        for name in codecs:
-            sizes, decoded = [], []
+        for name in codecs or input_codecs_for(self.images):
+            sizes, decoded, encode_ms, decode_ms = [], [], [], []
             for image in progress(self.images, desc=f"input codec {name}",
                                   enabled=None if self.show_progress else False):
+                start = time.perf_counter()
                 data = encode_image(image, name)
-                sizes.append(len(data))
+                middle = time.perf_counter()
                 decoded.append(decode_image(data, name))
-            x = torch.tensor(np.stack(decoded)).unsqueeze(1).float().div_(255.0)
-            logits = torch.cat([self.model.backbone(b) for b in self._batches(x)])
-            rows.append({"codec": name, "accuracy": float(self.correct(logits).float().mean()),
-                         "mean_bytes": float(np.mean(sizes)),
-                         "p95_bytes": _percentile(sizes, 95)})
+                decode_ms.append((time.perf_counter() - middle) * 1000)
+                encode_ms.append((middle - start) * 1000)
+                sizes.append(len(data))
+            x = images_to_input(np.stack(decoded))
+            with self.model.edge_autocast():
+                logits = torch.cat([self.model.backbone(b).float() for b in self._batches(x)])
+            rows.append(InputCodecStats(codec=name,
+                                        accuracy=float(self.correct(logits).float().mean()),
+                                        mean_bytes=float(np.mean(sizes)),
+                                        p95_bytes=_percentile(sizes, 95),
+                                        encode_ms=statistics.median(encode_ms),
+                                        decode_ms=statistics.median(decode_ms)))
         return rows
 
     @torch.no_grad()
@@ -225,12 +275,16 @@ class Evaluator:
                 for c in progress(configs, desc="configs",
                                   enabled=None if self.show_progress else False)]
 
-    def local(self, latency_repeats: int = 30) -> dict[str, Any]:
+    def local(self, latency_repeats: int = 30) -> FullStats:
         x1 = self.x[:1]
         params, _ = self.model.param_counts(LOCAL)
-        return {
-            "accuracy": self.full_accuracy(),
-            "macs": macs(lambda: self.model.backbone(x1)),
-            "params": params,
-            "latency_ms": self.head_latency_ms(LOCAL, latency_repeats),
-        }
+        stats = FullStats(
+            accuracy=self.full_accuracy(),
+            macs=macs(lambda: self.model.backbone(x1)),
+            params=params,
+            latency_ms=self.head_latency_ms(LOCAL, latency_repeats),
+        )
+        if self.model.has_int8:
+            stats.int8_accuracy = self.int8_full_accuracy()
+            stats.int8_latency_ms = self.head_latency_ms(LOCAL.with_int8(), latency_repeats)
+        return stats

@@ -1,10 +1,11 @@
 """Codecs for sending the input image itself (OFFLOAD_INPUT and the full-offload baseline).
 
-    uint8 image (H, W) ──encode_image(codec)──► bytes ──decode_image──► uint8 image (H, W)
+    uint8 image (H, W) or (H, W, 3) ──encode_image(codec)──► bytes ──decode_image──► same
 
-``png``       lossless, written here with zlib (no extra dependency); the decoder accepts
-              any 8-bit greyscale, non-interlaced PNG.
-``raw-zstd``  lossless: the pixels through zstd.
+``png``       lossless. Greyscale is written here with zlib (no extra dependency) and the
+              decoder accepts any 8-bit greyscale, non-interlaced PNG; colour goes through
+              Pillow.
+``raw-zstd``  lossless: the pixels through zstd (greyscale only).
 ``jpegQ``     lossy JPEG at quality Q (95, 90, 75, 50), via Pillow (``pip install
               'splitnet[jpeg]'``).
 
@@ -28,13 +29,16 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def encode_image(image: np.ndarray, codec: str) -> bytes:
-    """Encode one uint8 greyscale image (H, W)."""
+    """Encode one uint8 image: greyscale (H, W) or colour (H, W, 3)."""
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim != 2:
-        raise ValueError(f"expected a greyscale (H, W) image, got shape {image.shape}")
+    colour = image.ndim == 3 and image.shape[2] == 3
+    if image.ndim != 2 and not colour:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
     if codec == "png":
-        return _png_encode(image)
+        return _pillow_png_encode(image) if colour else _png_encode(image)
     if codec == "raw-zstd":
+        if colour:
+            raise ValueError("raw-zstd sends greyscale images only; use png for colour")
         header = struct.pack("<HH", *image.shape)
         return header + zstandard.ZstdCompressor(level=19).compress(image.tobytes())
     if codec.startswith("jpeg"):
@@ -43,8 +47,11 @@ def encode_image(image: np.ndarray, codec: str) -> bytes:
 
 
 def decode_image(data: bytes, codec: str) -> np.ndarray:
-    """Decode bytes from :func:`encode_image` back to a uint8 (H, W) image."""
+    """Decode bytes from :func:`encode_image` back to a uint8 (H, W) or (H, W, 3) image."""
     if codec == "png":
+        colour_type_offset = len(_PNG_SIGNATURE) + 8 + 9  # IHDR: width, height, depth, type
+        if len(data) > colour_type_offset and data[colour_type_offset] == 2:
+            return _pillow_decode(data, "PNG")
         return _png_decode(data)
     if codec == "raw-zstd":
         if len(data) < 4:
@@ -61,7 +68,7 @@ def decode_image(data: bytes, codec: str) -> np.ndarray:
         return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width).copy()
     if codec.startswith("jpeg"):
         _jpeg_quality(codec)
-        return _jpeg_decode(data)
+        return _pillow_decode(data, "JPEG")
     raise PayloadError(f"unknown input codec {codec!r}")
 
 
@@ -201,20 +208,30 @@ def _pillow():  # type: ignore[no-untyped-def]
 
 def _jpeg_encode(image: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
-    _pillow().fromarray(image, mode="L").save(buffer, format="JPEG", quality=quality,
-                                              optimize=True)
+    mode = "L" if image.ndim == 2 else "RGB"
+    _pillow().fromarray(image, mode=mode).save(buffer, format="JPEG", quality=quality,
+                                               optimize=True)
     return buffer.getvalue()
 
 
-def _jpeg_decode(data: bytes) -> np.ndarray:
+def _pillow_png_encode(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    _pillow().fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def _pillow_decode(data: bytes, expected_format: str) -> np.ndarray:
+    """Decode with Pillow, checking the format and the declared size before inflating."""
     image_module = _pillow()
     try:
         with image_module.open(io.BytesIO(data)) as img:
-            if img.format != "JPEG":
-                raise PayloadError(f"expected a JPEG, got {img.format}")
+            if img.format != expected_format:
+                raise PayloadError(f"expected a {expected_format}, got {img.format}")
             _check_side(img.height, img.width)
-            return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+            if img.mode == "L":
+                return np.asarray(img, dtype=np.uint8).copy()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except PayloadError:
         raise
     except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad data
-        raise PayloadError(f"JPEG image is corrupt: {error}") from error
+        raise PayloadError(f"{expected_format} image is corrupt: {error}") from error

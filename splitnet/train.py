@@ -31,6 +31,7 @@ from splitnet.data import DatasetNotFoundError, load_split
 from splitnet.model import SplitModel, create_model
 from splitnet.progress import progress
 from splitnet.quantize import fake_quantize_unit_range
+from splitnet.training import distillation_loss, one_cycle_lr
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
             recipe: Recipe) -> torch.Tensor:
     """Distillation against the backbone's logits, mixed with the true labels."""
-    t = recipe.kd_temperature
-    soft = F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
-                    reduction="batchmean") * t * t
-    return recipe.kd_weight * soft + (1 - recipe.kd_weight) * F.cross_entropy(student, labels)
-
-
-def _cosine_lr(peak: float, step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return peak * (0.1 + 0.9 * step / max(warmup, 1))
-    progress_fraction = (step - warmup) / max(total - warmup, 1)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
+    return distillation_loss(student, teacher, labels, recipe.kd_temperature, recipe.kd_weight)
 
 
 # ------------------------------------------------------------------------ the trainer
@@ -204,7 +195,7 @@ class Trainer:
                 index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
                 x = augment(self.train_x[index], gen).contiguous(
                     memory_format=torch.channels_last)
-                lr = _cosine_lr(recipe.backbone_lr, epoch * steps_per_epoch + step, total,
+                lr = one_cycle_lr(recipe.backbone_lr, epoch * steps_per_epoch + step, total,
                                 warmup=steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -232,11 +223,11 @@ class Trainer:
         logits = []
         batches = torch.split(torch.arange(len(self.train_y)), 500)
         for index in progress(batches, desc="caching activations"):
-            h = self.model.stem(self.train_x[index].contiguous(memory_format=torch.channels_last))
+            h = self.train_x[index].contiguous(memory_format=torch.channels_last)
             for point in self.model.split_points:
-                h = self.model.stage(point)(h)
+                h = self.model.network.run(h, point - 1, point)
                 feats[point].append(h.to(torch.float16))
-            logits.append(self.model.classifier(h))
+            logits.append(self.model.logits_from(h, self.model.split_points[-1]))
         cache = {f"features{p}": torch.cat(v) for p, v in feats.items()}
         cache["teacher"] = torch.cat(logits)
         return cache
@@ -265,7 +256,7 @@ class Trainer:
             bar = progress(range(steps), desc=f"exits {self.epoch + 1}/{recipe.exit_epochs}")
             for step in bar:
                 index = order[step * batch:(step + 1) * batch]
-                lr = _cosine_lr(recipe.head_lr, self.epoch * steps + step,
+                lr = one_cycle_lr(recipe.head_lr, self.epoch * steps + step,
                                 steps * recipe.exit_epochs, warmup=0)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -318,7 +309,7 @@ class Trainer:
                 for step in bar:
                     index = order[step * batch:(step + 1) * batch]
                     target = features[index].float().contiguous(memory_format=torch.channels_last)
-                    lr = _cosine_lr(recipe.head_lr, self.epoch * steps + step, steps * epochs,
+                    lr = one_cycle_lr(recipe.head_lr, self.epoch * steps + step, steps * epochs,
                                     warmup=0)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -376,10 +367,16 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m splitnet.train",
-        description="Train the split model from scratch on Fashion-MNIST, then write its "
-                    "checkpoint and model card. Re-running the same command resumes an "
-                    "interrupted run from its last completed epoch.",
-        epilog="Example: python -m splitnet.train --out splitnet/zoo   (about 75 min on 2 cores)",
+        description="Train a split model from scratch, then write its checkpoint and model "
+                    "card. Re-running the same command resumes an interrupted run from its "
+                    "last completed epoch (or stage).",
+        epilog="Examples:\n"
+               "  python -m splitnet.train                          # Fashion-MNIST, ~75 min\n"
+               "  python -m splitnet.train --model resnet18_imagenette   # camera model, "
+               "~110 min\n"
+               "  python -m splitnet.train --model resnet18_imagenette --init resnet18.pth\n"
+               "      # start from torchvision's ImageNet weights (download them yourself)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("splitnet/zoo"),
                         help="folder for <arch>.pt and <arch>.card.json (default: splitnet/zoo)")
@@ -388,7 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the four Fashion-MNIST IDX files "
                              "(default: the dataset-fashion-mnist package's folder)")
-    parser.add_argument("--arch", default=Recipe.arch, help="architecture (default: %(default)s)")
+    parser.add_argument("--model", "--arch", dest="arch", default=Recipe.arch,
+                        choices=["mnv2_fmnist", "mnv2_tiny", "resnet18_imagenette"],
+                        help="what to train (default: %(default)s)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="resnet18_imagenette only: a torchvision resnet18 state dict to "
+                             "start the backbone from (e.g. ImageNet weights)")
     parser.add_argument("--epochs", type=int, default=Recipe.backbone_epochs,
                         help="backbone epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
@@ -402,6 +404,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.arch == "resnet18_imagenette":
+        from splitnet.train_camera import train_camera_model
+
+        work_dir = args.work_dir / args.arch
+        if args.no_resume and work_dir.exists():
+            import shutil
+
+            shutil.rmtree(work_dir)
+        try:
+            train_camera_model(work_dir, args.out, args.data_dir, args.init,
+                               write_card=not args.no_card)
+        except DatasetNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    if args.init is not None:
+        parser.error("--init applies to resnet18_imagenette only")
     recipe = replace(Recipe(), arch=args.arch, backbone_epochs=args.epochs, seed=args.seed)
     try:
         trainer = Trainer(recipe, args.work_dir / recipe.arch, args.data_dir)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from splitnet.card import ModelCard
 from splitnet.checkpoint import LoadedModel
 from splitnet.data import Split, load_split
 from splitnet.zoo import DEFAULT_CHECKPOINT, load_card, load_pretrained
@@ -41,5 +42,5 @@ def shipped() -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def card() -> dict:
+def card() -> ModelCard:
     return load_card(CHECKPOINT)

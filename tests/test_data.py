@@ -43,3 +43,15 @@ def test_command_line_reports_missing_data_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "dataset-fashion-mnist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_card_and_evaluation_halves_are_fixed_and_disjoint():
+    from splitnet.workloads import card_images, eval_images
+
+    card, scored = card_images("mnv2_fmnist"), eval_images("mnv2_fmnist")
+    assert len(card) == len(scored) == 5000
+    assert "half A" in card.description and "half B" in scored.description
+    together = np.concatenate([card.images, scored.images]).reshape(10000, -1)
+    assert len(np.unique(together, axis=0)) == len(np.unique(
+        load_split("test").images.reshape(10000, -1), axis=0))
+    assert (card_images("mnv2_fmnist").labels == card.labels).all()

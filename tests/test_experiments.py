@@ -126,7 +126,7 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
     # second 0: a fast link; second 1: an outage
     opportunities = np.concatenate([np.repeat(np.arange(1, 1000), 4), [2000]])
     trace = Trace.from_opportunities("hand-built", opportunities)
-    full_ms = card["full"]["latency_ms"]
+    full_ms = card.full.latency_ms
     # the device ran its whole network 40x slower than the card says
     measured = [{"config": "local", "where": "local", "fallback": False,
                  "head_ms": 40 * full_ms, "server_ms": 0.0, "overhead_ms": 0.5}]

@@ -8,6 +8,10 @@ from splitnet.config import LOCAL, OFFLOAD_INPUT, Config
 from splitnet.model import create_model, list_models
 
 
+def rand_input(model, batch):
+    return torch.rand(batch, *model.spec.input_shape)
+
+
 @pytest.fixture(scope="module", params=list_models())
 def model(request):
     torch.manual_seed(0)
@@ -16,13 +20,20 @@ def model(request):
     m.train()
     with torch.no_grad():
         for _ in range(2):
-            m.backbone(torch.rand(16, 1, 28, 28))
+            m.backbone(rand_input(m, 16))
+            for point in m.split_points:  # and the bottlenecks' switchable norms
+                for width in m.spec.bottleneck_widths:
+                    m.bottleneck(point)(m.features(rand_input(m, 4), point), width, 8)
     return m.eval()
+
+
+EXPECTED_SPATIAL = {"resnet18_imagenette": [(56, 56), (28, 28), (14, 14)]}
 
 
 def test_feature_shapes_halve_per_stage(model):
     shapes = [model.feature_shape(p) for p in model.split_points]
-    assert [s[1:] for s in shapes] == [(14, 14), (7, 7), (4, 4)]
+    expected = EXPECTED_SPATIAL.get(model.spec.name, [(14, 14), (7, 7), (4, 4)])
+    assert [s[1:] for s in shapes] == expected
     assert len(model.split_points) >= 3
     assert len(model.spec.bottleneck_widths) >= 4
     assert len(model.spec.exit_points) >= 2
@@ -31,7 +42,7 @@ def test_feature_shapes_halve_per_stage(model):
 
 @torch.no_grad()
 def test_every_config_has_the_declared_shapes(model):
-    x = torch.rand(3, 1, 28, 28)
+    x = rand_input(model, 3)
     for config in model.split_configs():
         head = model.forward_head(x, config)
         assert head.code is not None
@@ -46,7 +57,7 @@ def test_every_config_has_the_declared_shapes(model):
 
 @torch.no_grad()
 def test_head_then_tail_over_the_wire_equals_one_process(model):
-    x = torch.rand(4, 1, 28, 28)
+    x = rand_input(model, 4)
     for config in model.split_configs():
         expected = model(x, config)
         head = model.forward_head(x, config)
@@ -59,7 +70,7 @@ def test_head_then_tail_over_the_wire_equals_one_process(model):
 
 @torch.no_grad()
 def test_exit_threshold_decides_per_input(model):
-    x = torch.rand(8, 1, 28, 28)
+    x = rand_input(model, 8)
     config = Config(split=max(model.split_points), width=2, bits=4)
     never = model.forward_head(x, config.with_exit(None))
     always = model.forward_head(x, config.with_exit(1e-6))
@@ -77,7 +88,7 @@ def test_exit_threshold_decides_per_input(model):
 def test_switching_configs_allocates_and_reloads_nothing(model):
     before = {name: (id(p), p.data_ptr()) for name, p in model.state_dict().items()}
     modules_before = [id(m) for m in model.modules()]
-    x = torch.rand(1, 1, 28, 28)
+    x = rand_input(model, 1)
     for config in model.split_configs() + [LOCAL, Config.local(0.5)]:
         model(x, config)
     after = {name: (id(p), p.data_ptr()) for name, p in model.state_dict().items()}

@@ -1,41 +1,119 @@
-"""The shipped checkpoint and its model card agree, on a fixed 1,000-image test subset."""
+"""Every shipped checkpoint and its model card agree, on a fixed subset of evaluation images."""
 
+import math
+
+import numpy as np
+import pytest
 import torch
 
+from splitnet.card import CARD_VERSION, CardError, ModelCard
+from splitnet.checkpoint import load_checkpoint
 from splitnet.config import LOCAL, Config
-from splitnet.zoo import DEFAULT_CHECKPOINT
+from splitnet.data import DatasetNotFoundError
+from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
+from splitnet.preprocess import images_to_input
+from splitnet.workloads import eval_images
+from splitnet.zoo import card_path_for, checkpoint_for, list_zoo, load_card
 
-SUBSET = 1000
-# 1,000 images give a binomial standard error of about 0.75 points at 94 %; 3 points is
-# four standard errors, wide enough never to flake and narrow enough to catch a wrong model.
-TOLERANCE = 0.03
+# the configs checked against the card, besides LOCAL
+CHECKED = {
+    "mnv2_fmnist": ("split3/w4/b4", "split2/w2/b2", "split1/raw/b8", "split3/w1/b8"),
+    "resnet18_imagenette": ("split3/w8/b4", "split1/w8/b4"),
+}
+SUBSET = {"mnv2_fmnist": 1000, "resnet18_imagenette": 200}
+MAX_MB = {"mnv2_fmnist": 5, "resnet18_imagenette": 25}
 
 
-def test_checkpoint_is_small_and_named_by_its_content(shipped, card):
-    assert DEFAULT_CHECKPOINT.stat().st_size <= 5 * 1024 * 1024
-    assert card["model_id"] == shipped.model_id
-    assert card["test_images"] == 10000
+def subset(model: str):
+    """A fixed subset of the model's evaluation images: uint8 images and labels."""
+    if model == "resnet18_imagenette":
+        try:
+            root = find_imagenette()
+        except DatasetNotFoundError as error:
+            pytest.skip(f"Imagenette is not on this machine: {error}")
+        items, _ = list_image_folder(root / "val")
+        chosen = items[:: len(items) // SUBSET[model]][: SUBSET[model]]
+        return (np.stack([decode_image(p) for p, _ in chosen]),
+                np.array([c for _, c in chosen]))
+    data = eval_images(model).head(SUBSET[model])
+    return data.images, data.labels
+
+
+def test_the_zoo_holds_both_workloads():
+    assert {"mnv2_fmnist", "resnet18_imagenette"} <= set(list_zoo())
+
+
+@pytest.mark.parametrize("model", ["mnv2_fmnist", "resnet18_imagenette"])
+def test_checkpoint_is_small_and_named_by_its_content(model):
+    path = checkpoint_for(model)
+    assert path.stat().st_size <= MAX_MB[model] * 1_000_000
+    loaded = load_checkpoint(path)
+    card = load_card(path)
+    assert card.model_id == loaded.model_id
+    assert card.card_version == CARD_VERSION
+    assert "held-apart" in card.profiled_on or "half A" in card.profiled_on
+    assert card.dataset["licence"]
+
+
+@pytest.mark.parametrize("model", ["mnv2_fmnist", "resnet18_imagenette"])
+@torch.no_grad()
+def test_shipped_model_meets_its_card_on_a_fixed_subset(model):
+    images, labels = subset(model)
+    loaded = load_checkpoint(checkpoint_for(model))
+    card = load_card(checkpoint_for(model))
+    x, y = images_to_input(images), torch.as_tensor(labels)
+    checks = [(LOCAL, card.full.accuracy)]
+    for text in CHECKED[model]:
+        row = card.config_row(text)
+        assert row is not None
+        checks.append((Config.parse(text), row.accuracy))
+    for config, expected in checks:
+        # four binomial standard errors: wide enough never to flake, narrow enough to
+        # catch a wrong model
+        tolerance = 4 * math.sqrt(expected * (1 - expected) / len(y))
+        accuracy = float((loaded.model(x, config).argmax(1) == y).float().mean())
+        assert abs(accuracy - expected) <= tolerance, (str(config), accuracy, expected)
+
+
+@pytest.mark.parametrize("model", ["mnv2_fmnist", "resnet18_imagenette"])
+def test_card_describes_every_config_and_exit(model):
+    loaded = load_checkpoint(checkpoint_for(model))
+    card = load_card(checkpoint_for(model))
+    assert {row.config for row in card.configs} == {str(c) for c in
+                                                    loaded.model.split_configs()}
+    for row in card.configs:
+        assert row.mean_bytes > 0 and row.p95_bytes >= row.mean_bytes * 0.9
+        assert row.head_macs > 0 and row.tail_macs > 0 and (row.head_latency_ms or 0) > 0
+        assert (row.int8_accuracy is not None) == card.has_int8
+    assert [e.exit_point for e in card.exits] == list(loaded.model.spec.exit_points)
+    assert {"png", "jpeg90", "jpeg50"} <= {c.codec for c in card.input_codecs}
+
+
+def test_a_card_of_another_version_is_refused(tmp_path):
+    text = card_path_for(checkpoint_for("mnv2_fmnist")).read_text()
+    old = tmp_path / "old.card.json"
+    old.write_text(text.replace(f'"card_version": {CARD_VERSION}', '"card_version": 1'))
+    with pytest.raises(CardError, match="version 1"):
+        ModelCard.load(old)
+    assert ModelCard.load(card_path_for(checkpoint_for("mnv2_fmnist"))).full.accuracy > 0.9
 
 
 @torch.no_grad()
-def test_shipped_model_meets_its_card_on_a_fixed_subset(shipped, card, test_split):
-    x, y = test_split.tensors(limit=SUBSET)
-    model = shipped.model
-    rows = {row["config"]: row for row in card["configs"]}
-    checks = [(LOCAL, card["full"]["accuracy"])]
-    for text in ("split3/w4/b4", "split2/w2/b2", "split1/raw/b8", "split3/w1/b8"):
-        checks.append((Config.parse(text), rows[text]["accuracy"]))
-    for config, expected in checks:
-        accuracy = float((model(x, config).argmax(1) == y).float().mean())
-        assert abs(accuracy - expected) <= TOLERANCE, (str(config), accuracy, expected)
+def test_int8_head_agrees_with_fp32_on_a_fixed_subset():
+    images, _ = subset("resnet18_imagenette")
+    model = load_checkpoint(checkpoint_for("resnet18_imagenette")).model
+    assert model.has_int8
+    x = images_to_input(images[:64])
+    for text in ("local", "split1/w8/b4", "split3/w8/b4", "split2/raw/b8"):
+        config = Config.parse(text)
+        fp32 = model(x, config).argmax(1)
+        int8 = model(x, config.with_int8()).argmax(1)
+        assert float((fp32 == int8).float().mean()) >= 0.9, text
 
 
-def test_card_describes_every_config_and_exit(shipped, card):
-    model = shipped.model
-    assert {row["config"] for row in card["configs"]} == {str(c) for c in model.split_configs()}
-    for row in card["configs"]:
-        assert row["mean_bytes"] > 0 and row["p95_bytes"] >= row["mean_bytes"] * 0.9
-        assert row["head_macs"] > 0 and row["tail_macs"] > 0 and row["head_latency_ms"] > 0
-    assert [e["exit_point"] for e in card["exits"]] == list(model.spec.exit_points)
-    codecs = {c["codec"] for c in card["input_codecs"]}
-    assert {"png", "jpeg90", "jpeg50"} <= codecs
+def test_a_model_without_int8_head_refuses_int8_configs():
+    from splitnet.config import ConfigError
+
+    model = load_checkpoint(checkpoint_for("mnv2_fmnist")).model
+    with pytest.raises(ConfigError, match="no int8 head"):
+        model.forward_head(torch.zeros(1, 1, 28, 28), Config.parse("split3/w4/b4/int8"))

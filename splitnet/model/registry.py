@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
-from splitnet.model.split_model import ArchSpec, SplitModel, StageSpec
+from splitnet.model.mobilenet import MobileNetBackbone, StageSpec
+from splitnet.model.resnet import ResNet
+from splitnet.model.split_model import ArchSpec, BottleneckSpec, SplitModel
 
 _REGISTRY: dict[str, Callable[[], ArchSpec]] = {}
 
@@ -37,14 +40,16 @@ def mnv2_fmnist() -> ArchSpec:
     """MobileNetV2-style network for 28x28 grey images, cut at 14x14, 7x7 and 4x4."""
     return ArchSpec(
         name="mnv2_fmnist",
-        stem_channels=16,
-        stages=(
-            StageSpec(out_channels=32, blocks=2, stride=2, expand=3),  # 14x14
-            StageSpec(out_channels=64, blocks=3, stride=2, expand=4),  # 7x7
-            StageSpec(out_channels=128, blocks=3, stride=2, expand=4),  # 4x4
+        backbone=partial(
+            MobileNetBackbone, in_channels=1, stem_channels=16, classifier_channels=384,
+            num_classes=10,
+            stages=(
+                StageSpec(out_channels=32, blocks=2, stride=2, expand=3),  # 14x14
+                StageSpec(out_channels=64, blocks=3, stride=2, expand=4),  # 7x7
+                StageSpec(out_channels=128, blocks=3, stride=2, expand=4),  # 4x4
+            ),
         ),
-        classifier_channels=384,
-        bottleneck_hidden=(48, 64, 96),
+        bottlenecks=(BottleneckSpec(48), BottleneckSpec(64), BottleneckSpec(96)),
         bottleneck_widths=(1, 2, 4, 8),
         exit_points=(1, 2),
         exit_hidden=96,
@@ -56,15 +61,38 @@ def mnv2_tiny() -> ArchSpec:
     """A very small variant for fast tests of the training loop."""
     return ArchSpec(
         name="mnv2_tiny",
-        stem_channels=8,
-        stages=(
-            StageSpec(out_channels=8, blocks=1, stride=2, expand=2),
-            StageSpec(out_channels=16, blocks=1, stride=2, expand=2),
-            StageSpec(out_channels=16, blocks=1, stride=2, expand=2),
+        backbone=partial(
+            MobileNetBackbone, in_channels=1, stem_channels=8, classifier_channels=32,
+            num_classes=10,
+            stages=(
+                StageSpec(out_channels=8, blocks=1, stride=2, expand=2),
+                StageSpec(out_channels=16, blocks=1, stride=2, expand=2),
+                StageSpec(out_channels=16, blocks=1, stride=2, expand=2),
+            ),
         ),
-        classifier_channels=32,
-        bottleneck_hidden=(8, 8, 8),
+        bottlenecks=(BottleneckSpec(8), BottleneckSpec(8), BottleneckSpec(8)),
         bottleneck_widths=(1, 2, 4, 8),
         exit_points=(1, 2),
         exit_hidden=16,
+    )
+
+
+@register_model
+def resnet18_imagenette() -> ArchSpec:
+    """ResNet-18 (torchvision's layer names) for 224x224 camera frames, 10 Imagenette classes.
+
+    Cut after the stem (64x56x56), ``layer2`` (128x28x28) and ``layer3`` (256x14x14); every
+    bottleneck halves the resolution, so codes are 28x28, 14x14 and 7x7 by w channels.
+    """
+    return ArchSpec(
+        name="resnet18_imagenette",
+        backbone=partial(ResNet, layers=(2, 2, 2, 2), num_classes=10),
+        bottlenecks=(BottleneckSpec(64, stride=2, dense=True),
+                     BottleneckSpec(96, stride=2, dense=True),
+                     BottleneckSpec(128, stride=2)),
+        bottleneck_widths=(2, 4, 8, 12),
+        exit_points=(2, 3),
+        exit_hidden=256,
+        input_shape=(3, 224, 224),
+        edge_precision="bf16",
     )

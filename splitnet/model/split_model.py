@@ -1,11 +1,12 @@
-"""A MobileNetV2-style network that can be cut at any stage boundary.
+"""A backbone that can be cut at its split points, with bottlenecks and exits there.
 
-    image ─► stem ─► stage1 ─┬─► stage2 ─┬─► stage3 ─┬─► classifier ─► logits
-                     split 1 ┘   split 2 ┘   split 3 ┘
-                     exit 1 ◄┘   exit 2 ◄┘
+    image ─► segment 0 ─┬─► segment 1 ─┬─► segment 2 ─┬─► segment 3 ─► logits
+                split 1 ┘      split 2 ┘      split 3 ┘
+                             (exits at the split points named in the spec)
 
-At each split point sits a slimmable bottleneck (see ``bottleneck.py``); a config may also
-skip it and send the raw activation. Exits sit after stages 1 and 2. A config uses the
+The backbone (``splitnet.model.mobilenet``, ``splitnet.model.resnet``) keeps its own layer
+names under ``network``. At each split point sits a slimmable bottleneck (see
+``bottleneck.py``); a config may also skip it and send the raw activation. A config uses the
 deepest exit at or before its split point (LOCAL: the deepest exit), so an exit always runs
 on the device.
 
@@ -19,26 +20,27 @@ Every config runs on the same modules: switching allocates nothing and reloads n
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from splitnet.config import VALID_BITS, Config, ConfigError, Placement
+from splitnet.model.backbone import SplitBackbone
 from splitnet.model.bottleneck import SlimmableBottleneck
 from splitnet.model.exits import ExitHead
-from splitnet.model.layers import ConvBNAct, InvertedResidual
 from splitnet.quantize import QuantizedTensor, quantize_min_max, quantize_unit_range
 
 
 @dataclass(frozen=True)
-class StageSpec:
-    """``blocks`` inverted residuals; the first has ``stride``; all expand by ``expand``."""
+class BottleneckSpec:
+    """The bottleneck at one split point: hidden channels, spatial stride, dense convs."""
 
-    out_channels: int
-    blocks: int
-    stride: int
-    expand: int
+    hidden: int
+    stride: int = 1
+    dense: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,53 @@ class ArchSpec:
     """Everything that fixes the shape of a :class:`SplitModel`."""
 
     name: str
-    stem_channels: int
-    stages: tuple[StageSpec, ...]
-    classifier_channels: int
-    bottleneck_hidden: tuple[int, ...]  # one per split point (= per stage)
+    backbone: Callable[[], SplitBackbone]
+    bottlenecks: tuple[BottleneckSpec, ...]  # one per split point
     bottleneck_widths: tuple[int, ...]
     exit_points: tuple[int, ...]
     exit_hidden: int
-    dropout: float = 0.2
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (1, 28, 28)
     bits: tuple[int, ...] = field(default=VALID_BITS)
+    # what the edge runs its part in: "fp32", or "bf16" (autocast; AMX makes it ~3x faster)
+    edge_precision: str = "fp32"
+
+
+class DevicePath(Protocol):
+    """What the device runs: the fp32 modules (:class:`Float32Path`) or the int8 copy."""
+
+    def start(self, x: torch.Tensor) -> torch.Tensor: ...
+    def step(self, h: torch.Tensor, point: int) -> torch.Tensor: ...
+    def finish(self, h: torch.Tensor, point: int) -> torch.Tensor: ...
+    def exit_logits(self, h: torch.Tensor, point: int) -> torch.Tensor: ...
+    def encode(self, h: torch.Tensor, point: int, width: int) -> torch.Tensor: ...
+    def to_float(self, h: torch.Tensor) -> torch.Tensor: ...
+
+
+class Float32Path:
+    """The device's part on the model's own fp32 modules."""
+
+    def __init__(self, model: SplitModel) -> None:
+        self.model = model
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def step(self, h: torch.Tensor, point: int) -> torch.Tensor:
+        return self.model.network.run(h, point - 1, point)
+
+    def finish(self, h: torch.Tensor, point: int) -> torch.Tensor:
+        return self.model.logits_from(h, point)
+
+    def exit_logits(self, h: torch.Tensor, point: int) -> torch.Tensor:
+        out: torch.Tensor = self.model.exit_head(point)(h)
+        return out
+
+    def encode(self, h: torch.Tensor, point: int, width: int) -> torch.Tensor:
+        return self.model.bottleneck(point).encode(h, width)
+
+    def to_float(self, h: torch.Tensor) -> torch.Tensor:
+        return h
 
 
 @dataclass
@@ -83,44 +121,22 @@ class SplitModel(nn.Module):
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
-        if len(spec.bottleneck_hidden) != len(spec.stages):
-            raise ValueError("need one bottleneck_hidden entry per stage (split point)")
         self.spec = spec
-        self.stem = ConvBNAct(spec.input_shape[0], spec.stem_channels, kernel=3)
-        stages: list[nn.Module] = []
-        in_ch = spec.stem_channels
-        for stage in spec.stages:
-            blocks = []
-            for index in range(stage.blocks):
-                stride = stage.stride if index == 0 else 1
-                blocks.append(InvertedResidual(in_ch, stage.out_channels, stride, stage.expand))
-                in_ch = stage.out_channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.ModuleList(stages)
-        self.classifier = nn.Sequential(
-            ConvBNAct(in_ch, spec.classifier_channels, kernel=1),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(spec.dropout),
-            nn.Linear(spec.classifier_channels, spec.num_classes),
-        )
-        self.bottlenecks = nn.ModuleDict(
-            {
-                str(point): SlimmableBottleneck(stage.out_channels, hidden, spec.bottleneck_widths)
-                for point, stage, hidden in zip(
-                    self.split_points, spec.stages, spec.bottleneck_hidden, strict=True
-                )
-            }
-        )
-        self.exits = nn.ModuleDict(
-            {
-                str(point): ExitHead(
-                    spec.stages[point - 1].out_channels, spec.exit_hidden, spec.num_classes
-                )
-                for point in spec.exit_points
-            }
-        )
+        self.__dict__["_int8_head"] = None
+        self.network = spec.backbone()
+        if len(spec.bottlenecks) != self.network.num_splits:
+            raise ValueError("need one bottleneck spec per split point")
         self._feature_shapes = self._infer_feature_shapes()
+        self.bottlenecks = nn.ModuleDict({
+            str(point): SlimmableBottleneck(self.feature_shape(point)[0], b.hidden,
+                                            spec.bottleneck_widths, b.stride, b.dense)
+            for point, b in zip(self.split_points, spec.bottlenecks, strict=True)
+        })
+        self.exits = nn.ModuleDict({
+            str(point): ExitHead(self.feature_shape(point)[0], spec.exit_hidden,
+                                 spec.num_classes)
+            for point in spec.exit_points
+        })
 
     # ----------------------------------------------------------------- introspection
     def bottleneck(self, point: int) -> SlimmableBottleneck:
@@ -135,14 +151,14 @@ class SplitModel(nn.Module):
         assert isinstance(module, ExitHead)
         return module
 
-    def stage(self, point: int) -> nn.Module:
-        """Stage ``point`` (1-based): the blocks between split points ``point-1`` and ``point``."""
-        module: nn.Module = self.stages[point - 1]
-        return module
-
     @property
     def split_points(self) -> tuple[int, ...]:
-        return tuple(range(1, len(self.spec.stages) + 1))
+        return tuple(range(1, self.network.num_splits + 1))
+
+    @property
+    def depth(self) -> int:
+        """The index of the logits as a "split point": one past the last split."""
+        return self.network.num_splits + 1
 
     def feature_shape(self, point: int) -> tuple[int, int, int]:
         """(C, H, W) of the activation after stage ``point``."""
@@ -152,13 +168,16 @@ class SplitModel(nn.Module):
         """(C, H, W) of the tensor a split config sends."""
         self.check(config)
         channels, height, width = self.feature_shape(config.split or 0)
-        return (channels if config.width is None else config.width, height, width)
+        if config.width is None:
+            return (channels, height, width)
+        stride = self.bottleneck(config.split or 0).stride
+        return (config.width, -(-height // stride), -(-width // stride))
 
     def exit_point_for(self, config: Config) -> int | None:
         """The exit a config may stop at: the deepest one at or before its split point."""
         if config.placement is Placement.OFFLOAD_INPUT:
             return None
-        limit = config.split if config.placement is Placement.SPLIT else len(self.spec.stages)
+        limit = config.split if config.placement is Placement.SPLIT else self.depth
         usable = [p for p in self.spec.exit_points if limit is not None and p <= limit]
         return max(usable) if usable else None
 
@@ -173,6 +192,8 @@ class SplitModel(nn.Module):
 
     def check(self, config: Config) -> None:
         """Raise ConfigError if this model cannot run ``config``."""
+        if config.int8 and not self.has_int8:
+            raise ConfigError(f"{self.spec.name} has no int8 head; use an fp32 config")
         if config.placement is not Placement.SPLIT:
             return
         if config.split not in self.split_points:
@@ -191,12 +212,15 @@ class SplitModel(nn.Module):
         def count(modules: list[nn.Module]) -> int:
             return sum(p.numel() for m in modules for p in m.parameters())
 
+        def segments(start: int, stop: int) -> list[nn.Module]:
+            return [m for i in range(start, stop) for m in self.network.segment(i)]
+
         if config.placement is not Placement.SPLIT or config.split is None:
-            full = count([self.stem, self.stages, self.classifier])
+            full = count([self.network])
             return (full, 0) if config.placement is Placement.LOCAL else (0, full)
         self.check(config)
-        head = count([self.stem, *self.stages[: config.split]])
-        tail = count([*self.stages[config.split:], self.classifier])
+        head = count(segments(0, config.split))
+        tail = count(segments(config.split, self.depth))
         if config.width is not None:
             bottleneck = self.bottleneck(config.split)
             width, index = config.width, bottleneck.widths.index(config.width)
@@ -209,25 +233,17 @@ class SplitModel(nn.Module):
         return head, tail
 
     # ----------------------------------------------------------------- backbone pieces
-    def features(self, x: torch.Tensor, upto: int, start: int = 0,
-                 from_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Run stages ``start+1 .. upto`` (``start=0`` begins at the stem on ``x``)."""
-        h = self.stem(x) if start == 0 else from_features
-        assert h is not None
-        for stage in self.stages[start:upto]:
-            h = stage(h)
-        return h
+    def features(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """The activation at split point ``upto``, from the image."""
+        return self.network.run(x, 0, upto)
 
     def logits_from(self, features: torch.Tensor, point: int) -> torch.Tensor:
-        """Finish the network from the activation after stage ``point``."""
-        h = self.features(features, len(self.stages), start=point, from_features=features)
-        out: torch.Tensor = self.classifier(h)
-        return out
+        """Finish the network from the activation at split point ``point``."""
+        return self.network.run(features, point, self.depth)
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         """The unmodified network, image to logits."""
-        out: torch.Tensor = self.classifier(self.features(x, len(self.stages)))
-        return out
+        return self.network.run(x, 0, self.depth)
 
     # ----------------------------------------------------------------- the split contract
     def forward_head(self, x: torch.Tensor, config: Config) -> HeadOutput:
@@ -235,29 +251,58 @@ class SplitModel(nn.Module):
         self.check(config)
         if config.placement is Placement.OFFLOAD_INPUT:
             raise ConfigError("OFFLOAD_INPUT runs no head: send the encoded image instead")
+        path: DevicePath = self.int8_head if config.int8 else self._fp32_path
         batch = x.shape[0]
         exit_point = self.exit_point_for(config)
-        depth = config.split if config.placement is Placement.SPLIT else len(self.stages)
+        depth = config.split if config.placement is Placement.SPLIT else self.depth - 1
         assert depth is not None
         finished = torch.zeros(batch, dtype=torch.bool)
         logits = torch.zeros(batch, self.spec.num_classes)
-        h = self.stem(x)
+        h = path.start(x)
         for point in range(1, depth + 1):
-            h = self.stage(point)(h)
+            h = path.step(h, point)
             if point == exit_point and config.exit_threshold is not None:
-                logits = self.exit_head(point)(h)
+                logits = path.exit_logits(h, point)
                 confidence = torch.softmax(logits, dim=1).max(dim=1).values
                 finished = confidence >= config.exit_threshold
                 if bool(finished.all()):
                     return HeadOutput(finished, logits, None, finished)
         if config.placement is Placement.LOCAL:
-            final = self.classifier(h)
+            final = path.finish(h, depth)
             logits = torch.where(finished.unsqueeze(1), logits, final)
             return HeadOutput(torch.ones(batch, dtype=torch.bool), logits, None, finished)
-        return HeadOutput(finished, logits, self.encode_features(h, config), finished, h)
+        assert config.split is not None
+        features = path.to_float(h)
+        if config.width is None:
+            code = quantize_min_max(features, config.bits)
+        else:
+            code = quantize_unit_range(path.encode(h, config.split, config.width), config.bits)
+        return HeadOutput(finished, logits, code, finished, features)
+
+    # ----------------------------------------------------------------- int8 device part
+    @property
+    def int8_head(self) -> DevicePath:
+        """The int8 copy of the device's part (``config.int8``); see ``splitnet.model.int8``."""
+        head = self.__dict__.get("_int8_head")
+        if head is None:
+            raise ConfigError(f"{self.spec.name}: this model has no int8 head (its checkpoint "
+                              "carries no int8 calibration)")
+        return head  # type: ignore[no-any-return]
+
+    @property
+    def has_int8(self) -> bool:
+        return self.__dict__.get("_int8_head") is not None
+
+    def attach_int8(self, head: DevicePath | None) -> None:
+        """Use ``head`` for int8 configs. Kept out of ``state_dict`` (and the model id)."""
+        self.__dict__["_int8_head"] = head
+
+    @property
+    def _fp32_path(self) -> DevicePath:
+        return Float32Path(self)
 
     def encode_features(self, features: torch.Tensor, config: Config) -> QuantizedTensor:
-        """The activation at the split, as the quantized code a SPLIT config sends."""
+        """The activation at the split, as the quantized code a SPLIT config sends (fp32)."""
         if config.width is None:
             return quantize_min_max(features, config.bits)
         assert config.split is not None
@@ -280,6 +325,11 @@ class SplitModel(nn.Module):
             h = self.bottleneck(config.split).decode(h)
         return self.logits_from(h, config.split)
 
+    def edge_autocast(self) -> torch.autocast:
+        """The precision the edge runs its part in (``spec.edge_precision``)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=self.spec.edge_precision == "bf16")
+
     def forward(self, x: torch.Tensor, config: Config) -> torch.Tensor:  # type: ignore[override]
         """Both sides in one process: the logits head-then-tail would produce."""
         if config.placement is Placement.OFFLOAD_INPUT:
@@ -291,13 +341,13 @@ class SplitModel(nn.Module):
         return torch.where(head.finished.unsqueeze(1), head.logits, tail)
 
     def _infer_feature_shapes(self) -> dict[int, tuple[int, int, int]]:
-        was_training = self.training
-        self.eval()
+        was_training = self.network.training
+        self.network.eval()
         shapes = {}
         with torch.no_grad():
-            h = self.stem(torch.zeros(1, *self.spec.input_shape))
-            for point, stage in enumerate(self.stages, start=1):
-                h = stage(h)
+            h = torch.zeros(1, *self.spec.input_shape)
+            for point in self.split_points:
+                h = self.network.run(h, point - 1, point)
                 shapes[point] = (h.shape[1], h.shape[2], h.shape[3])
-        self.train(was_training)
+        self.network.train(was_training)
         return shapes

@@ -1,21 +1,35 @@
 """The model zoo: checkpoints shipped with the package, each with its model card.
 
-    splitnet/zoo/mnv2_fmnist.pt         weights (the training command writes it)
-    splitnet/zoo/mnv2_fmnist.card.json  model card (profiling writes it)
+    splitnet/zoo/mnv2_fmnist.pt                  Fashion-MNIST, small and fast (tests, CI)
+    splitnet/zoo/resnet18_imagenette.pt          camera frames, 224x224 (float16 weights,
+                                                 int8 head calibration)
+    splitnet/zoo/<name>.card.json                model card (``python -m splitnet.profile``)
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
+from splitnet.card import ModelCard
 from splitnet.checkpoint import LoadedModel, load_checkpoint
 
 ZOO_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "mnv2_fmnist"
 DEFAULT_CHECKPOINT = ZOO_DIR / f"{DEFAULT_MODEL}.pt"
+
+
+def list_zoo() -> list[str]:
+    """Names of the shipped models."""
+    return sorted(p.stem for p in ZOO_DIR.glob("*.pt"))
+
+
+def checkpoint_for(model: str) -> Path:
+    """The shipped checkpoint of ``model``."""
+    path = ZOO_DIR / f"{model}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped model {model!r}; the zoo has {list_zoo()}")
+    return path
 
 
 def card_path_for(checkpoint: str | os.PathLike[str]) -> Path:
@@ -29,12 +43,6 @@ def load_pretrained(checkpoint: str | os.PathLike[str] | None = None) -> LoadedM
     return load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
 
 
-def load_card(checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def load_card(checkpoint: str | os.PathLike[str] | None = None) -> ModelCard:
     """The model card of the shipped model (or of the checkpoint named)."""
-    path = card_path_for(checkpoint or DEFAULT_CHECKPOINT)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model card {path} not found; write it with 'python -m splitnet.profile'"
-        )
-    card: dict[str, Any] = json.loads(path.read_text())
-    return card
+    return ModelCard.load(card_path_for(checkpoint or DEFAULT_CHECKPOINT))
