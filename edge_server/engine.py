@@ -28,8 +28,10 @@ class Engine:
         self.loaded = loaded
         self.model = loaded.model.eval()
         self.model_id = loaded.model_id
+        codecs = ("png", "raw-zstd", "jpeg90") if self.model.spec.input_shape[0] == 1 \
+            else ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
         self.configs = tuple(self.model.split_configs()) + tuple(
-            Config.offload_input(c) for c in ("png", "raw-zstd", "jpeg90"))
+            Config.offload_input(c) for c in codecs)
 
     def prepare(self, config: Config, payload: bytes) -> Decoded:
         """Validate and decode one request. Raises ConfigError or codec.PayloadError."""

@@ -49,3 +49,42 @@ def test_augmentation_keeps_shape_and_range():
     out = augment(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert not torch.equal(out, x)
+
+
+def test_camera_training_runs_every_stage_and_resumes(tmp_path):
+    """The camera recipe end to end on a tiny ImageFolder: backbone, exits and bottlenecks,
+    int8 calibration; the checkpoint loads with its int8 head; a rerun skips every stage."""
+    import numpy as np
+    from PIL import Image
+
+    from splitnet.checkpoint import load_checkpoint
+    from splitnet.config import Config
+    from splitnet.train_camera import BackboneRecipe, HeadsRecipe, train_camera_model
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, wnid in enumerate(("n01440764", "n02102040")):
+            (tmp_path / "data" / split / wnid).mkdir(parents=True)
+            for i in range(12):
+                pixels = rng.integers(0, 80, (224, 224, 3), dtype=np.uint8) + 120 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    tmp_path / "data" / split / wnid / f"{i}.JPEG")
+    backbone = BackboneRecipe(resolutions=(64, 64), batch_size=8, eval_size=64)
+    heads = HeadsRecipe(epochs=1, size=64, batch_size=8, bn_recalibration_images=8)
+    lines: list[str] = []
+    path = train_camera_model(tmp_path / "work", tmp_path / "zoo", str(tmp_path / "data"),
+                              backbone=backbone, heads=heads, write_card=False,
+                              log=lines.append)
+    for stage in ("backbone.pt", "heads.pt"):
+        assert (tmp_path / "work" / stage).is_file()
+    loaded = load_checkpoint(path)
+    assert loaded.model.has_int8 and loaded.meta["minutes"].keys() >= {"backbone",
+                                                                     "int8_calibration"}
+    x = torch.rand(2, 3, 224, 224)
+    assert loaded.model(x, Config.parse("split1/w2/b2/int8")).shape == (2, 10)
+    lines.clear()
+    again = train_camera_model(tmp_path / "work", tmp_path / "zoo2", str(tmp_path / "data"),
+                               backbone=backbone, heads=heads, write_card=False,
+                               log=lines.append)
+    assert not any("epoch" in line for line in lines)  # nothing was trained again
+    assert load_checkpoint(again).model_id == loaded.model_id

@@ -11,6 +11,10 @@
 What crosses the network and everything on the edge stay as they are: the int8 head sends
 the same code format. Backend: ``x86`` here, ``qnnpack`` on ARM (a Raspberry Pi).
 
+torch 2.13 marks ``torch.ao.quantization`` deprecated in favour of the separate ``torchao``
+package (not installable here without a newer torch); the project pins torch <= 2.13.0,
+where eager-mode PTQ works, and silences those warnings where it calls the API.
+
 Only the observers' ranges are stored (:meth:`Int8Head.calibration_state`, a few kB): the
 int8 weights are rebuilt from the fp32 ones on load, which is deterministic, so a checkpoint
 carries one copy of the weights.
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import platform
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -35,6 +41,15 @@ from torch.ao.quantization import (
 
 from splitnet.model.layers import ConvBNAct
 from splitnet.model.split_model import SplitModel
+
+
+@contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated")
+        yield
 
 
 class Int8NotSupportedError(RuntimeError):
@@ -81,8 +96,9 @@ class Int8Head(nn.Module):
         fuse_modules(self.network, groups(), inplace=True)
         for part in (self.exits, self.encoders):
             _fuse_conv_bn_act(part)
-        self.qconfig = get_default_qconfig(self.engine)
-        prepare(self, inplace=True)
+        with _quiet_deprecations():
+            self.qconfig = get_default_qconfig(self.engine)
+            prepare(self, inplace=True)
         self._converted = False
 
     # ---------------------------------------------------------------- build
@@ -117,7 +133,8 @@ class Int8Head(nn.Module):
 
     def convert(self) -> Int8Head:
         """Swap in the int8 modules (after calibration)."""
-        convert(self, inplace=True)
+        with _quiet_deprecations():
+            convert(self, inplace=True)
         self._converted = True
         return self
 
