@@ -44,12 +44,16 @@ def load_state(path: Path, recipe: Any, model: torch.nn.Module,
     """Restore model and optimizer from ``path`` if it exists; None when starting afresh.
 
     A state written by a different recipe is refused: resuming it would silently train
-    something else than what the command line says.
+    something else than what the command line says. The one difference allowed is more
+    ``epochs``: that extends a finished run, the schedule following the longer run's.
     """
     if not path.is_file():
         return None
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if state["recipe"] != asdict(recipe):
+    saved, wanted = dict(state["recipe"]), asdict(recipe)
+    if "epochs" in wanted and saved.get("epochs", 0) <= wanted["epochs"]:
+        saved["epochs"] = wanted["epochs"]
+    if saved != wanted:
         raise SystemExit(f"{path} was written by a different recipe; remove it or use "
                          "another --work-dir")
     model.load_state_dict(state["model"])
