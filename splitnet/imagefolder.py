@@ -142,7 +142,7 @@ def load_image_folder(split_dir: str | os.PathLike[str], size: int = 224,
         with get_context("spawn").Pool(workers) as pool:
             decoded = pool.imap(_decode_one, jobs, chunksize=64)
             for i, array in enumerate(progress(decoded, total=len(jobs), desc=label,
-                                               enabled=show_progress)):
+                                               enabled=None if show_progress else False)):
                 images[i] = array
     else:
         for i, job in enumerate(jobs):

@@ -20,6 +20,7 @@ import numpy as np
 from splitnet.data import load_split
 from splitnet.imagefolder import (
     IMAGENETTE_CLASSES,
+    decode_image,
     find_imagenette,
     holdout_split,
     list_image_folder,
@@ -91,8 +92,6 @@ def _imagenette(which: str, data_dir: str | os.PathLike[str] | None,
     items, _ = list_image_folder(root / "train")
     labels = np.array([c for _, c in items], dtype=np.int64)
     _, held = holdout_split(labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
-    from splitnet.imagefolder import decode_image
-
     images = np.stack([decode_image(items[i][0]) for i in held])
     return LabelledImages(images, labels[held],
                           f"Imagenette train, held-apart {HOLDOUT_FRACTION:.0%} "

@@ -123,6 +123,7 @@ class SplitModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.__dict__["_int8_head"] = None
+        self.__dict__["_fp32_path"] = Float32Path(self)  # built once: forward_head is hot
         self.network = spec.backbone()
         if len(spec.bottlenecks) != self.network.num_splits:
             raise ValueError("need one bottleneck spec per split point")
@@ -251,7 +252,7 @@ class SplitModel(nn.Module):
         self.check(config)
         if config.placement is Placement.OFFLOAD_INPUT:
             raise ConfigError("OFFLOAD_INPUT runs no head: send the encoded image instead")
-        path: DevicePath = self.int8_head if config.int8 else self._fp32_path
+        path: DevicePath = self.int8_head if config.int8 else self.__dict__["_fp32_path"]
         batch = x.shape[0]
         exit_point = self.exit_point_for(config)
         depth = config.split if config.placement is Placement.SPLIT else self.depth - 1
@@ -296,10 +297,6 @@ class SplitModel(nn.Module):
     def attach_int8(self, head: DevicePath | None) -> None:
         """Use ``head`` for int8 configs. Kept out of ``state_dict`` (and the model id)."""
         self.__dict__["_int8_head"] = head
-
-    @property
-    def _fp32_path(self) -> DevicePath:
-        return Float32Path(self)
 
     def encode_features(self, features: torch.Tensor, config: Config) -> QuantizedTensor:
         """The activation at the split, as the quantized code a SPLIT config sends (fp32)."""
