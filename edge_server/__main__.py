@@ -70,20 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    stopping = threading.Event()
+    stopper = threading.Thread(target=server.stop, args=(grace_s,), name="stop")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if not stopping.is_set():
-            stopping.set()
+        if stopper.ident is None:  # not started yet
             logging.info("signal %d: finishing in-flight requests (up to %.0f s)", signum,
                          grace_s)
-            threading.Thread(target=server.stop, args=(grace_s,), daemon=True).start()
+            stopper.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     feed = f", load feed on {server.publisher.address}" if server.publisher else ""
     print(f"serving {server.engine.model_id} on port {server.port}{feed}", flush=True)
     server.wait()
+    # gRPC's wait returns as soon as shutdown begins; exiting before the shutdown
+    # finishes tears down its C++ threads mid-flight (std::terminate, SIGABRT).
+    if stopper.ident is not None:
+        stopper.join()
     return 0
 
 

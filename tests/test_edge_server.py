@@ -264,6 +264,7 @@ def test_sigterm_lets_in_flight_requests_finish(checkpoint, shipped, test_split)
         process.send_signal(signal.SIGTERM)
         reply = future.result()
         assert not reply.HasField("error") and reply.queue_ms > 100
-        assert process.wait(timeout=15) == 0
+        code = process.wait(timeout=15)
+        assert code == 0, process.stdout.read() if process.stdout else ""
     finally:
         process.kill()
