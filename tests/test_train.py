@@ -59,7 +59,7 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
 
     from splitnet.checkpoint import load_checkpoint
     from splitnet.config import Config
-    from splitnet.train_camera import BackboneRecipe, HeadsRecipe, train_camera_model
+    from splitnet.train_camera import BackboneRecipe, HeadsRecipe, RefineRecipe, train_camera_model
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -71,20 +71,24 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
                     tmp_path / "data" / split / wnid / f"{i}.JPEG")
     backbone = BackboneRecipe(resolutions=(64, 64), batch_size=8, eval_size=64)
     heads = HeadsRecipe(epochs=1, size=64, batch_size=8, bn_recalibration_images=8)
+    refine = RefineRecipe(epochs=(1, 1, 1), size=64, batch_size=8)
     lines: list[str] = []
     path = train_camera_model(tmp_path / "work", tmp_path / "zoo", str(tmp_path / "data"),
-                              backbone=backbone, heads=heads, write_card=False,
+                              backbone=backbone, heads=heads, refine=refine, write_card=False,
                               log=lines.append)
-    for stage in ("backbone.pt", "heads.pt"):
+    assert sum(line.startswith("refine split") for line in lines) == 3
+    for stage in ("backbone.pt", "heads.pt", "refined.pt"):
         assert (tmp_path / "work" / stage).is_file()
     loaded = load_checkpoint(path)
-    assert loaded.model.has_int8 and loaded.meta["minutes"].keys() >= {"backbone",
-                                                                     "int8_calibration"}
+    assert loaded.model.has_int8 and loaded.meta["minutes"].keys() >= {
+        "backbone", "exits_and_bottlenecks", "bottleneck_refinement", "int8_calibration"}
     x = torch.rand(2, 3, 224, 224)
     assert loaded.model(x, Config.parse("split1/w2/b2/int8")).shape == (2, 10)
     lines.clear()
+    (tmp_path / "work" / "refined.pt").unlink()  # the refine state says every split is done
     again = train_camera_model(tmp_path / "work", tmp_path / "zoo2", str(tmp_path / "data"),
-                               backbone=backbone, heads=heads, write_card=False,
-                               log=lines.append)
-    assert not any("epoch" in line for line in lines)  # nothing was trained again
+                               backbone=backbone, heads=heads, refine=refine,
+                               write_card=False, log=lines.append)
+    trained = ("backbone epoch", "heads epoch", "refine split")
+    assert not any(line.startswith(trained) for line in lines)  # nothing was trained again
     assert load_checkpoint(again).model_id == loaded.model_id
