@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=args.checkpoint,
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(args.checkpoint,),
                                       max_wait_ms=0.5, torch_threads=1)).start()
     images = eval_images("mnv2_fmnist").images[: args.n]
     result: dict[str, object] = {"n": args.n}

@@ -1,4 +1,4 @@
-"""``python -m edge_server``: serve the shipped model's tails over gRPC."""
+"""``python -m edge_server``: serve the zoo's models (or the ones named) over gRPC."""
 
 from __future__ import annotations
 
@@ -12,27 +12,33 @@ from types import FrameType
 
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.checkpoint import CheckpointError
-from splitnet.zoo import DEFAULT_CHECKPOINT
+from splitnet.zoo import checkpoint_for, list_zoo
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     """Server options and the shutdown grace period, from the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m edge_server",
-        description="Serve splitnet tails over gRPC (splitnet.v1.EdgeInference): the tail of "
-                    "every split config and the whole network for input images. Batches "
+        description="Serve splitnet models over gRPC (splitnet.v1.EdgeInference): the tail of "
+                    "every split config and the whole network for input images, for every "
+                    "model in the zoo or the ones named. Each request names its model in "
+                    "its 'splitnet-model-id' metadata. Batches "
                     "requests dynamically across clients, reports its load with every reply "
                     "and on a ZMQ PUB socket, and answers the standard gRPC health service.",
         epilog="Examples:\n"
-               "  python -m edge_server                              # shipped model, :50051\n"
+               "  python -m edge_server                              # every zoo model, :50051\n"
+               "  python -m edge_server --model resnet18_imagenette  # the camera model only\n"
                "  python -m edge_server --address 0.0.0.0:50051 --token s3cret \\\n"
                "      --tls-cert server.crt --tls-key server.key --load-pub tcp://*:50052\n"
                "Stop with Ctrl-C or SIGTERM: in-flight requests finish first.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--address", default="127.0.0.1:50051",
                         help="host:port to listen on (default: %(default)s)")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="model checkpoint (default: the shipped model)")
+    parser.add_argument("--model", action="append", choices=list_zoo(), default=[],
+                        help="serve this zoo model; repeat for several (default: every zoo "
+                             "model, unless --checkpoint is given)")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="serve this checkpoint file; repeatable, with or without --model")
     parser.add_argument("--max-batch-size", type=int, default=32,
                         help="largest batch the model runs (default: %(default)s; 1 = no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
@@ -54,8 +60,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    checkpoints = tuple(checkpoint_for(m) for m in args.model) + tuple(args.checkpoint)
     options = ServerOptions(
-        address=args.address, checkpoint=args.checkpoint, max_batch_size=args.max_batch_size,
+        address=args.address, checkpoints=checkpoints, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=args.token,
         tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
         torch_threads=args.threads)
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     options, grace_s = parse_args(argv)
     try:
         server = EdgeServer(options).start()
-    except (CheckpointError, OSError) as error:
+    except (CheckpointError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     stopper = threading.Thread(target=server.stop, args=(grace_s,), name="stop")
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     feed = f", load feed on {server.publisher.address}" if server.publisher else ""
-    print(f"serving {server.engine.model_id} on port {server.port}{feed}", flush=True)
+    print(f"serving {', '.join(server.models.ids)} on port {server.port}{feed}", flush=True)
     server.wait()
     # gRPC's wait returns as soon as shutdown begins; exiting before the shutdown
     # finishes tears down its C++ threads mid-flight (std::terminate, SIGABRT).

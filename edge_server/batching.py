@@ -1,9 +1,10 @@
 """Dynamic batching across clients and streams, with a bounded queue.
 
-    handler threads ──submit(config, input)──► queue (≤ max_queue) ──► worker thread
-         ▲                                                               │ waits ≤ max_wait_ms
-         └──────────── Future(probabilities, timing) ◄── run_batch ◄────┘ for ≤ max_batch_size
-                                                                           of the same config
+    handler threads ──submit(key, input)──► queue (≤ max_queue) ──► worker thread
+         ▲                                                            │ waits ≤ max_wait_ms
+         └─────────── Future(probabilities, timing) ◄── run_batch ◄──┘ for ≤ max_batch_size
+                                                                        of the same key
+The key says what may share a batch: on the edge, the model and the config.
 
 A full queue refuses at once (QueueFullError → RESOURCE_EXHAUSTED) instead of growing.
 """
@@ -14,15 +15,14 @@ import collections
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import torch
 
-from splitnet.config import Config
-
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
@@ -39,17 +39,17 @@ class BatchResult:
 
 
 @dataclass
-class _Job(Generic[T]):
-    config: Config
+class _Job(Generic[K, T]):
+    key: K
     item: T
     future: Future[BatchResult]
     enqueued: float
 
 
-class DynamicBatcher(Generic[T]):
-    """Groups requests of the same config into batches for ``run_batch``."""
+class DynamicBatcher(Generic[K, T]):
+    """Groups requests of the same key into batches for ``run_batch``."""
 
-    def __init__(self, run_batch: Callable[[Config, list[T]], torch.Tensor],
+    def __init__(self, run_batch: Callable[[K, list[T]], torch.Tensor],
                  max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queue: int = 256) -> None:
         if max_batch_size < 1 or max_queue < 1:
@@ -58,7 +58,7 @@ class DynamicBatcher(Generic[T]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
-        self._queue: queue.Queue[_Job[T] | None] = queue.Queue()
+        self._queue: queue.Queue[_Job[K, T] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._depth = 0
         self._service_ms = 0.0
@@ -81,7 +81,7 @@ class DynamicBatcher(Generic[T]):
         """Exponentially weighted mean time a request waited before its batch ran."""
         return self._queue_ms
 
-    def submit(self, config: Config, item: T) -> Future[BatchResult]:
+    def submit(self, key: K, item: T) -> Future[BatchResult]:
         """Queue one input; raises QueueFullError when the queue is at its bound."""
         with self._lock:
             if self._depth >= self.max_queue:
@@ -89,7 +89,7 @@ class DynamicBatcher(Generic[T]):
                     f"the edge's queue is full ({self.max_queue} requests); retry later "
                     "or run this input on the device")
             self._depth += 1
-        job: _Job[T] = _Job(config, item, Future(), time.monotonic())
+        job: _Job[K, T] = _Job(key, item, Future(), time.monotonic())
         self._queue.put(job)
         return job.future
 
@@ -99,7 +99,7 @@ class DynamicBatcher(Generic[T]):
         self._worker.join(timeout=30)
 
     def _loop(self) -> None:
-        waiting: collections.deque[_Job[T]] = collections.deque()
+        waiting: collections.deque[_Job[K, T]] = collections.deque()
         closing = False
         while not (closing and not waiting):
             if not waiting:
@@ -110,7 +110,7 @@ class DynamicBatcher(Generic[T]):
                 waiting.append(job)
             # gather more until the batch is full or the oldest has waited max_wait
             deadline = waiting[0].enqueued + self.max_wait_s
-            while not closing and self._count(waiting, waiting[0].config) < self.max_batch_size:
+            while not closing and self._count(waiting, waiting[0].key) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
                 try:
                     job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 \
@@ -121,20 +121,20 @@ class DynamicBatcher(Generic[T]):
                     closing = True
                     break
                 waiting.append(job)
-            config = waiting[0].config
-            batch = [j for j in waiting if j.config == config][: self.max_batch_size]
+            key = waiting[0].key
+            batch = [j for j in waiting if j.key == key][: self.max_batch_size]
             for j in batch:
                 waiting.remove(j)
-            self._run(config, batch)
+            self._run(key, batch)
 
     @staticmethod
-    def _count(jobs: collections.deque[_Job[T]], config: Config) -> int:
-        return sum(1 for j in jobs if j.config == config)
+    def _count(jobs: collections.deque[_Job[K, T]], key: K) -> int:
+        return sum(1 for j in jobs if j.key == key)
 
-    def _run(self, config: Config, batch: list[_Job[T]]) -> None:
+    def _run(self, key: K, batch: list[_Job[K, T]]) -> None:
         started = time.monotonic()
         try:
-            probabilities = self.run_batch(config, [j.item for j in batch])
+            probabilities = self.run_batch(key, [j.item for j in batch])
         except Exception as error:  # noqa: BLE001 - delivered to each waiting caller
             for j in batch:
                 j.future.set_exception(error)

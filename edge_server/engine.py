@@ -1,13 +1,16 @@
-"""The edge's model work: check a request against the model, decode it, run a batch.
+"""The edge's model work: find the model, check a request against it, decode, run a batch.
 
-    (config, payload) ──prepare──► decoded input (QuantizedTensor or image tensor)
-    [decoded inputs of one config] ──run_batch──► probabilities (B, K)
+    model id ──ModelSet.engine──► Engine (one per served model)
+    (config, payload) ──Engine.prepare──► decoded input (QuantizedTensor or image tensor)
+    [decoded inputs of one (model id, config)] ──ModelSet.run_batch──► probabilities (B, K)
 
 ``prepare`` runs in the gRPC handler thread, so a bad request is refused before it takes
 a place in the queue. ``run_batch`` runs in the batcher's worker thread.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -19,6 +22,11 @@ from splitnet.preprocess import images_to_input
 from splitnet.quantize import QuantizedTensor
 
 Decoded = QuantizedTensor | torch.Tensor
+BatchKey = tuple[str, Config]  # (model id, config): what may share a batch
+
+
+class UnknownModelError(LookupError):
+    """A request named a model this server does not serve."""
 
 
 class Engine:
@@ -62,3 +70,33 @@ class Engine:
             with self.model.edge_autocast():
                 logits = self.model.backbone(torch.cat(images)).float()
         return torch.softmax(logits, dim=1)
+
+
+class ModelSet:
+    """Every model one server serves, by model id, in the order given."""
+
+    def __init__(self, models: Iterable[LoadedModel]) -> None:
+        self.engines: dict[str, Engine] = {}
+        for loaded in models:
+            if loaded.model_id in self.engines:
+                raise ValueError(f"model {loaded.model_id} is given twice")
+            self.engines[loaded.model_id] = Engine(loaded)
+        if not self.engines:
+            raise ValueError("a server needs at least one model")
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self.engines)
+
+    def engine(self, model_id: str | None) -> Engine:
+        """The engine for ``model_id``; raises UnknownModelError naming the served ones."""
+        engine = self.engines.get(model_id or "")
+        if engine is None:
+            what = f"model id {model_id!r}" if model_id else "no model id"
+            raise UnknownModelError(f"request carries {what}; this server serves "
+                                    f"{', '.join(self.ids)}")
+        return engine
+
+    def run_batch(self, key: BatchKey, inputs: list[Decoded]) -> torch.Tensor:
+        model_id, config = key
+        return self.engines[model_id].run_batch(config, inputs)

@@ -1,7 +1,7 @@
 """Start ``python -m edge_server`` as a child process and learn the port it bound.
 
     start_edge_process(checkpoint, host) ─► Popen(python -m edge_server --address host:0)
-                                         ─► reads "serving <model id> on port N" ─► (process, N)
+                                         ─► reads "serving <model ids> on port N" ─► (process, N)
 
 Binding port 0 and reading the answer avoids the race of picking a free port first.
 Used by the benchmarks and the experiment runner.
@@ -24,7 +24,7 @@ def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
          "--checkpoint", str(checkpoint), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = process.stdout.readline() if process.stdout else ""
-    match = re.search(r"serving \S+ on port (\d+)", line)
+    match = re.search(r"serving .+ on port (\d+)", line)
     if match is None:
         process.kill()
         rest = process.stdout.read() if process.stdout else ""

@@ -1,7 +1,8 @@
 """Assemble and run the edge server: servicer, batcher, health, auth, TLS, load feed.
 
     EdgeServer(options).start() ─► grpc.server
-                                     ├─ splitnet.v1.EdgeInference (servicer → batcher → engine)
+                                     ├─ splitnet.v1.EdgeInference (servicer → batcher → engines,
+                                     │                             one per served model)
                                      ├─ grpc.health.v1.Health     (SERVING / NOT_SERVING)
                                      └─ TokenAuthInterceptor      (when a token is set)
                                    ─► ZMQ PUB load feed           (when an address is set)
@@ -19,12 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge_server.auth import TokenAuthInterceptor
 from edge_server.batching import DynamicBatcher
-from edge_server.engine import Decoded, Engine
+from edge_server.engine import BatchKey, Decoded, ModelSet
 from edge_server.servicer import EdgeInferenceServicer
 from edge_server.telemetry import LoadPublisher
 from splitnet.checkpoint import load_checkpoint
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
-from splitnet.zoo import DEFAULT_CHECKPOINT
+from splitnet.zoo import ZOO_DIR, list_zoo
 
 SERVICE_NAME = "splitnet.v1.EdgeInference"
 
@@ -34,7 +35,7 @@ class ServerOptions:
     """Everything ``python -m edge_server`` can set."""
 
     address: str = "127.0.0.1:50051"
-    checkpoint: Path = DEFAULT_CHECKPOINT
+    checkpoints: tuple[Path, ...] = ()  # none: every model in the zoo
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
     max_queue: int = 256
@@ -55,9 +56,10 @@ class EdgeServer:
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
         self.options = options
-        self.engine = Engine(load_checkpoint(options.checkpoint))
-        self.batcher: DynamicBatcher[Decoded] = DynamicBatcher(
-            self.engine.run_batch, options.max_batch_size, options.max_wait_ms,
+        checkpoints = options.checkpoints or tuple(ZOO_DIR / f"{m}.pt" for m in list_zoo())
+        self.models = ModelSet(load_checkpoint(path) for path in checkpoints)
+        self.batcher: DynamicBatcher[BatchKey, Decoded] = DynamicBatcher(
+            self.models.run_batch, options.max_batch_size, options.max_wait_ms,
             options.max_queue)
         interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
         self.server = grpc.server(
@@ -65,7 +67,7 @@ class EdgeServer:
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
         pb_grpc.add_EdgeInferenceServicer_to_server(
-            EdgeInferenceServicer(self.engine, self.batcher), self.server)
+            EdgeInferenceServicer(self.models, self.batcher), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.tls_cert and options.tls_key:
@@ -78,7 +80,7 @@ class EdgeServer:
             raise OSError(f"cannot listen on {options.address}: is the port already in use?")
         self.publisher: LoadPublisher | None = None
         if options.load_pub:
-            self.publisher = LoadPublisher(self.batcher, options.load_pub, self.engine.model_id)
+            self.publisher = LoadPublisher(self.batcher, options.load_pub, self.models.ids)
 
     def start(self) -> EdgeServer:
         self.server.start()

@@ -1,5 +1,6 @@
 """The EdgeInference servicer: decode, compute, encode. Nothing else lives here.
 
+    metadata model id ─► ModelSet.engine
     InferRequest ─► messages.InferRequest ─► Engine.prepare (checks) ─► DynamicBatcher
                                                                           │
     InferReply   ◄─ messages.InferReply  ◄──────── probabilities, timing ◄┘
@@ -7,7 +8,7 @@
 Errors (unary Infer aborts with the status; InferStream replies with ``error`` set and
 keeps the stream open):
 
-    model id in metadata differs       FAILED_PRECONDITION (whole call; both ids named)
+    model id in metadata not served    FAILED_PRECONDITION (whole call; served ids named)
     malformed/oversized payload,       INVALID_ARGUMENT
       unknown configuration
     queue full                         RESOURCE_EXHAUSTED
@@ -22,7 +23,7 @@ from typing import NoReturn
 import grpc
 
 from edge_server.batching import BatchResult, DynamicBatcher, QueueFullError
-from edge_server.engine import Decoded, Engine
+from edge_server.engine import BatchKey, Decoded, Engine, ModelSet, UnknownModelError
 from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
 from splitnet.config import ConfigError
@@ -32,6 +33,7 @@ from splitnet.messages import (
     InferRequest,
     ModelInfo,
     RemoteError,
+    ServedModel,
     probe_reply,
 )
 from splitnet.v1 import inference_pb2 as pb
@@ -54,33 +56,33 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 
 
 class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
-    """Serves one model's tails and full network."""
+    """Serves the tails and full networks of every model in ``models``."""
 
-    def __init__(self, engine: Engine, batcher: DynamicBatcher[Decoded]) -> None:
-        self.engine = engine
+    def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded]) -> None:
+        self.models = models
         self.batcher = batcher
 
     # ---------------------------------------------------------------- checks
-    def _check_model_id(self, context: grpc.ServicerContext) -> None:
+    def _engine_for(self, context: grpc.ServicerContext) -> Engine:
         sent = dict(context.invocation_metadata() or ()).get(MODEL_ID_METADATA)
-        if sent != self.engine.model_id:
-            what = f"model id {sent!r}" if sent else "no model id"
-            _abort(
-                context, grpc.StatusCode.FAILED_PRECONDITION,
-                f"request carries {what} but this server runs {self.engine.model_id!r}; "
-                f"send '{MODEL_ID_METADATA}' metadata matching GetModelInfo's model_id, "
-                "or point the device at a server with its model")
+        try:
+            return self.models.engine(sent)
+        except UnknownModelError as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                   f"{error}; send '{MODEL_ID_METADATA}' metadata naming one of GetModelInfo's "
+                   "models, or point the device at a server with its model")
 
-    def _submit(self, message: pb.InferRequest) -> tuple[InferRequest, Future[BatchResult]]:
+    def _submit(self, engine: Engine, message: pb.InferRequest
+                ) -> tuple[InferRequest, Future[BatchResult]]:
         try:
             request = InferRequest.from_message(message)
-            decoded = self.engine.prepare(request.config, request.payload)
+            decoded = engine.prepare(request.config, request.payload)
         except (ConfigError, PayloadError) as error:
             kind = "configuration" if isinstance(error, ConfigError) else "payload"
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"bad {kind} in request {message.request_id}: {error}") from error
         try:
-            return request, self.batcher.submit(request.config, decoded)
+            return request, self.batcher.submit((engine.model_id, request.config), decoded)
         except QueueFullError as error:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from error
 
@@ -101,9 +103,9 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     # ---------------------------------------------------------------- RPCs
     def Infer(self, request: pb.InferRequest,  # noqa: N802 - gRPC method name
               context: grpc.ServicerContext) -> pb.InferReply:
-        self._check_model_id(context)
+        engine = self._engine_for(context)
         try:
-            parsed, future = self._submit(request)
+            parsed, future = self._submit(engine, request)
         except RequestError as error:
             _abort(context, error.code, error.message)
         timeout = context.time_remaining()
@@ -116,12 +118,12 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
 
     def InferStream(self, request_iterator: Iterator[pb.InferRequest],  # noqa: N802
                     context: grpc.ServicerContext) -> Iterator[pb.InferReply]:
-        self._check_model_id(context)
+        engine = self._engine_for(context)
         # One input at a time per stream, in order: a device waits for each result anyway,
         # and a thread per stream would only add contention. Batching happens across streams.
         for message in request_iterator:
             try:
-                parsed, future = self._submit(message)
+                parsed, future = self._submit(engine, message)
             except RequestError as error:
                 yield self._error_reply(message.request_id, error)
                 continue
@@ -133,8 +135,9 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
 
     def GetModelInfo(self, request: pb.ModelInfoRequest,  # noqa: N802
                      context: grpc.ServicerContext) -> pb.ModelInfo:
-        return ModelInfo(self.engine.model_id, self.engine.model.spec.name,
-                         self.engine.configs, load_report(self.batcher)).to_message()
+        served = tuple(ServedModel(e.model_id, e.model.spec.name, e.configs)
+                       for e in self.models.engines.values())
+        return ModelInfo(served, load_report(self.batcher)).to_message()
 
     def Probe(self, request: pb.ProbeRequest,  # noqa: N802
               context: grpc.ServicerContext) -> pb.ProbeReply:

@@ -18,7 +18,7 @@ from splitnet.messages import LoadReport
 LOAD_TOPIC = b"load"
 
 
-def load_report(batcher: DynamicBatcher[Any]) -> LoadReport:
+def load_report(batcher: DynamicBatcher[Any, Any]) -> LoadReport:
     """The batcher's current load."""
     return LoadReport(queue_depth=batcher.depth, service_ms=batcher.recent_service_ms,
                       queue_ms_recent=batcher.recent_queue_ms,
@@ -28,12 +28,13 @@ def load_report(batcher: DynamicBatcher[Any]) -> LoadReport:
 class LoadPublisher:
     """Publishes the load as ``load {json}`` on a ZMQ PUB socket until closed."""
 
-    def __init__(self, batcher: DynamicBatcher[Any], address: str, model_id: str,
+    def __init__(self, batcher: DynamicBatcher[Any, Any], address: str,
+                 model_ids: tuple[str, ...],
                  interval_s: float = 0.5) -> None:
         import zmq
 
         self._batcher = batcher
-        self._model_id = model_id
+        self._model_ids = list(model_ids)
         self._interval_s = interval_s
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -46,7 +47,7 @@ class LoadPublisher:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
             report: dict[str, Any] = asdict(load_report(self._batcher))
-            report["model_id"] = self._model_id
+            report["model_ids"] = self._model_ids
             self._socket.send(LOAD_TOPIC + b" " + json.dumps(report).encode())
 
     def close(self) -> None:

@@ -115,21 +115,48 @@ class InferReply:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ServedModel:
+    """One model an edge server serves: its id, architecture and accepted configs."""
+
     model_id: str
     arch: str
     configs: tuple[Config, ...]
+
+    def to_message(self) -> pb.ServedModel:
+        return pb.ServedModel(model_id=self.model_id, arch=self.arch,
+                              configs=[str(c) for c in self.configs])
+
+    @classmethod
+    def from_message(cls, message: pb.ServedModel | pb.ModelInfo) -> ServedModel:
+        return cls(message.model_id, message.arch,
+                   tuple(Config.parse(c) for c in message.configs))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Every model a server serves, and its load."""
+
+    models: tuple[ServedModel, ...]
     load: LoadReport = field(default_factory=LoadReport)
 
+    def model(self, model_id: str) -> ServedModel | None:
+        return next((m for m in self.models if m.model_id == model_id), None)
+
     def to_message(self) -> pb.ModelInfo:
-        return pb.ModelInfo(model_id=self.model_id, arch=self.arch,
-                            configs=[str(c) for c in self.configs], load=self.load.to_message())
+        message = pb.ModelInfo(models=[m.to_message() for m in self.models],
+                               load=self.load.to_message())
+        if self.models:  # fields 1-3 repeat the first model for older clients
+            first = self.models[0]
+            message.model_id, message.arch = first.model_id, first.arch
+            message.configs.extend(str(c) for c in first.configs)
+        return message
 
     @classmethod
     def from_message(cls, message: pb.ModelInfo) -> ModelInfo:
-        return cls(message.model_id, message.arch,
-                   tuple(Config.parse(c) for c in message.configs),
-                   LoadReport.from_message(message.load))
+        models = tuple(ServedModel.from_message(m) for m in message.models)
+        if not models and message.model_id:  # a server that predates `models`
+            models = (ServedModel.from_message(message),)
+        return cls(models, LoadReport.from_message(message.load))
 
 
 def probe_request(padding_bytes: int) -> pb.ProbeRequest:

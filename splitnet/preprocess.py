@@ -19,7 +19,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 colour (N, H, W, 3) ─► float (N, 3, H, W) normalized with ImageNet's statistics."""
-    x = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):  # decoded frames may be read-only views
+        images = images if images.flags.writeable else images.copy()
+    x = torch.as_tensor(images)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

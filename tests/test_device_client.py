@@ -20,7 +20,7 @@ FIXED = Config(split=3, width=4, bits=4)
 
 
 def start_server(checkpoint, port: int = 0) -> EdgeServer:
-    return EdgeServer(ServerOptions(address=f"127.0.0.1:{port}", checkpoint=checkpoint,
+    return EdgeServer(ServerOptions(address=f"127.0.0.1:{port}", checkpoints=(checkpoint,),
                                     max_wait_ms=1)).start()
 
 

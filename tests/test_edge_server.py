@@ -18,7 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edge_server.launch import start_edge_process
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet import codec
+from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
+from splitnet.data import DatasetNotFoundError
+from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
 from splitnet.input_codecs import encode_image
 from splitnet.messages import (
     AUTH_METADATA,
@@ -28,7 +31,9 @@ from splitnet.messages import (
     ModelInfo,
     model_info_request,
 )
+from splitnet.preprocess import images_to_input
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
+from splitnet.zoo import checkpoint_for
 
 BOTTLENECK = Config(split=3, width=4, bits=4)
 RAW = Config(split=1, bits=8)
@@ -36,7 +41,7 @@ RAW = Config(split=1, bits=8)
 
 @pytest.fixture(scope="module")
 def edge(checkpoint):
-    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=checkpoint,
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
                                       load_pub="tcp://127.0.0.1:0", max_wait_ms=5)).start()
     yield server
     server.stop(1)
@@ -53,17 +58,54 @@ def metadata(model_id: str) -> tuple[tuple[str, str], ...]:
 def request_for(model, image, config: Config, request_id: int = 1) -> InferRequest:
     if config.input_codec:
         return InferRequest(request_id, config, encode_image(image, config.input_codec))
-    x = torch.tensor(image).float().div(255).reshape(1, 1, 28, 28)
-    head = model.forward_head(x, config)
+    head = model.forward_head(images_to_input(image[None]), config)
     return InferRequest(request_id, config, codec.encode(head.code))
 
 
 def test_model_info_names_the_model_and_its_configs(edge, shipped):
     info = ModelInfo.from_message(stub_for(edge.port).GetModelInfo(model_info_request(),
                                                                    timeout=5))
-    assert info.model_id == shipped.model_id
-    assert BOTTLENECK in info.configs and RAW in info.configs
-    assert Config.offload_input("png") in info.configs
+    served = info.model(shipped.model_id)
+    assert [m.model_id for m in info.models] == [shipped.model_id] and served is not None
+    assert BOTTLENECK in served.configs and RAW in served.configs
+    assert Config.offload_input("png") in served.configs
+
+
+def test_one_server_serves_every_zoo_model_and_names_them(test_split):
+    """With no model named, the server serves the whole zoo; each request picks its model
+    by metadata, and a model it does not serve is refused naming the ones it does."""
+    fmnist = load_checkpoint(checkpoint_for("mnv2_fmnist"))
+    camera = load_checkpoint(checkpoint_for("resnet18_imagenette"))
+    try:
+        root = find_imagenette()
+    except DatasetNotFoundError as error:
+        pytest.skip(f"Imagenette is not on this machine: {error}")
+    frame = decode_image(list_image_folder(root / "val")[0][0][0])
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", max_wait_ms=1)).start()
+    try:
+        stub = stub_for(server.port)
+        info = ModelInfo.from_message(stub.GetModelInfo(model_info_request(), timeout=5))
+        assert {m.model_id for m in info.models} == {fmnist.model_id, camera.model_id}
+        cases = [(fmnist, test_split.images[0], BOTTLENECK),
+                 (camera, frame, Config(split=2, width=8, bits=4)),
+                 (camera, frame, Config.offload_input("jpeg75"))]
+        for loaded, image, config in cases:
+            request = request_for(loaded.model, image, config)
+            reply = InferReply.from_message(stub.Infer(
+                request.to_message(), timeout=30, metadata=metadata(loaded.model_id)))
+            sent = (decode_image(request.payload) if config.input_codec else image)[None]
+            expected = torch.softmax(loaded.model(images_to_input(sent), config), 1)[0]
+            assert reply.config == config and reply.label == int(expected.argmax())
+            torch.testing.assert_close(torch.tensor(reply.probabilities), expected,
+                                       atol=0.03, rtol=0)  # the camera edge runs in bf16
+        good = request_for(fmnist.model, test_split.images[0], BOTTLENECK).to_message()
+        code, details = _status(lambda: stub.Infer(good, timeout=5,
+                                                   metadata=metadata("resnet50-0000")))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        assert "resnet50-0000" in details
+        assert fmnist.model_id in details and camera.model_id in details
+    finally:
+        server.stop(1)
 
 
 @pytest.mark.parametrize("config", [BOTTLENECK, RAW, Config(split=2, width=1, bits=2),
@@ -168,7 +210,7 @@ def test_a_bad_input_on_a_stream_gets_an_error_reply_and_the_stream_goes_on(edge
 def test_a_full_queue_answers_resource_exhausted(checkpoint, shipped, test_split):
     # One place in the queue, and the worker holds each request 300 ms hoping to batch it:
     # of several devices calling at once, one is queued and the others are turned away.
-    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoint=checkpoint,
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
                                       max_queue=1, max_wait_ms=300)).start()
     try:
         good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
@@ -207,7 +249,7 @@ def test_load_is_published_on_zmq(edge, shipped):
     finally:
         socket.close(linger=0)
     report = json.loads(body)
-    assert topic == b"load" and report["model_id"] == shipped.model_id
+    assert topic == b"load" and report["model_ids"] == [shipped.model_id]
     assert {"queue_depth", "service_ms", "queue_ms_recent", "max_batch_size"} <= set(report)
 
 
@@ -223,7 +265,7 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_tls_and_token(checkpoint, shipped, test_split, tls_files):
     cert, key = tls_files
-    server = EdgeServer(ServerOptions(address="localhost:0", checkpoint=checkpoint,
+    server = EdgeServer(ServerOptions(address="localhost:0", checkpoints=(checkpoint,),
                                       token="s3cret", tls_cert=cert, tls_key=key)).start()
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())

@@ -13,10 +13,12 @@ from splitnet.messages import (
     LoadReport,
     ModelInfo,
     RemoteError,
+    ServedModel,
     config_from_message,
     config_to_message,
 )
 from splitnet.model import create_model
+from splitnet.v1 import inference_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,5 +51,8 @@ def test_messages_round_trip():
     assert back.probabilities == pytest.approx((0.25, 0.75))
     refused = InferReply(8, None, error=RemoteError(3, "bad payload"))
     assert InferReply.from_message(refused.to_message()).error == RemoteError(3, "bad payload")
-    info = ModelInfo("m-1", "mnv2_tiny", (request.config, LOCAL), load)
+    info = ModelInfo((ServedModel("m-1", "mnv2_tiny", (request.config, LOCAL)),
+                      ServedModel("m-2", "resnet18_imagenette", (LOCAL,))), load)
     assert ModelInfo.from_message(info.to_message()) == info
+    older = pb.ModelInfo(model_id="m-1", arch="mnv2_tiny", configs=["local"])  # no `models`
+    assert ModelInfo.from_message(older).models == (ServedModel("m-1", "mnv2_tiny", (LOCAL,)),)

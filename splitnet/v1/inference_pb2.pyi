@@ -85,17 +85,29 @@ class ModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ServedModel(_message.Message):
+    __slots__ = ("model_id", "arch", "configs")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    arch: str
+    configs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., arch: _Optional[str] = ..., configs: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "arch", "configs", "load")
+    __slots__ = ("model_id", "arch", "configs", "load", "models")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CONFIGS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     arch: str
     configs: _containers.RepeatedScalarFieldContainer[str]
     load: LoadReport
-    def __init__(self, model_id: _Optional[str] = ..., arch: _Optional[str] = ..., configs: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, model_id: _Optional[str] = ..., arch: _Optional[str] = ..., configs: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("padding",)
