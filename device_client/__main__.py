@@ -1,32 +1,49 @@
-"""``python -m device_client``: classify Fashion-MNIST test images through an edge server."""
+"""``python -m device_client``: classify camera frames (or a folder of images) through an
+edge server, or on the device alone."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device_client.client import WHERE_EDGE, WHERE_EXIT, WHERE_LOCAL, DeviceClient, InferenceResult
+from device_client.client import (
+    WHERE_EDGE,
+    WHERE_EXIT,
+    WHERE_LOCAL,
+    DeviceClient,
+    Frame,
+    InferenceResult,
+)
 from device_client.planner import POLICIES
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
+from splitnet.imagefolder import ImageDecodeError
 from splitnet.progress import progress
-from splitnet.workloads import eval_images
+from splitnet.workloads import class_names, default_cache_dir, eval_images
+from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def summarize(results: list[InferenceResult], labels: np.ndarray) -> dict[str, Any]:
-    """The summary the CLI prints: counts, accuracy, latency, bytes, energy."""
+def summarize(results: list[InferenceResult], labels: np.ndarray | None,
+              n: int) -> dict[str, Any]:
+    """The summary the CLI prints: counts, accuracy (when labels are known), latency, bytes,
+    energy."""
     latencies = np.array([r.latency.total_ms for r in results])
     predicted = np.array([r.label for r in results])
+    accuracy = (float((predicted == labels[: len(results)]).mean())
+                if results and labels is not None else None)
     return {
-        "n": len(labels),
+        "n": n,
         "results": len(results),
-        "accuracy": float((predicted == labels[: len(results)]).mean()) if results else 0.0,
+        "accuracy": accuracy,
         "offloaded": sum(r.where == WHERE_EDGE for r in results),
         "exited_on_device": sum(r.where == WHERE_EXIT for r in results),
         "local": sum(r.where == WHERE_LOCAL for r in results),
@@ -51,16 +68,20 @@ def _count(items: Any) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m device_client",
-        description="Run the first N Fashion-MNIST test images through splitnet's device "
-                    "client: for each image the policy picks split point, bottleneck width, "
-                    "bits and exit threshold (or LOCAL / OFFLOAD_INPUT) from live bandwidth, "
-                    "RTT, server load, head speed and battery estimates. Every image gets a "
-                    "result: if the edge fails, it is finished on the device.",
+        description="Run images through splitnet's device client: the first N evaluation "
+                    "images of the model's dataset (Imagenette val for the camera model, "
+                    "Fashion-MNIST test half B for the small one), or every image file in a "
+                    "folder (--images). For each image the policy picks split point, "
+                    "bottleneck width, bits, int8 or fp32 head and exit threshold (or LOCAL, "
+                    "or OFFLOAD_INPUT at a JPEG quality) from live bandwidth, RTT, server "
+                    "load, head speed and battery estimates. Every image gets a result: if "
+                    "the edge fails, it is finished on the device.",
         epilog="Examples:\n"
                "  python -m edge_server &                  # in another shell\n"
                "  python -m device_client --edge 127.0.0.1:50051 --n 200\n"
+               "  python -m device_client --edge 127.0.0.1:50051 --images ~/frames --records r.jl\n"
                "  python -m device_client --edge 127.0.0.1:50051 --policy neurosurgeon --json\n"
-               "  python -m device_client --policy local --n 100   # no edge needed\n"
+               "  python -m device_client --model mnv2_fmnist --policy local --n 100  # no edge\n"
                f"Policies: {', '.join(POLICIES)}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edge", default=None,
@@ -68,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                              "without it everything runs on the device")
     parser.add_argument("--policy", default="adaptive", choices=POLICIES,
                         help="how to choose per input (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_zoo(),
+                        help="which zoo model (default: %(default)s, the camera model)")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="classify every image file under this folder (JPEG, PNG, ...) "
+                             "instead of the evaluation images; frames are decoded and "
+                             "resized on the device, inside the measured latency")
     parser.add_argument("--n", type=int, default=100,
-                        help="number of evaluation images, Fashion-MNIST test half B "
-                             "(default: %(default)s)")
+                        help="number of images (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument("--token", default=None, help="bearer token the edge requires")
     parser.add_argument("--tls-ca", type=Path, default=None,
@@ -88,44 +114,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-feed", default=None,
                         help="ZMQ address of the edge's load feed, e.g. tcp://HOST:50052")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="model checkpoint (default: the shipped model)")
+                        help="a checkpoint file instead of the zoo's --model")
     parser.add_argument("--data-dir", default=None,
-                        help="folder holding the four Fashion-MNIST IDX files")
+                        help="the dataset's folder: Imagenette's (with val/) or the one "
+                             "holding the four Fashion-MNIST IDX files")
     parser.add_argument("--records", type=Path, default=None,
                         help="write one JSON line per input to this file")
     args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or checkpoint_for(args.model)
     try:
         fixed = Config.parse(args.config) if args.config else None
-        test = eval_images("mnv2_fmnist", args.data_dir)
-        client = DeviceClient(args.edge, args.policy, args.checkpoint, args.token, args.tls_ca,
+        client = DeviceClient(args.edge, args.policy, checkpoint, args.token, args.tls_ca,
                               args.deadline_ms, args.accuracy_floor, args.battery,
                               fixed_config=fixed, load_feed=args.load_feed)
+        inputs, labels, names = _inputs(args, client.model.spec.name)
     except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    images, labels = test.images[: args.n], test.labels[: args.n]
     results: list[InferenceResult] = []
+    skipped: list[str] = []
     records = args.records.open("w") if args.records else None
     with client:
         try:
-            for image in progress(images, desc=f"{args.policy}"):
-                result = client.infer(image)
+            for index, frame in enumerate(progress(inputs, desc=f"{args.policy}")):
+                try:
+                    result = client.infer(frame)
+                except ImageDecodeError as error:  # a corrupt file: say so, go on
+                    print(f"skipped: {error}", file=sys.stderr)
+                    skipped.append(str(frame))
+                    continue
                 results.append(result)
                 if records is not None:
-                    records.write(json.dumps(result.record()) + "\n")
+                    record = result.record()
+                    record["class"] = names[result.label]
+                    if isinstance(frame, Path):
+                        record["file"] = str(frame)
+                    elif labels is not None:
+                        record["true_label"] = int(labels[index])
+                    records.write(json.dumps(record) + "\n")
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
         finally:
             if records is not None:
                 records.close()
-    summary = summarize(results, labels)
+    summary = summarize(results, labels, len(inputs))
+    if skipped:
+        summary["skipped_files"] = skipped
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
         for key, value in summary.items():
             print(f"{key:>20}: {value}")
     return 0
+
+
+def _inputs(args: argparse.Namespace, model: str
+            ) -> tuple[Sequence[Frame], np.ndarray | None, tuple[str, ...]]:
+    """What to classify: image files under --images (no labels), or evaluation images."""
+    if args.images is not None:
+        if not args.images.is_dir():
+            raise FileNotFoundError(f"--images {args.images} is not a folder")
+        files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under "
+                                    f"{args.images}")
+        return files[: args.n], None, class_names(model)
+    data = eval_images(model, args.data_dir, cache_dir=default_cache_dir()).head(args.n)
+    return list(data.images), data.labels, data.class_names
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
       SPLIT          ─► head ─► exit? ─yes─► "device-exit" (nothing sent)
                                   │no
                                   └► codec ─► EdgeLink ─► reply ─► "edge"
-      OFFLOAD_INPUT  ─► PNG ─► EdgeLink ─► reply ─► "edge"
+      OFFLOAD_INPUT  ─► PNG or JPEG at the planned quality ─► EdgeLink ─► reply ─► "edge"
       edge failed or late ─► finish on the device from what it has ─► "local", fallback
 
 A background monitor probes a failed edge with backoff, and measures bandwidth and RTT with
@@ -15,6 +15,7 @@ small probe pairs when the inputs themselves have sent too little to tell.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,10 +40,13 @@ from device_client.fallback import EdgeHealth
 from device_client.planner import Plan, Planner
 from splitnet import codec
 from splitnet.config import Config, Placement
+from splitnet.imagefolder import decode_image
 from splitnet.input_codecs import encode_image
 from splitnet.messages import InferReply, InferRequest
+from splitnet.preprocess import images_to_input
 from splitnet.zoo import load_card, load_pretrained
 
+Frame = np.ndarray | torch.Tensor | bytes | str | os.PathLike[str]
 WHERE_EXIT = "device-exit"
 WHERE_EDGE = "edge"
 WHERE_LOCAL = "local"
@@ -204,11 +208,16 @@ class DeviceClient:
             socket.close()
 
     # ---------------------------------------------------------------- inference
-    def infer(self, image: np.ndarray | torch.Tensor) -> InferenceResult:
-        """Classify one 28x28 image (uint8, or float in [0, 1]). Always returns a result."""
+    def infer(self, image: Frame) -> InferenceResult:
+        """Classify one frame. Always returns a result.
+
+        ``image`` is an array, uint8 or float in [0, 1], grey (H, W) or colour (H, W, 3) as
+        the model takes; or an image file (JPEG, PNG, ...) or its bytes, which are decoded
+        (and resized to the model's input) here, inside the timed latency.
+        """
         started = time.perf_counter()
-        pixels = _as_uint8(image)
-        x = torch.tensor(pixels).float().div_(255.0).reshape(1, 1, *pixels.shape)
+        pixels = self._pixels(image)
+        x = images_to_input(pixels[None])
         est = self.estimates()
         plan = self.planner.plan(est)
         config = plan.config
@@ -248,6 +257,13 @@ class DeviceClient:
             est.battery_level, plan.latency_ms,
             max(total_ms - model_ms, 0.0), result.error)
 
+    def _pixels(self, image: Frame) -> np.ndarray:
+        channels, height, width = self.model.spec.input_shape
+        if isinstance(image, (bytes, str, os.PathLike)):
+            pixels = decode_image(image, height)
+            return pixels[..., 0].copy() if channels == 1 else pixels  # grey models: R=G=B
+        return _as_uint8(image, (height, width) if channels == 1 else (height, width, channels))
+
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,
                                    head_ms: float,
                                    finish: Callable[[], torch.Tensor]) -> InferenceResult:
@@ -286,7 +302,7 @@ class DeviceClient:
                  head_ms: float = 0.0) -> InferenceResult:
         """Send one input; on any failure, a result with ``error`` set and no label."""
         assert self.link is not None
-        request = InferRequest(self.link.next_request_id(), config.without_exit(), payload)
+        request = InferRequest(self.link.next_request_id(), config.for_edge(), payload)
         timeout_s = self._timeout_s(plan)
         sent_at = time.perf_counter()
         try:
@@ -333,11 +349,15 @@ class DeviceClient:
                                True, 0.0, 0.0, failed.predicted_latency_ms, 0.0, failed.error)
 
 
-def _as_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
+def _as_uint8(image: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """``image`` as a contiguous uint8 array of ``shape`` (floats are taken in [0, 1])."""
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    array = array.squeeze()
-    if array.ndim != 2:
-        raise ValueError(f"expected one greyscale image (H, W), got shape {array.shape}")
+    if array.shape != shape:
+        array = array.squeeze()
+    if array.shape != shape:
+        what = "greyscale image (H, W)" if len(shape) == 2 else "colour image (H, W, 3)"
+        raise ValueError(f"this model takes one {what} of shape {shape}, got shape "
+                         f"{array.shape}; pass an image file to have it decoded and resized")
     if array.dtype != np.uint8:
         array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(array)

@@ -35,8 +35,8 @@ from device_client.estimators import Estimates
 from splitnet.card import ModelCard
 from splitnet.config import LOCAL, Config, Placement
 
-POLICIES = ("adaptive", "local", "offload-input", "neurosurgeon", "edgent", "fixed")
-OFFLOAD_CODEC = "png"
+POLICIES = ("adaptive", "local", "local-exit", "offload-input", "neurosurgeon", "edgent",
+            "fixed")
 DEFAULT_EDGENT_DEADLINE_MS = 100.0
 BATTERY_SAVING_START = 0.5
 BATTERY_SAVING_FULL = 0.1
@@ -58,6 +58,14 @@ class Plan:
     profiled_head_ms: float
 
 
+def default_offload_codec(card: ModelCard) -> str:
+    """What a full-offload deployment sends: JPEG at quality 90 for camera frames, lossless
+    PNG for small grey images (or the card's first codec when it has neither)."""
+    codecs = [c.codec for c in card.input_codecs]
+    preferred = "png" if card.input_shape[0] == 1 else "jpeg90"
+    return preferred if preferred in codecs else codecs[0]
+
+
 def battery_weight(level: float) -> float:
     """λ in the objective: 0 above half charge, rising to 1 at 10 %."""
     span = BATTERY_SAVING_START - BATTERY_SAVING_FULL
@@ -65,49 +73,74 @@ def battery_weight(level: float) -> float:
 
 
 class Candidates:
-    """Every choice the card describes, as parallel arrays."""
+    """Every choice the card describes, as parallel arrays.
+
+    Besides the card's split configs and LOCAL, each with and without every exit threshold:
+    - the int8 device part of each config the card measured in int8. An exit's accuracy
+      and exit fraction are measured in fp32 only; for int8 they are estimated as the fp32
+      figure shifted by that config's int8 − fp32 accuracy;
+    - OFFLOAD_INPUT with every input codec the card measured, paying its encode time.
+    """
 
     def __init__(self, card: ModelCard) -> None:
         full = card.full
         device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
+        int8_speedup = (full.latency_ms / full.int8_latency_ms if full.int8_latency_ms
+                        else 1.0)
         full_mmacs = full.macs / 1e6
         exits = {e.exit_point: e for e in card.exits}
         thresholds: list[float | None] = [None, *card.exit_thresholds]
-        raw_head_ms = {c.split: c.head_latency_ms or 0.0 for c in card.configs if c.raw}
+        raw_rows = {c.split: c for c in card.configs if c.raw}
         rows: list[tuple[Config, float, float, float, float, float]] = []
 
-        def exit_terms(point: int | None, threshold: float | None) -> tuple[float, float]:
+        def exit_terms(point: int | None, threshold: float | None,
+                       int8: bool) -> tuple[float, float]:
             if point is None or threshold is None:
                 return 0.0, 0.0
             row = next(t for t in exits[point].thresholds if t.threshold == threshold)
-            return row.exit_fraction, exits[point].macs / 1e6 * device_ms_per_mmac
+            exit_ms = exits[point].macs / 1e6 * device_ms_per_mmac
+            return row.exit_fraction, exit_ms / int8_speedup if int8 else exit_ms
 
         deepest_exit = max(exits) if exits else None
         for c in card.configs:
             config = Config(split=c.split, width=c.width, bits=c.bits)
             point = max((p for p in exits if p <= c.split), default=None)
+            variants = [(False, c.head_latency_ms or 0.0, 0.0)]
+            if c.int8_accuracy is not None and c.int8_head_latency_ms:
+                variants.append((True, c.int8_head_latency_ms, c.int8_accuracy - c.accuracy))
+            for int8, head_ms, int8_shift in variants:
+                for t in thresholds:
+                    if t is not None and point is None:
+                        continue
+                    fraction, exit_ms = exit_terms(point, t, int8)
+                    accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
+                    rows.append((config.with_int8(int8).with_exit(t), head_ms + exit_ms,
+                                 fraction, c.mean_bytes, c.tail_macs / 1e6,
+                                 accuracy + int8_shift))
+        local_variants = [(False, full.latency_ms, full.accuracy)]
+        if full.int8_accuracy is not None and full.int8_latency_ms:
+            local_variants.append((True, full.int8_latency_ms, full.int8_accuracy))
+        for int8, whole_ms, whole_accuracy in local_variants:
             for t in thresholds:
-                if t is not None and point is None:
+                if t is not None and deepest_exit is None:
                     continue
-                fraction, exit_ms = exit_terms(point, t)
-                accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
-                rows.append((config.with_exit(t), (c.head_latency_ms or 0.0) + exit_ms,
-                             fraction, c.mean_bytes, c.tail_macs / 1e6, accuracy))
-        for t in thresholds:
-            if t is not None and deepest_exit is None:
-                continue
-            fraction, exit_ms = exit_terms(deepest_exit, t)
-            accuracy, to_exit_ms = full.accuracy, 0.0
-            if t is not None and deepest_exit is not None:
-                accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
-                                if r.threshold == t)
-                # exited inputs stop after the exit; the rest run the whole network
-                to_exit_ms = raw_head_ms.get(deepest_exit, full.latency_ms)
-            head_ms = fraction * to_exit_ms + (1 - fraction) * full.latency_ms + exit_ms
-            rows.append((LOCAL.with_exit(t), head_ms, 1.0, 0.0, 0.0, accuracy))
-        codec_row = card.input_codec(OFFLOAD_CODEC)
-        rows.append((Config.offload_input(OFFLOAD_CODEC), 0.5, 0.0, codec_row.mean_bytes,
-                     full_mmacs, codec_row.accuracy))
+                fraction, exit_ms = exit_terms(deepest_exit, t, int8)
+                accuracy, to_exit_ms = whole_accuracy, 0.0
+                if t is not None and deepest_exit is not None:
+                    accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
+                                    if r.threshold == t) + whole_accuracy - full.accuracy
+                    # exited inputs stop after the exit; the rest run the whole network
+                    raw = raw_rows.get(deepest_exit)
+                    to_exit_ms = ((raw.int8_head_latency_ms if int8 else raw.head_latency_ms)
+                                  if raw is not None else None) or whole_ms
+                head_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
+                rows.append((LOCAL.with_int8(int8).with_exit(t), head_ms, 1.0, 0.0, 0.0,
+                             accuracy))
+        for codec_row in card.input_codecs:
+            rows.append((Config.offload_input(codec_row.codec),
+                         codec_row.encode_ms if codec_row.encode_ms is not None else 0.5,
+                         0.0, codec_row.mean_bytes, full_mmacs, codec_row.accuracy))
+        self.default_offload = Config.offload_input(default_offload_codec(card))
 
         self.configs = [r[0] for r in rows]
         self.index = {c: i for i, c in enumerate(self.configs)}
@@ -121,6 +154,7 @@ class Candidates:
         self.is_offload = np.array([c.placement is Placement.OFFLOAD_INPUT
                                     for c in self.configs])
         self.has_exit = np.array([c.exit_threshold is not None for c in self.configs])
+        self.is_int8 = np.array([c.int8 for c in self.configs])
         self.full_accuracy = float(full.accuracy)
 
 
@@ -139,16 +173,24 @@ class Planner:
         self.deadline_ms = deadline_ms
         self.power = power
         # `allowed`: what the policy may choose while the edge answers. When it does not,
-        # every policy runs LOCAL; those that know about exits may use them.
+        # every policy runs LOCAL (`local_only`); those that know about exits may use them.
+        # The device-only baselines may run the int8 network, as a Pi deployment would;
+        # the split baselines keep their papers' fp32 heads.
+        fp32 = ~cands.is_int8
         plain_local = cands.is_local & ~cands.has_exit
+        default_offload = np.array([c == cands.default_offload for c in cands.configs])
+        local_only = plain_local & fp32
         if policy == "local":
-            allowed = plain_local
+            allowed = local_only = plain_local
+        elif policy == "local-exit":  # BranchyNet as deployed: the best device-only exit net
+            allowed = local_only = cands.is_local
         elif policy == "offload-input":
-            allowed = cands.is_offload.copy()
+            allowed = default_offload
         elif policy == "neurosurgeon":  # best partition by latency; no bottleneck, no exit
-            allowed = (cands.is_raw | plain_local | cands.is_offload) & ~cands.has_exit
+            allowed = (cands.is_raw | plain_local | default_offload) & fp32 & ~cands.has_exit
         elif policy == "edgent":  # raw split + exit, best accuracy under the deadline
-            allowed = cands.is_raw | cands.is_local
+            allowed = (cands.is_raw | cands.is_local) & fp32
+            local_only = cands.is_local & fp32
             if self.deadline_ms is None:
                 self.deadline_ms = DEFAULT_EDGENT_DEADLINE_MS
         elif policy == "fixed":
@@ -160,9 +202,9 @@ class Planner:
             self.fixed_config = fixed
         else:
             allowed = np.ones(len(cands.configs), dtype=bool)
+            local_only = cands.is_local
         self.allowed = allowed
-        uses_exits = policy in ("adaptive", "edgent")
-        self.local_only = cands.is_local if uses_exits else plain_local
+        self.local_only = local_only
 
     @property
     def may_offload(self) -> bool:
@@ -170,17 +212,17 @@ class Planner:
         return bool((self.allowed & ~self.candidates.is_local).any())
 
     def default_fixed_config(self) -> Config:
-        """BottleFit-style: the smallest bottleneck at the shallowest split that meets the
-        accuracy floor (no exit)."""
+        """BottleFit-style, chosen offline from the card (held-apart images): the bottleneck
+        config (fp32 head, no exit) with the fewest bytes that meets the accuracy floor, or
+        the most accurate one when none does."""
         c = self.candidates
-        ok = [i for i, cfg in enumerate(c.configs)
-              if cfg.placement is Placement.SPLIT and not cfg.raw and cfg.exit_threshold is None
-              and c.accuracy[i] >= self.accuracy_floor]
+        bottlenecks = [i for i, cfg in enumerate(c.configs)
+                       if cfg.placement is Placement.SPLIT and not cfg.raw and not cfg.int8
+                       and cfg.exit_threshold is None]
+        ok = [i for i in bottlenecks if c.accuracy[i] >= self.accuracy_floor]
         if not ok:
-            ok = [i for i, cfg in enumerate(c.configs)
-                  if cfg.placement is Placement.SPLIT and not cfg.raw]
-        best = min(ok, key=lambda i: (c.configs[i].split or 0, c.payload_bytes[i]))
-        return c.configs[best]
+            return c.configs[max(bottlenecks, key=lambda i: c.accuracy[i])]
+        return c.configs[min(ok, key=lambda i: c.payload_bytes[i])]
 
     def predict(self, est: Estimates) -> tuple[np.ndarray, np.ndarray]:
         """Predicted latency (ms) and device energy (mJ) of every candidate."""

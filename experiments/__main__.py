@@ -19,8 +19,8 @@ from experiments.runner import run_scenario
 from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
-from splitnet.workloads import eval_images
-from splitnet.zoo import DEFAULT_CHECKPOINT, load_card
+from splitnet.workloads import default_cache_dir, eval_images
+from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo, load_card
 
 JSON_FIELDS = ("accuracy", "mean_latency_ms", "p95_latency_ms", "bytes_per_inference",
                "energy_mj_per_inference", "deadline_miss_rate", "fallbacks", "lost")
@@ -32,7 +32,7 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     import numpy as np
 
     card = load_card(checkpoint)
-    labels = eval_images("mnv2_fmnist").labels
+    labels = eval_images(card.arch, cache_dir=default_cache_dir()).labels
     started = time.monotonic()
     runs = run_scenario(scenario, out_dir, checkpoint, show_progress)
     trace = Trace.load(scenario.trace, scenario.scale)
@@ -53,6 +53,14 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     summary["plots"] = [str(p) for p in plot(summary, runs, out_dir, (times, capacity))]
     write_tables(summary, out_dir)
     return summary
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_zoo(),
+                        help="which zoo model the devices and the edge run (default: "
+                             "%(default)s, the camera model)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint file instead of the zoo's --model")
 
 
 def json_view(summary: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     add_scenario_options(run)
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
-    run.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    add_model_options(run)
     grid_parser = sub.add_parser("grid", help="run the comparison grid",
                                  description="3 shipped traces x 2 device profiles x 2 scales "
                                              "(1 and 0.05), every policy in each cell.")
@@ -144,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     add_scenario_options(grid_parser)
     grid_parser.add_argument("--out", type=Path, default=Path("runs/grid"))
     grid_parser.add_argument("--json", action="store_true")
-    grid_parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    add_model_options(grid_parser)
     args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or checkpoint_for(args.model)
     options = {k: getattr(args, k) for k in (
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
         "rate_hz", "battery", "deadline_ms", "policies", "link")}
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_scenario(args.scenario).with_options(**options)
         if args.command == "run":
             out = args.out or Path("runs") / base.name
-            summary = run_one(base, out, args.checkpoint)
+            summary = run_one(base, out, checkpoint)
             if args.json:
                 print(json.dumps(json_view(summary), indent=1))
             else:
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for cell in grid(base):
             print(f"== {cell.name}", file=sys.stderr)
-            cells.append(run_one(cell, args.out / cell.name, args.checkpoint))
+            cells.append(run_one(cell, args.out / cell.name, checkpoint))
         result = {"cells": [json_view(c) for c in cells], "targets": grid_targets(cells)}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "grid.json").write_text(json.dumps(result, indent=1) + "\n")

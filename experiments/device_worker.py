@@ -22,7 +22,7 @@ from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
 from experiments.devices import PROFILES
 from splitnet.config import Config
-from splitnet.workloads import eval_images
+from splitnet.workloads import default_cache_dir, eval_images
 
 
 def slow_down(model: Any, factor: float) -> None:
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     profile = PROFILES[args.device]
     power: PowerProfile = profile.power
-    images = eval_images("mnv2_fmnist").images[args.start:args.start + args.count]
     socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 5000)
     socket.connect(args.records)
@@ -70,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     with DeviceClient(args.edge, args.policy, args.checkpoint, battery=f"sim:{args.battery}",
                       power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
                       fixed_config=fixed) as client:
+        images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
+            args.start:args.start + args.count]
         if args.slowdown > 1:
             slow_down(client.model, args.slowdown)
         for i, image in enumerate(images):

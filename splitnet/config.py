@@ -112,6 +112,10 @@ class Config:
         """The same config with no early exit (what the card's per-config rows describe)."""
         return self.with_exit(None)
 
+    def for_edge(self) -> Config:
+        """What the edge is asked to run: exits and int8 are the device's business."""
+        return self.with_exit(None).with_int8(False)
+
     def __str__(self) -> str:
         if self.placement is Placement.OFFLOAD_INPUT:
             return f"offload/{self.input_codec}"

@@ -63,6 +63,15 @@ def dataset_of(model: str) -> str:
     raise KeyError(f"no workload is known for model {model!r}")
 
 
+def class_names(model: str) -> tuple[str, ...]:
+    """The model's class names, in label order."""
+    if dataset_of(model) == "imagenette":
+        return tuple(IMAGENETTE_CLASSES[w] for w in sorted(IMAGENETTE_CLASSES))
+    from splitnet.data import CLASS_NAMES
+
+    return CLASS_NAMES
+
+
 def _fmnist_halves() -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(FMNIST_HALF_SEED).permutation(10_000)
     return np.sort(order[:5000]), np.sort(order[5000:])

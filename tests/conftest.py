@@ -12,11 +12,11 @@ import torch
 from splitnet.card import ModelCard
 from splitnet.checkpoint import LoadedModel
 from splitnet.data import Split, load_split
-from splitnet.zoo import DEFAULT_CHECKPOINT, load_card, load_pretrained
+from splitnet.zoo import SMALL_MODEL, checkpoint_for, load_card, load_pretrained
 
 torch.set_num_threads(1)
-# The shipped checkpoint; SPLITNET_TEST_CHECKPOINT points the suite at another one.
-CHECKPOINT = Path(os.environ.get("SPLITNET_TEST_CHECKPOINT", DEFAULT_CHECKPOINT))
+# The small shipped model (fast); SPLITNET_TEST_CHECKPOINT points the suite at another one.
+CHECKPOINT = Path(os.environ.get("SPLITNET_TEST_CHECKPOINT", checkpoint_for(SMALL_MODEL)))
 
 
 def free_port() -> int:

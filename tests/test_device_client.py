@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,65 @@ def test_the_device_import_path_stays_light():
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def camera_frames(tmp_path_factory):
+    """Three real Imagenette val JPEGs of different classes, their labels, and a corrupt file."""
+    from splitnet.data import DatasetNotFoundError
+    from splitnet.imagefolder import find_imagenette, list_image_folder
+
+    try:
+        root = find_imagenette()
+    except DatasetNotFoundError as error:
+        pytest.skip(f"Imagenette is not on this machine: {error}")
+    items, _ = list_image_folder(root / "val")
+    chosen = items[:: len(items) // 3][:3]
+    folder = tmp_path_factory.mktemp("frames")
+    for index, (path, _) in enumerate(chosen):
+        (folder / f"{index}.jpg").write_bytes(Path(path).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder, [label for _, label in chosen]
+
+
+def test_a_camera_frame_is_a_file_its_bytes_or_an_array_and_gets_the_same_answer(
+        camera_frames):
+    from splitnet.imagefolder import decode_image
+    from splitnet.zoo import checkpoint_for
+
+    folder, _ = camera_frames
+    path = folder / "0.jpg"
+    with DeviceClient(None, "local", checkpoint_for("resnet18_imagenette")) as client:
+        answers = [client.infer(frame) for frame in
+                   (path, str(path), path.read_bytes(), decode_image(path),
+                    decode_image(path).astype(np.float32) / 255)]
+        with pytest.raises(ValueError, match=r"colour image \(H, W, 3\)"):
+            client.infer(np.zeros((28, 28), dtype=np.uint8))
+    assert len({a.label for a in answers}) == 1
+    torch.testing.assert_close(torch.tensor(answers[0].probabilities),
+                               torch.tensor(answers[3].probabilities))
+
+
+def test_cli_classifies_a_folder_of_frames_through_the_edge_and_skips_a_broken_file(
+        camera_frames, tmp_path):
+    from splitnet.zoo import checkpoint_for
+
+    folder, labels = camera_frames
+    server = start_server(checkpoint_for("resnet18_imagenette"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "device_client", "--edge", f"127.0.0.1:{server.port}",
+             "--images", str(folder), "--policy", "offload-input", "--json",
+             "--records", str(tmp_path / "records.jsonl")],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop(1)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 4 and summary["results"] == 3 == summary["offloaded"]
+    assert summary["skipped_files"] == [str(folder / "broken.jpg")]
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in records] == [str(folder / f"{i}.jpg") for i in range(3)]
+    assert all(r["config"] == "offload/jpeg90" and r["class"] for r in records)
+    assert sum(r["label"] == label for r, label in zip(records, labels, strict=True)) >= 2

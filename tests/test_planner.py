@@ -16,6 +16,7 @@ from device_client.estimators import (
 from device_client.fallback import EdgeHealth
 from device_client.planner import POLICIES, Planner, battery_weight
 from splitnet.config import Config, Placement
+from splitnet.zoo import checkpoint_for, load_card
 
 
 def estimates(**overrides) -> Estimates:
@@ -93,6 +94,40 @@ def test_baselines_stay_inside_their_own_choices(card):
     assert default_fixed.placement is Placement.SPLIT and not default_fixed.raw
     with pytest.raises(ValueError, match="unknown policy"):
         Planner(card, "magic")
+
+
+def test_camera_card_offers_int8_heads_and_every_jpeg_quality_to_the_adaptive_policy():
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    configs = set(planner.candidates.configs)
+    assert {Config.offload_input(c.codec) for c in card.input_codecs} <= configs
+    assert {Config.local(int8=True), Config(split=2, width=8, bits=4, int8=True)} <= configs
+    # int8 is the device's business: the same bytes and tail as fp32, a faster head
+    c = planner.candidates
+    fp32, int8 = (c.index[Config(split=2, width=8, bits=4, int8=flag)] for flag in (False, True))
+    assert c.payload_bytes[fp32] == c.payload_bytes[int8] and c.head_ms[int8] < c.head_ms[fp32]
+    # baselines: full offload sends JPEG q90; the split baselines keep fp32 heads
+    est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
+    assert Planner(card, "offload-input").plan(est).config == Config.offload_input("jpeg90")
+    for policy in ("neurosurgeon", "edgent", "fixed"):
+        allowed = Planner(card, policy).allowed
+        assert not (allowed & c.is_int8).any(), policy
+    local_exit = Planner(card, "local-exit")
+    assert local_exit.allowed.any() and not (local_exit.allowed & ~c.is_local).any()
+    assert not local_exit.may_offload
+
+
+def test_fixed_baseline_is_the_fewest_bytes_that_meet_the_floor(card):
+    planner = Planner(card, "fixed")
+    c = planner.candidates
+    bottlenecks = [i for i, cfg in enumerate(c.configs) if cfg.placement is Placement.SPLIT
+                   and not cfg.raw and not cfg.int8 and cfg.exit_threshold is None]
+    meeting = [i for i in bottlenecks if c.accuracy[i] >= planner.accuracy_floor]
+    chosen = c.index[planner.fixed_config]
+    if meeting:
+        assert c.payload_bytes[chosen] == min(c.payload_bytes[i] for i in meeting)
+    else:
+        assert c.accuracy[chosen] == max(c.accuracy[i] for i in bottlenecks)
 
 
 def test_edgent_takes_the_most_accurate_choice_under_its_deadline(card):

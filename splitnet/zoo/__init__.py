@@ -15,7 +15,8 @@ from splitnet.card import ModelCard
 from splitnet.checkpoint import LoadedModel, load_checkpoint
 
 ZOO_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = "mnv2_fmnist"
+DEFAULT_MODEL = "resnet18_imagenette"  # the camera workload: what the system is for
+SMALL_MODEL = "mnv2_fmnist"  # small and fast: tests and CI
 DEFAULT_CHECKPOINT = ZOO_DIR / f"{DEFAULT_MODEL}.pt"
 
 
