@@ -161,7 +161,8 @@ class DeviceClient:
             bandwidth_bps=self.bandwidth.estimate_bps, rtt_ms=self.rtt.estimate_ms,
             server_queue_ms=self.server.queue_ms, edge_ms_per_mmac=self.server.ms_per_mmac,
             head_speed_factor=self.head_speed.factor, battery_level=self.battery.level(),
-            edge_available=self.link is not None and self.health.up)
+            edge_available=self.link is not None and self.health.up,
+            config_speed_factors=self.head_speed.per_config)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
         """An empty probe (RTT), then a padded one (RTT + padding / bandwidth)."""
@@ -171,7 +172,14 @@ class DeviceClient:
         self.server.update_queue(load.queue_ms_recent)
         if padding_bytes is None:  # about 50 ms of transfer at the current estimate
             padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000, 32_000))
-        padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
+        sent_at = time.perf_counter()
+        try:
+            padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
+        except EdgeError as error:
+            if error.timed_out:  # still news: the link is at most this fast
+                waited_ms = (time.perf_counter() - sent_at) * 1000
+                self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
+            raise
         self.bandwidth.add_sample(padding_bytes, padded_ms - empty_ms)
 
     def _monitor_loop(self) -> None:
@@ -276,12 +284,9 @@ class DeviceClient:
         return self._fallback(outcome, logits, (time.perf_counter() - started) * 1000)
 
     def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
-        if exited:
+        if exited:  # the card's head times are for inputs that do not exit
             return
-        row = self.card.config_row(config)
-        profiled = (row.head_latency_ms if row and row.head_latency_ms
-                    else self.card.full.latency_ms)
-        self.head_speed.add_sample(head_ms, profiled)
+        self.head_speed.add_sample(head_ms, self.card.device_ms(config), config)
 
     def _local_result(self, config: Config, logits: torch.Tensor, head_ms: float, where: str,
                       plan: Plan) -> InferenceResult:

@@ -3,7 +3,7 @@
     offload replies ──► transfer time = total − server time − RTT ──► BandwidthEstimator
     probe pairs     ──► (empty probe: RTT) (padded probe: RTT + padding/bandwidth) ──┘
     replies / ZMQ   ──► ServerLoadEstimator (queue ms, edge ms per MMAC)
-    head timings    ──► HeadSpeedEstimator (measured ÷ profiled)
+    head timings    ──► HeadSpeedEstimator (measured ÷ profiled: overall, and per config)
                         └──────────────► Estimates (one frozen snapshot per input)
 """
 
@@ -13,7 +13,10 @@ import collections
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from splitnet.config import Config
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class Estimates:
     head_speed_factor: float
     battery_level: float
     edge_available: bool
+    # per config (without its exit), measured ÷ profiled device time, once it has samples
+    config_speed_factors: Mapping[Config, float] = field(default_factory=dict)
 
 
 class BandwidthEstimator:
@@ -103,16 +108,33 @@ class ServerLoadEstimator:
 
 
 class HeadSpeedEstimator:
-    """How much slower (>1) or faster (<1) the head runs now than the model card says.
+    """How much slower (>1) or faster (<1) the device runs than the model card says.
 
     The device's CPU may be shared with other work, or be a different CPU from the one the
-    card was measured on; one factor, applied to every profiled device time, covers both.
+    card was measured on. Each config keeps its own running factor once it has been run,
+    because contention and precision do not slow every config alike (an int8 head and an
+    fp32 one, a cache-bound early layer and a compute-bound late one); configs not run yet
+    use the factor over every sample.
     """
 
-    def __init__(self, initial: float = 1.0) -> None:
+    def __init__(self, initial: float = 1.0, weight: float = 0.2) -> None:
         self.factor = initial
+        self.weight = weight
+        self._per_config: dict[Config, float] = {}
 
-    def add_sample(self, measured_ms: float, profiled_ms: float) -> None:
-        if measured_ms > 0 and profiled_ms > 0:
-            ratio = min(max(measured_ms / profiled_ms, 0.05), 50.0)
-            self.factor = 0.8 * self.factor + 0.2 * ratio
+    def add_sample(self, measured_ms: float, profiled_ms: float,
+                   config: Config | None = None) -> None:
+        if measured_ms <= 0 or profiled_ms <= 0:
+            return
+        ratio = min(max(measured_ms / profiled_ms, 0.05), 50.0)
+        self.factor = (1 - self.weight) * self.factor + self.weight * ratio
+        if config is not None:
+            key = config.without_exit()
+            old = self._per_config.get(key)
+            self._per_config[key] = ratio if old is None else \
+                (1 - self.weight) * old + self.weight * ratio
+
+    @property
+    def per_config(self) -> dict[Config, float]:
+        """A snapshot of the per-config factors (configs run at least once)."""
+        return dict(self._per_config)

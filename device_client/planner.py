@@ -4,7 +4,7 @@
                    thresholds, OFFLOAD_INPUT; each with profiled head ms, bytes, exit
                    fraction, tail MMACs and accuracy
     Estimates  ──► per candidate, vectorised:
-        device_ms  = head_ms · head_speed_factor
+        device_ms  = head_ms · speed factor (the config's own, once it has run; else overall)
         network_ms = (packets − ½) · MTU·8 / bandwidth + RTT,
                      packets = ⌈(bytes + wire overhead) / MTU⌉
                      (links deliver whole MTU-sized opportunities: a 40-byte payload
@@ -144,6 +144,9 @@ class Candidates:
 
         self.configs = [r[0] for r in rows]
         self.index = {c: i for i, c in enumerate(self.configs)}
+        self.by_base: dict[Config, list[int]] = {}  # config without exit ─► its candidates
+        for i, config in enumerate(self.configs):
+            self.by_base.setdefault(config.without_exit(), []).append(i)
         self.head_ms = np.array([r[1] for r in rows])
         self.exit_fraction = np.array([r[2] for r in rows])
         self.payload_bytes = np.array([r[3] for r in rows])
@@ -227,7 +230,10 @@ class Planner:
     def predict(self, est: Estimates) -> tuple[np.ndarray, np.ndarray]:
         """Predicted latency (ms) and device energy (mJ) of every candidate."""
         c = self.candidates
-        device_ms = c.head_ms * est.head_speed_factor
+        factors = np.full(len(c.configs), est.head_speed_factor)
+        for config, factor in est.config_speed_factors.items():
+            factors[c.by_base.get(config, [])] = factor
+        device_ms = c.head_ms * factors
         packets = np.ceil((c.payload_bytes + WIRE_OVERHEAD_BYTES) / MTU_BYTES)
         packet_ms = MTU_BYTES * 8 / max(est.bandwidth_bps, 1.0) * 1000
         transfer_ms = np.where(c.payload_bytes > 0, (packets - 0.5) * packet_ms, 0.0)

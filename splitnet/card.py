@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from splitnet.config import Config
+from splitnet.config import Config, Placement
 
 CARD_VERSION = 2
 
@@ -119,6 +119,16 @@ class ModelCard:
         key = str(config.without_exit().with_int8(False)) if isinstance(config, Config) \
             else config
         return next((row for row in self.configs if row.config == key), None)
+
+    def device_ms(self, config: Config) -> float:
+        """The profiled device time of ``config`` for an input that does not exit: its head
+        (LOCAL: the whole network), in int8 when the config says so and it was measured."""
+        row = self.config_row(config) if config.placement is Placement.SPLIT else None
+        if row is not None:
+            int8_ms = row.int8_head_latency_ms if config.int8 else None
+            return int8_ms or row.head_latency_ms or self.full.latency_ms
+        int8_ms = self.full.int8_latency_ms if config.int8 else None
+        return int8_ms or self.full.latency_ms
 
     def exit_stats(self, point: int) -> ExitStats:
         return next(e for e in self.exits if e.exit_point == point)

@@ -172,6 +172,29 @@ def test_rtt_and_head_speed_follow_their_samples():
     assert speed.factor == pytest.approx(3.0, rel=0.01)
 
 
+def test_a_config_that_has_run_is_priced_by_its_own_measured_speed(card):
+    """A busy or different device slows configs unevenly: once a config has run, the
+    planner prices it (with or without its exit) by its own factor, the rest by the
+    overall one."""
+    planner = Planner(card, "adaptive")
+    c = planner.candidates
+    measured = Config(split=2, width=4, bits=4)
+    speed = HeadSpeedEstimator()
+    for _ in range(40):
+        speed.add_sample(card.device_ms(measured) * 5, card.device_ms(measured),
+                         measured.with_exit(0.9))
+    assert speed.per_config[measured] == pytest.approx(5.0, rel=0.01)
+    est = estimates(head_speed_factor=2.0, config_speed_factors=speed.per_config)
+    latency, _ = planner.predict(est)
+    plain, _ = planner.predict(estimates(head_speed_factor=2.0))
+    for i, config in enumerate(c.configs):
+        head = c.head_ms[i]
+        if config.without_exit() == measured:
+            assert latency[i] - plain[i] == pytest.approx(head * 3.0)
+        else:
+            assert latency[i] == pytest.approx(plain[i])
+
+
 def test_backoff_doubles_to_its_cap_and_resets_on_success():
     health = EdgeHealth(initial_backoff_s=0.1, max_backoff_s=0.4, jitter=0.0)
     health.failure("down", now=0.0)
