@@ -216,18 +216,19 @@ class DeviceClient:
             socket.close()
 
     # ---------------------------------------------------------------- inference
-    def infer(self, image: Frame) -> InferenceResult:
+    def infer(self, image: Frame, config: Config | None = None) -> InferenceResult:
         """Classify one frame. Always returns a result.
 
         ``image`` is an array, uint8 or float in [0, 1], grey (H, W) or colour (H, W, 3) as
         the model takes; or an image file (JPEG, PNG, ...) or its bytes, which are decoded
-        (and resized to the model's input) here, inside the timed latency.
+        (and resized to the model's input) here, inside the timed latency. ``config``
+        overrides the policy's choice for this input (a replayed schedule, a test).
         """
         started = time.perf_counter()
         pixels = self._pixels(image)
         x = images_to_input(pixels[None])
         est = self.estimates()
-        plan = self.planner.plan(est)
+        plan = self.planner.plan(est) if config is None else self.planner.plan_for(config, est)
         config = plan.config
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:

@@ -247,13 +247,24 @@ class Planner:
 
     def plan(self, est: Estimates) -> Plan:
         """The policy's choice for the next input."""
-        c = self.candidates
         allowed = self.allowed if est.edge_available else self.local_only
         latency, energy = self.predict(est)
         if self.policy == "edgent":
             choice = self._best_accuracy_under_deadline(allowed, latency)
         else:
             choice = self._best_score(allowed, latency, energy, est.battery_level)
+        return self._plan_of(choice, latency, energy)
+
+    def plan_for(self, config: Config, est: Estimates) -> Plan:
+        """``config`` (chosen elsewhere, e.g. replayed) with what the cost model expects."""
+        choice = self.candidates.index.get(config)
+        if choice is None:
+            raise ValueError(f"{config} is not a candidate of this model's card")
+        latency, energy = self.predict(est)
+        return self._plan_of(choice, latency, energy)
+
+    def _plan_of(self, choice: int, latency: np.ndarray, energy: np.ndarray) -> Plan:
+        c = self.candidates
         return Plan(c.configs[choice], float(latency[choice]), float(energy[choice]),
                     float(c.accuracy[choice]), float(c.exit_fraction[choice]),
                     float(c.payload_bytes[choice]), float(c.tail_mmacs[choice]),

@@ -21,6 +21,7 @@ import zmq
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
 from experiments.devices import PROFILES
+from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, eval_images
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-floor", type=float, default=None)
     parser.add_argument("--fixed-config", default="")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--schedule", type=Path, default=None,
+                        help="JSON {input index: config}: run these configs (oracle replay)")
     parser.add_argument("--slowdown", type=float, default=1.0,
                         help="sleep-scaling fallback when no CPU quota applies")
     args = parser.parse_args(argv)
@@ -66,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     socket.connect(args.records)
     fixed = Config.parse(args.fixed_config) if args.fixed_config else None
     floor = args.accuracy_floor or None
-    with DeviceClient(args.edge, args.policy, args.checkpoint, battery=f"sim:{args.battery}",
+    schedule: dict[int, Config] = {}
+    if args.schedule is not None:  # the replay runs the adaptive client's machinery
+        schedule = {int(i): Config.parse(c)
+                    for i, c in json.loads(args.schedule.read_text()).items()}
+    client_policy = "adaptive" if args.policy == REPLAY_POLICY else args.policy
+    with DeviceClient(args.edge, client_policy, args.checkpoint, battery=f"sim:{args.battery}",
                       power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
                       fixed_config=fixed) as client:
         images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             if wait > 0:
                 time.sleep(wait)
             started = time.monotonic()
-            result = client.infer(image)
+            result = client.infer(image, schedule.get(args.start + i))
             record = result.record()
             record.update(device=args.device_id, index=args.start + i, policy=args.policy,
                           t_due=due, t_start=started, t_end=time.monotonic(),

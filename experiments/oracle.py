@@ -7,6 +7,10 @@
         ─► the lowest predicted latency with accuracy ≥ the floor
     each input takes its window's choice, plus the client overhead every policy pays
     (the run's median: planning, encoding, bookkeeping) ─► latency, energy, accuracy, bytes
+    the per-input choices (``schedule``) ─► ``oracle-replay``: run for real, measured
+
+The predicted oracle is a model's figure, so it is not a bound: the replay is. Both are
+reported, each under its own name.
 
 The oracle knows the future capacity exactly; the adaptive policy must estimate it. It
 chooses perfectly but runs the same software, so it pays the same per-input overhead.
@@ -24,6 +28,17 @@ from device_client.estimators import Estimates
 from device_client.planner import Planner
 from experiments.traces import Trace
 from splitnet.card import ModelCard
+from splitnet.config import Config, Placement
+
+REPLAY_POLICY = "oracle-replay"  # the oracle's per-window choices, run for real
+
+
+def placement_of(config: Config) -> str:
+    """``local``, ``split`` or ``offload-input``: where an input of ``config`` is finished
+    when nothing fails and no exit fires."""
+    if config.placement is Placement.SPLIT:
+        return "split"
+    return "offload-input" if config.placement is Placement.OFFLOAD_INPUT else "local"
 
 
 def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -56,6 +71,8 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
     planner = Planner(card, "adaptive", accuracy_floor or None, None, power)
     choices: dict[int, Any] = {}
     latencies, energies, accuracies, sent = [], [], [], []
+    schedule: dict[int, str] = {}
+    placements: dict[str, float] = {"local": 0.0, "split": 0.0, "offload-input": 0.0}
     for r in records:
         window = int(r["t"] // window_s)
         if window not in choices:
@@ -67,6 +84,10 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
                             battery_level=battery, edge_available=capacity > 0)
             choices[window] = planner.plan(est)
         plan = choices[window]
+        schedule[r["index"]] = str(plan.config)
+        remote = 1 - plan.exit_fraction if plan.config.placement is Placement.SPLIT else 1.0
+        placements[placement_of(plan.config)] += remote
+        placements["local"] += 1 - remote
         overhead_ms = constants["client_overhead_ms"]
         latencies.append(plan.latency_ms + overhead_ms)
         energies.append(plan.energy_mj + power.energy_mj(overhead_ms))
@@ -79,5 +100,10 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
         "accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
         "bytes_per_inference": float(np.mean(sent)) if sent else 0.0,
         "configs": sorted({str(p.config) for p in choices.values()}),
+        # expected shares: a split with an exit finishes locally for its exit fraction
+        "placements": {k: v / max(len(records), 1) for k, v in placements.items()},
+        "switches": sum(1 for a, b in zip(records, records[1:], strict=False)
+                        if schedule[a["index"]] != schedule[b["index"]]),
+        "schedule": schedule,
         **constants,
     }

@@ -1,9 +1,11 @@
 """Summaries, tables and plots of one scenario's records.
 
-    records (per policy) ──► summary row per policy: accuracy, latency mean/p50/p95/p99,
-                             wire bytes per inference (counted at the link), energy,
-                             deadline misses, fallbacks, config switches, lost inputs
-                         ──► oracle row and adaptive/oracle ratios
+    records (per policy) ──► summary row per policy: accuracy, latency mean (±95 %)/p50/
+                             p95/p99, wire bytes per inference (counted at the link), energy,
+                             deadline misses, fallbacks, config switches, lost inputs, where
+                             inputs were finished (local / split / offload-input)
+                         ──► predicted oracle row; adaptive ÷ oracle replay (measured) and
+                             ÷ predicted oracle
                          ──► summary.md, summary.csv, summary.json, three PNG plots
 """
 
@@ -16,12 +18,26 @@ from typing import Any
 
 import numpy as np
 
+from experiments.oracle import REPLAY_POLICY
 from experiments.runner import PolicyRun
 from experiments.scenario import Scenario
 
-COLUMNS = ("accuracy", "mean_latency_ms", "p50_latency_ms", "p95_latency_ms",
-           "p99_latency_ms", "bytes_per_inference", "energy_mj_per_inference",
-           "deadline_miss_rate", "fallbacks", "switches", "lost")
+COLUMNS = ("accuracy", "mean_latency_ms", "ci95_latency_ms", "p50_latency_ms",
+           "p95_latency_ms", "p99_latency_ms", "bytes_per_inference",
+           "energy_mj_per_inference", "deadline_miss_rate", "fallbacks", "switches", "lost")
+PLACEMENTS = ("local", "split", "offload-input")
+
+
+def placement_shares(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Where inputs were finished: on the device (LOCAL, an exit, a fallback), by a split's
+    tail on the edge, or as a whole input on the edge."""
+    counts = dict.fromkeys(PLACEMENTS, 0)
+    for r in records:
+        if r["where"] != "edge":
+            counts["local"] += 1
+        else:
+            counts["offload-input" if r["config"].startswith("offload") else "split"] += 1
+    return {k: v / max(len(records), 1) for k, v in counts.items()}
 
 
 def summarize_policy(run: PolicyRun, labels: np.ndarray, deadline_ms: float) -> dict[str, Any]:
@@ -42,6 +58,10 @@ def summarize_policy(run: PolicyRun, labels: np.ndarray, deadline_ms: float) -> 
         "results": len(records),
         "accuracy": float(np.mean(correct)) if correct else 0.0,
         "mean_latency_ms": float(latency.mean()),
+        # half-width of the normal-approximation 95 % interval of the mean, over inputs
+        "ci95_latency_ms": float(1.96 * latency.std(ddof=1) / np.sqrt(len(latency)))
+        if len(latency) > 1 else None,
+        "placements": placement_shares(records),
         "p50_latency_ms": float(np.percentile(latency, 50)),
         "p95_latency_ms": float(np.percentile(latency, 95)),
         "p99_latency_ms": float(np.percentile(latency, 99)),
@@ -56,8 +76,8 @@ def summarize_policy(run: PolicyRun, labels: np.ndarray, deadline_ms: float) -> 
         "lost": run.expected - len({(r["device"], r["index"]) for r in records}),
         "offloaded": sum(r["where"] == "edge" for r in records),
         "exited_on_device": sum(r["where"] == "device-exit" for r in records),
-        "bandwidth_estimate_mare": float(np.median(estimate_errors)) if estimate_errors
-        else None,
+        "bandwidth_estimate_median_error": float(np.median(estimate_errors))
+        if estimate_errors else None,
     }
 
 
@@ -83,19 +103,25 @@ def _cell(value: Any) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     scenario = summary["scenario"]
-    head = ("| policy | acc | mean ms | p50 | p95 | p99 | B/inf | mJ/inf | miss | fallbk "
-            "| switch | lost |")
+    head = ("| policy | acc | mean ms | ±95 % | p50 | p95 | p99 | B/inf | mJ/inf | miss "
+            "| fallbk | switch | lost | local / split / input |")
     lines = [f"## {scenario['name']}: {scenario['trace']} ×{scenario['scale']:g}, "
              f"RTT {scenario['rtt_ms']:g} ms, {scenario['device']}, "
              f"{scenario['devices']}×{scenario['images']} images at "
              f"{scenario['rate_hz']:g}/s, deadline {scenario['deadline_ms']:g} ms", "",
-             head, "|" + "---|" * 12]
-    rows = list(summary["policies"].items()) + [("oracle", summary["oracle"])]
+             head, "|" + "---|" * 14]
+    rows = list(summary["policies"].items()) + [("oracle (predicted)", summary["oracle"])]
     for name, row in rows:
-        lines.append("| " + " | ".join([name] + [_cell(row.get(c)) for c in COLUMNS]) + " |")
-    lines += ["", f"Adaptive ÷ oracle: latency {_cell(summary['adaptive_to_oracle_latency'])}, "
+        shares = row.get("placements") or {}
+        mix = " / ".join(f"{100 * shares.get(p, 0):.0f}" for p in PLACEMENTS)
+        lines.append("| " + " | ".join([name] + [_cell(row.get(c)) for c in COLUMNS] + [mix])
+                     + " |")
+    replay = summary.get("adaptive_to_oracle_replay_latency")
+    lines += ["", f"Adaptive ÷ oracle replay (measured): latency {_cell(replay)}. "
+              f"Adaptive ÷ oracle (predicted): latency "
+              f"{_cell(summary['adaptive_to_oracle_latency'])}, "
               f"energy {_cell(summary.get('adaptive_to_oracle_energy'))}. Bandwidth estimate "
-              f"median abs. relative error: {_cell(summary.get('bandwidth_estimate_mare'))}. "
+              f"median relative error: {_cell(summary.get('bandwidth_estimate_median_error'))}. "
               f"Device emulation: {summary.get('device_emulation', {}).get('method', '?')}.",
               "", "B/inf is counted at the link, both directions; the oracle's is payload only."]
     missing = summary.get("device_emulation", {}).get("link_not_emulated")
@@ -200,7 +226,12 @@ def build_summary(scenario: Scenario, runs: dict[str, PolicyRun], labels: np.nda
     summary["adaptive_to_oracle_energy"] = (
         adaptive["energy_mj_per_inference"] / oracle_row["energy_mj_per_inference"]
         if adaptive and oracle_row["energy_mj_per_inference"] else None)
-    summary["bandwidth_estimate_mare"] = adaptive["bandwidth_estimate_mare"] if adaptive else None
+    replay = policies.get(REPLAY_POLICY)
+    summary["adaptive_to_oracle_replay_latency"] = (
+        adaptive["mean_latency_ms"] / replay["mean_latency_ms"]
+        if adaptive and replay and replay["mean_latency_ms"] else None)
+    summary["bandwidth_estimate_median_error"] = (
+        adaptive["bandwidth_estimate_median_error"] if adaptive else None)
     first = next(iter(runs.values()), None)
     summary["device_emulation"] = first.device_emulation if first else {}
     return summary

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from edge_server.launch import start_edge_process, stop_edge_process
 from experiments.devices import PROFILES, CpuQuota, calibrate, describe
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
+from experiments.oracle import REPLAY_POLICY
 from experiments.scenario import Scenario, ScenarioError
 from experiments.traces import Trace
 from splitnet.progress import progress
@@ -62,7 +64,8 @@ def edge_server(checkpoint: Path, host: str = "127.0.0.1",
 
 def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,
                records_path: Path, show_progress: bool = True,
-               kernel_link: KernelLink | None = None) -> PolicyRun:
+               kernel_link: KernelLink | None = None,
+               schedule: Path | None = None) -> PolicyRun:
     """One policy, all devices, on a link (re)started at the scenario's trace offset.
 
     Userspace: a fresh shaper per device. Kernel: the scenario's namespaces, with the
@@ -116,7 +119,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--deadline-ms", str(scenario.deadline_ms),
                 "--accuracy-floor", str(scenario.accuracy_floor),
                 "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
-                "--slowdown", str(slowdown)]
+                "--slowdown", str(slowdown),
+                *(("--schedule", str(schedule)) if schedule is not None else ())]
             processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
         done = 0
@@ -174,13 +178,37 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                      time.monotonic() - started, emulation)
 
 
+Replay = Callable[[dict[str, PolicyRun]], dict[int, str]]
+
+
 def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_CHECKPOINT,
-                 show_progress: bool = True) -> dict[str, PolicyRun]:
-    """Every policy of ``scenario``; records go to ``out_dir/records.jsonl``."""
+                 show_progress: bool = True, replay: Replay | None = None
+                 ) -> dict[str, PolicyRun]:
+    """Every policy of ``scenario``, in a seeded random order (so no policy always runs on
+    a warm or a cold machine); records go to ``out_dir/records.jsonl``.
+
+    ``oracle-replay``, when listed, runs last: ``replay`` turns the other policies' runs
+    into the oracle's per-input configs, which are then run for real.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
     records_path.write_text("")
+    policies = [p for p in scenario.policies if p != REPLAY_POLICY]
+    random.Random(scenario.seed).shuffle(policies)
+    replayed = REPLAY_POLICY in scenario.policies and replay is not None
     runs: dict[str, PolicyRun] = {}
+
+    def run_all(port: int, kernel_link: KernelLink | None) -> None:
+        for policy in policies:
+            runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
+                                      show_progress, kernel_link=kernel_link)
+        if replayed and replay is not None:
+            schedule = out_dir / "oracle_schedule.json"
+            schedule.write_text(json.dumps(replay(runs)))
+            runs[REPLAY_POLICY] = run_policy(scenario, REPLAY_POLICY, port, checkpoint,
+                                             records_path, show_progress,
+                                             kernel_link=kernel_link, schedule=schedule)
+
     if scenario.link == "kernel":
         if scenario.devices != 1:
             raise ScenarioError("the kernel link emulates one device per run; set devices = 1")
@@ -188,12 +216,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
         with KernelLink(trace, scenario.one_way_delay_ms,
                         start_offset_s=scenario.trace_start_s) as link, \
                 edge_server(checkpoint, link.edge_ip, link.exec_prefix("edge")) as port:
-            for policy in scenario.policies:
-                runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
-                                          show_progress, kernel_link=link)
+            run_all(port, link)
         return runs
     with edge_server(checkpoint) as port:
-        for policy in scenario.policies:
-            runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
-                                      show_progress)
+        run_all(port, None)
     return runs

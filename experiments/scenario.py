@@ -14,7 +14,9 @@
     rate_hz = 10                   # arrivals per second per device
     deadline_ms = 200              # latency deadline (misses are counted)
     accuracy_floor = 0.0           # 0 = full model accuracy − 1 point, from the card
-    policies = ["adaptive", "local", "offload-input", "neurosurgeon", "edgent", "fixed"]
+    policies = ["adaptive", "local", "local-exit", "offload-input", "neurosurgeon",
+                "edgent", "fixed", "oracle-replay"]   # run in a seeded random order;
+                                                      # oracle-replay last
     link = "userspace"             # or "kernel" (network namespaces + tc; root only)
 
 The grid of the issue is generated in code (:func:`grid`), not written out point by point.
@@ -30,6 +32,7 @@ from typing import Any
 
 from device_client.planner import POLICIES
 from experiments.devices import PROFILES
+from experiments.oracle import REPLAY_POLICY
 from experiments.traces import resolve_trace
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -54,7 +57,7 @@ class Scenario:
     rate_hz: float = 10.0
     deadline_ms: float = 200.0
     accuracy_floor: float = 0.0
-    policies: tuple[str, ...] = field(default=POLICIES)
+    policies: tuple[str, ...] = field(default=(*POLICIES, REPLAY_POLICY))
     link: str = "userspace"
     fixed_config: str = ""  # "" = the planner's default BottleFit-style config
     seed: int = 0
@@ -67,9 +70,9 @@ class Scenario:
             problems.append(str(error))
         if self.device not in PROFILES:
             problems.append(f"unknown device {self.device!r}; use one of {sorted(PROFILES)}")
-        unknown = [p for p in self.policies if p not in POLICIES]
+        unknown = [p for p in self.policies if p not in (*POLICIES, REPLAY_POLICY)]
         if unknown:
-            problems.append(f"unknown policies {unknown}; use {list(POLICIES)}")
+            problems.append(f"unknown policies {unknown}; use {[*POLICIES, REPLAY_POLICY]}")
         if self.link not in ("userspace", "kernel"):
             problems.append(f"link must be 'userspace' or 'kernel', not {self.link!r}")
         for name, value, low, high in (("scale", self.scale, 1e-4, 100),

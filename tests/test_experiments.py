@@ -130,7 +130,7 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
     # the device ran its whole network 40x slower than the card says
     measured = [{"config": "local", "where": "local", "fallback": False,
                  "head_ms": 40 * full_ms, "server_ms": 0.0, "overhead_ms": 0.5}]
-    records = [{"t": 0.5}, {"t": 0.6}, {"t": 1.5}]
+    records = [{"t": 0.5, "index": 0}, {"t": 0.6, "index": 1}, {"t": 1.5, "index": 2}]
     result = oracle(card, trace, 0.0, 10.0, records, measured, RPI4, None)
     planner = Planner(card, "adaptive", None, None, RPI4)
     common = dict(rtt_ms=10.0, server_queue_ms=0.0, edge_ms_per_mmac=0.05,
@@ -144,11 +144,17 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
     assert result["mean_latency_ms"] == pytest.approx(expected)
     assert result["head_speed_factor"] == pytest.approx(40.0)
     assert set(result["configs"]) == {str(fast.config), str(outage.config)}
+    # the per-input choices that oracle-replay runs, and where they finish inputs
+    assert result["schedule"] == {0: str(fast.config), 1: str(fast.config),
+                                  2: str(outage.config)}
+    assert result["switches"] == 1 and sum(result["placements"].values()) == pytest.approx(1)
+    assert result["placements"]["local"] >= 1 / 3
 
 
 def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
     default = load_scenario("default")
-    assert default.policies[0] == "adaptive" and len(default.policies) == 6
+    assert default.policies[0] == "adaptive" and default.policies[-1] == "oracle-replay"
+    assert {"local-exit", "fixed", "neurosurgeon", "edgent"} <= set(default.policies)
     cells = grid(default)
     assert len(cells) == 12 and len({c.name for c in cells}) == 12
     bad = tmp_path / "bad.toml"
@@ -163,21 +169,31 @@ def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "run", "--trace", "Verizon-LTE-short.up",
-         "--n", "12", "--rate-hz", "20", "--policies", "adaptive,local", "--json",
+         "--n", "12", "--rate-hz", "20", "--policies", "adaptive,local,oracle-replay",
+         "--json",
          "--out", str(out), "--checkpoint", str(checkpoint)],
         capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert set(summary["policies"]) == {"adaptive", "local"}
-    for row in list(summary["policies"].values()) + [summary["oracle"]]:
+    measured = [*summary["policies"].values(), summary["oracle_replay"]]
+    for row in [*measured, summary["oracle"]]:
         assert set(row) >= {"accuracy", "mean_latency_ms", "p95_latency_ms",
                             "bytes_per_inference", "energy_mj_per_inference",
-                            "deadline_miss_rate", "fallbacks", "lost"}
-    assert all(row["lost"] == 0 for row in summary["policies"].values())
+                            "deadline_miss_rate", "fallbacks", "lost", "placements"}
+    for row in measured:
+        assert row["lost"] == 0 and row["ci95_latency_ms"] > 0
+        assert sum(row["placements"].values()) == pytest.approx(1)
+    assert summary["policies"]["local"]["placements"]["local"] == 1
     assert summary["policies"]["local"]["bytes_per_inference"] == 0
     assert summary["adaptive_to_oracle_latency"] > 0
+    assert summary["adaptive_to_oracle_replay_latency"] > 0
+    # the replay ran exactly the oracle's per-input choices
+    schedule = json.loads((out / "oracle_schedule.json").read_text())
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 24 and {"config", "where", "head_ms", "transfer_ms", "server_ms",
+    replayed = {r["index"]: r["config"] for r in records if r["policy"] == "oracle-replay"}
+    assert replayed == {int(i): c for i, c in schedule.items()}
+    assert len(records) == 36 and {"config", "where", "head_ms", "transfer_ms", "server_ms",
                                     "energy_mj", "true_capacity_bps",
                                     "bandwidth_estimate_bps", "fallback"} <= set(records[0])
     for name in ("summary.md", "summary.csv", "latency_over_time.png",
