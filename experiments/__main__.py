@@ -14,13 +14,20 @@ from typing import Any
 from experiments.devices import PROFILES
 from experiments.netns import KernelLinkUnavailableError
 from experiments.oracle import REPLAY_POLICY, oracle
-from experiments.report import build_summary, plot, write_tables
+from experiments.report import build_summary, combine_repetitions, plot, write_tables
 from experiments.runner import PolicyRun, run_scenario
-from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
+from experiments.scenario import (
+    GRID_IMAGES,
+    GRID_REPETITIONS,
+    Scenario,
+    ScenarioError,
+    grid,
+    load_scenario,
+)
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
 from splitnet.workloads import default_cache_dir, eval_images
-from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo, load_card
+from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for, list_zoo, load_card
 
 JSON_FIELDS = ("accuracy", "mean_latency_ms", "ci95_latency_ms", "p95_latency_ms",
                "bytes_per_inference", "energy_mj_per_inference", "deadline_miss_rate",
@@ -67,6 +74,20 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     return summary
 
 
+def run_repeated(scenario: Scenario, out_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    """``run_one`` once per repetition (``out_dir/repN``), combined into one summary."""
+    if scenario.repetitions == 1:
+        return run_one(scenario, out_dir, checkpoint)
+    summaries = []
+    for index in range(scenario.repetitions):
+        print(f"-- repetition {index + 1}/{scenario.repetitions}", file=sys.stderr)
+        summaries.append(run_one(scenario.repetition(index), out_dir / f"rep{index + 1}",
+                                 checkpoint))
+    summary = combine_repetitions(scenario, summaries)
+    write_tables(summary, out_dir)
+    return summary
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_zoo(),
                         help="which zoo model the devices and the edge run (default: "
@@ -91,6 +112,7 @@ def json_view(summary: dict[str, Any]) -> dict[str, Any]:
         "adaptive_to_oracle_energy": summary["adaptive_to_oracle_energy"],
         "bandwidth_estimate_median_error": summary["bandwidth_estimate_median_error"],
         "device_emulation": summary["device_emulation"].get("method"),
+        "repetitions": summary.get("repetitions", 1),
         "out_dir": str(Path(summary["plots"][0]).parent) if summary["plots"] else None,
         "run_seconds": summary["run_seconds"],
     }
@@ -148,6 +170,8 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--policies", type=lambda s: tuple(s.split(",")),
                        help="comma-separated, e.g. adaptive,local")
     group.add_argument("--link", choices=("userspace", "kernel"), help="link emulation mode")
+    group.add_argument("--repetitions", type=int,
+                       help="runs at successive trace offsets (means ± 95 %% over them)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m experiments run --trace Verizon-LTE-short.up --scale 0.05 \\\n"
                "      --rtt-ms 60 --device pizero2 --n 100\n"
                "  python -m experiments run my_scenario.toml --json\n"
-               "  python -m experiments grid --n 60                 # 3 traces x 2 devices x "
-               "2 scales")
+               "  python -m experiments grid                        # both models, 3 traces x "
+               "2 devices x 2 RTTs")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one scenario",
                          description="Run one scenario: a TOML file, a name from "
@@ -173,43 +197,56 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(run)
-    grid_parser = sub.add_parser("grid", help="run the comparison grid",
-                                 description="3 shipped traces x 2 device profiles x 2 scales "
-                                             "(1 and 0.05), every policy in each cell.")
+    grid_parser = sub.add_parser(
+        "grid", help="run the comparison grid",
+        description="Both models (each reported apart) over 3 shipped traces x 2 device "
+                    "profiles (rpi4, pizero2) x 2 edge RTTs (10 ms, 40 ms), every policy "
+                    f"and the oracle replay in each cell, {GRID_REPETITIONS} runs of "
+                    f"{GRID_IMAGES} inputs per cell at different trace offsets.")
+    grid_parser.set_defaults(images=GRID_IMAGES, repetitions=GRID_REPETITIONS)
     grid_parser.add_argument("scenario", nargs="?", default="default",
                              help="base scenario whose other settings every cell shares")
     add_scenario_options(grid_parser)
     grid_parser.add_argument("--out", type=Path, default=Path("runs/grid"))
     grid_parser.add_argument("--json", action="store_true")
-    add_model_options(grid_parser)
+    grid_parser.add_argument("--models", type=lambda s: s.split(","), default=None,
+                             help=f"comma-separated zoo models (default: {DEFAULT_MODEL},"
+                                  f"{SMALL_MODEL})")
     args = parser.parse_args(argv)
-    checkpoint = args.checkpoint or checkpoint_for(args.model)
     options = {k: getattr(args, k) for k in (
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
-        "rate_hz", "battery", "deadline_ms", "policies", "link")}
+        "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions")}
     try:
         base = load_scenario(args.scenario).with_options(**options)
         if args.command == "run":
             out = args.out or Path("runs") / base.name
-            summary = run_one(base, out, checkpoint)
+            summary = run_repeated(base, out, args.checkpoint or checkpoint_for(args.model))
             if args.json:
                 print(json.dumps(json_view(summary), indent=1))
             else:
                 print((out / "summary.md").read_text())
                 print("plots:", ", ".join(summary["plots"]))
             return 0
-        cells = []
-        for cell in grid(base):
-            print(f"== {cell.name}", file=sys.stderr)
-            cells.append(run_one(cell, args.out / cell.name, checkpoint))
-        result = {"cells": [json_view(c) for c in cells], "targets": grid_targets(cells)}
+        models = args.models or [DEFAULT_MODEL, SMALL_MODEL]
+        result: dict[str, Any] = {"models": {}}
+        report = []
+        for model in models:
+            cells = []
+            for cell in grid(base):
+                print(f"== {model}: {cell.name}", file=sys.stderr)
+                cells.append(run_repeated(cell, args.out / model / cell.name,
+                                          checkpoint_for(model)))
+            result["models"][model] = {"cells": [json_view(c) for c in cells],
+                                       "targets": grid_targets(cells)}
+            report.append(f"# {model}\n\n" + "".join(
+                (args.out / model / c["scenario"]["name"] / "summary.md").read_text() + "\n"
+                for c in cells))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "grid.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / "grid.md").write_text("".join((args.out / c["scenario"]["name"]
-                                                    / "summary.md").read_text() + "\n"
-                                                   for c in cells))
+        (args.out / "grid.md").write_text("\n".join(report))
         print(json.dumps(result, indent=1) if args.json else
-              (args.out / "grid.md").read_text() + json.dumps(result["targets"], indent=1))
+              (args.out / "grid.md").read_text() + json.dumps(
+                  {m: r["targets"] for m, r in result["models"].items()}, indent=1))
         return 0
     except (ScenarioError, TraceError, CheckpointError, FileNotFoundError,
             KernelLinkUnavailableError) as error:

@@ -105,10 +105,13 @@ def markdown(summary: dict[str, Any]) -> str:
     scenario = summary["scenario"]
     head = ("| policy | acc | mean ms | ±95 % | p50 | p95 | p99 | B/inf | mJ/inf | miss "
             "| fallbk | switch | lost | local / split / input |")
+    repetitions = summary.get("repetitions", 1)
+    over = (f"; {repetitions} runs at different trace offsets, ± is the 95 % interval of "
+            "the mean over them" if repetitions > 1 else "; ± is the 95 % interval over inputs")
     lines = [f"## {scenario['name']}: {scenario['trace']} ×{scenario['scale']:g}, "
              f"RTT {scenario['rtt_ms']:g} ms, {scenario['device']}, "
              f"{scenario['devices']}×{scenario['images']} images at "
-             f"{scenario['rate_hz']:g}/s, deadline {scenario['deadline_ms']:g} ms", "",
+             f"{scenario['rate_hz']:g}/s, deadline {scenario['deadline_ms']:g} ms{over}", "",
              head, "|" + "---|" * 14]
     rows = list(summary["policies"].items()) + [("oracle (predicted)", summary["oracle"])]
     for name, row in rows:
@@ -234,4 +237,64 @@ def build_summary(scenario: Scenario, runs: dict[str, PolicyRun], labels: np.nda
         adaptive["bandwidth_estimate_median_error"] if adaptive else None)
     first = next(iter(runs.values()), None)
     summary["device_emulation"] = first.device_emulation if first else {}
+    return summary
+
+
+# Student's t, two-sided 95 %, by degrees of freedom (the intervals over repetitions)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 19: 2.093}
+SUMMED = ("results", "fallbacks", "switches", "lost", "offloaded", "exited_on_device")
+
+
+def _t95(df: int) -> float:
+    return T95[max(k for k in T95 if k <= df)]
+
+
+def _combine_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One policy over several repetitions: counts summed, everything else averaged; the
+    latency interval is over the repetitions' means."""
+    out: dict[str, Any] = {}
+    for key, value in rows[0].items():
+        values: list[Any] = [r.get(key) for r in rows]
+        if key in SUMMED and all(isinstance(v, (int, float)) for v in values):
+            out[key] = sum(values)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and all(isinstance(v, (int, float)) for v in values):
+            out[key] = float(np.mean(values))
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in values) \
+                and all(isinstance(x, (int, float)) for v in values for x in v.values()):
+            out[key] = {k: float(np.mean([v.get(k, 0.0) for v in values])) for k in value}
+        else:
+            out[key] = value
+    means = np.array([r["mean_latency_ms"] for r in rows])
+    if len(rows) > 1:
+        out["ci95_latency_ms"] = float(_t95(len(rows) - 1) * means.std(ddof=1)
+                                       / np.sqrt(len(rows)))
+    out["repetition_mean_latency_ms"] = means.tolist()
+    return out
+
+
+def combine_repetitions(scenario: Scenario, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a scenario run ``len(summaries)`` times at different trace offsets."""
+    policies = {name: _combine_rows([s["policies"][name] for s in summaries])
+                for name in summaries[0]["policies"]}
+    oracle_row = _combine_rows([s["oracle"] for s in summaries])
+    summary: dict[str, Any] = {"scenario": scenario.to_dict(), "policies": policies,
+                               "oracle": oracle_row, "repetitions": len(summaries),
+                               "device_emulation": summaries[0]["device_emulation"]}
+    adaptive, replay = policies.get("adaptive"), policies.get(REPLAY_POLICY)
+    summary["adaptive_to_oracle_replay_latency"] = (
+        adaptive["mean_latency_ms"] / replay["mean_latency_ms"]
+        if adaptive and replay and replay["mean_latency_ms"] else None)
+    summary["adaptive_to_oracle_latency"] = (
+        adaptive["mean_latency_ms"] / oracle_row["mean_latency_ms"]
+        if adaptive and oracle_row["mean_latency_ms"] else None)
+    summary["adaptive_to_oracle_energy"] = (
+        adaptive["energy_mj_per_inference"] / oracle_row["energy_mj_per_inference"]
+        if adaptive and oracle_row["energy_mj_per_inference"] else None)
+    errors = [s["bandwidth_estimate_median_error"] for s in summaries
+              if s.get("bandwidth_estimate_median_error") is not None]
+    summary["bandwidth_estimate_median_error"] = float(np.median(errors)) if errors else None
+    summary["plots"] = [p for s in summaries for p in s["plots"]]
+    summary["run_seconds"] = sum(s["run_seconds"] for s in summaries)
     return summary

@@ -18,13 +18,16 @@
                 "edgent", "fixed", "oracle-replay"]   # run in a seeded random order;
                                                       # oracle-replay last
     link = "userspace"             # or "kernel" (network namespaces + tc; root only)
+    repetitions = 1                # runs at successive trace offsets; the summary gives
+                                   # means and 95 % intervals over them
 
-The grid of the issue is generated in code (:func:`grid`), not written out point by point.
+The grid is generated in code (:func:`grid`), not written out point by point.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -61,6 +64,7 @@ class Scenario:
     link: str = "userspace"
     fixed_config: str = ""  # "" = the planner's default BottleFit-style config
     seed: int = 0
+    repetitions: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,6 +85,7 @@ class Scenario:
                                        ("battery", self.battery, 0, 1),
                                        ("devices", self.devices, 1, 16),
                                        ("images", self.images, 1, 10_000),
+                                       ("repetitions", self.repetitions, 1, 20),
                                        ("rate_hz", self.rate_hz, 0.01, 1000)):
             if not low <= value <= high:
                 problems.append(f"{name} = {value} is outside [{low}, {high}]")
@@ -95,6 +100,14 @@ class Scenario:
         out = asdict(self)
         out["policies"] = list(self.policies)
         return out
+
+    def repetition(self, index: int) -> Scenario:
+        """Run ``index`` (0-based) of this scenario: later in the trace by a run's length
+        plus 10 s each time, with its own seed."""
+        stride_s = math.ceil(self.images / self.rate_hz) + 10
+        return replace(self, name=f"{self.name}-rep{index + 1}", repetitions=1,
+                       trace_start_s=self.trace_start_s + index * stride_s,
+                       seed=self.seed + index)
 
     def with_options(self, **options: Any) -> Scenario:
         """The same scenario with some options replaced (None values are ignored)."""
@@ -133,10 +146,13 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
 
 GRID_TRACES = ("ATT-LTE-driving.up", "Verizon-LTE-short.up", "TMobile-LTE-short.up")
 GRID_DEVICES = ("rpi4", "pizero2")
-GRID_SCALES = (1.0, 0.05)
+GRID_RTTS_MS = (10.0, 40.0)  # a Wi-Fi or 5G edge; an LTE one
+GRID_IMAGES = 50  # per repetition: 150 inputs per cell over 3 runs
+GRID_REPETITIONS = 3
 
 
 def grid(base: Scenario) -> list[Scenario]:
-    """The issue's grid: 3 shipped traces × 2 device profiles × 2 scales, every policy."""
-    return [replace(base, name=f"{Path(t).stem}-{d}-x{s:g}", trace=t, device=d, scale=s)
-            for t, d, s in itertools.product(GRID_TRACES, GRID_DEVICES, GRID_SCALES)]
+    """The comparison grid: 3 shipped traces × 2 device profiles × 2 edge RTTs, at the
+    traces' own scale, every policy in each cell."""
+    return [replace(base, name=f"{Path(t).stem}-{d}-rtt{r:g}", trace=t, device=d, rtt_ms=r)
+            for t, d, r in itertools.product(GRID_TRACES, GRID_DEVICES, GRID_RTTS_MS)]

@@ -157,12 +157,37 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
     assert {"local-exit", "fixed", "neurosurgeon", "edgent"} <= set(default.policies)
     cells = grid(default)
     assert len(cells) == 12 and len({c.name for c in cells}) == 12
+    assert {c.rtt_ms for c in cells} == {10.0, 40.0} and {c.scale for c in cells} == {1.0}
+    second = default.repetition(1)
+    assert second.trace_start_s == default.trace_start_s + default.images / default.rate_hz + 10
+    assert second.seed == default.seed + 1 and second.name.endswith("rep2")
     bad = tmp_path / "bad.toml"
     bad.write_text('[scenario]\ntrace = "ATT-LTE-driving.up"\nspeed = 3\n')
     with pytest.raises(ScenarioError, match="speed"):
         load_scenario(bad)
     with pytest.raises(ScenarioError, match="unknown device"):
         Scenario(device="cray")
+
+
+def test_repetitions_combine_into_means_with_a_t_interval():
+    from experiments.report import combine_repetitions
+
+    def summary(adaptive_ms: float, replay_ms: float) -> dict:
+        row = {"mean_latency_ms": adaptive_ms, "lost": 0, "switches": 2, "accuracy": 0.9,
+               "energy_mj_per_inference": 1.0, "placements": {"local": 0.5, "split": 0.5}}
+        return {"policies": {"adaptive": row, "oracle-replay": {**row, "mean_latency_ms":
+                                                                  replay_ms}},
+                "oracle": dict(row), "device_emulation": {}, "plots": [],
+                "run_seconds": 1.0, "bandwidth_estimate_median_error": 0.2}
+
+    combined = combine_repetitions(load_scenario("default"),
+                                   [summary(10, 8), summary(12, 8), summary(14, 11)])
+    adaptive = combined["policies"]["adaptive"]
+    assert adaptive["mean_latency_ms"] == pytest.approx(12)
+    assert adaptive["ci95_latency_ms"] == pytest.approx(4.303 * 2 / 3 ** 0.5)
+    assert adaptive["switches"] == 6 and adaptive["placements"]["split"] == 0.5
+    assert combined["adaptive_to_oracle_replay_latency"] == pytest.approx(12 / 9)
+    assert combined["repetitions"] == 3
 
 
 def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
