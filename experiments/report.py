@@ -216,23 +216,26 @@ def _parse(config: str) -> dict[str, float]:
             "exit": exit_threshold}
 
 
+def oracle_ratios(policies: dict[str, Any], oracle_row: dict[str, Any]) -> dict[str, Any]:
+    """Adaptive ÷ the measured oracle replay, and ÷ the predicted oracle."""
+    adaptive, replay = policies.get("adaptive"), policies.get(REPLAY_POLICY)
+
+    def ratio(row: dict[str, Any] | None, key: str) -> float | None:
+        return adaptive[key] / row[key] if adaptive and row and row[key] else None
+
+    return {"adaptive_to_oracle_replay_latency": ratio(replay, "mean_latency_ms"),
+            "adaptive_to_oracle_latency": ratio(oracle_row, "mean_latency_ms"),
+            "adaptive_to_oracle_energy": ratio(oracle_row, "energy_mj_per_inference")}
+
+
 def build_summary(scenario: Scenario, runs: dict[str, PolicyRun], labels: np.ndarray,
                   oracle_row: dict[str, Any]) -> dict[str, Any]:
     policies = {name: summarize_policy(run, labels, scenario.deadline_ms)
                 for name, run in runs.items()}
     summary: dict[str, Any] = {"scenario": scenario.to_dict(), "policies": policies,
                                "oracle": oracle_row}
+    summary.update(oracle_ratios(policies, oracle_row))
     adaptive = policies.get("adaptive")
-    summary["adaptive_to_oracle_latency"] = (
-        adaptive["mean_latency_ms"] / oracle_row["mean_latency_ms"]
-        if adaptive and oracle_row["mean_latency_ms"] else None)
-    summary["adaptive_to_oracle_energy"] = (
-        adaptive["energy_mj_per_inference"] / oracle_row["energy_mj_per_inference"]
-        if adaptive and oracle_row["energy_mj_per_inference"] else None)
-    replay = policies.get(REPLAY_POLICY)
-    summary["adaptive_to_oracle_replay_latency"] = (
-        adaptive["mean_latency_ms"] / replay["mean_latency_ms"]
-        if adaptive and replay and replay["mean_latency_ms"] else None)
     summary["bandwidth_estimate_median_error"] = (
         adaptive["bandwidth_estimate_median_error"] if adaptive else None)
     first = next(iter(runs.values()), None)
@@ -282,16 +285,7 @@ def combine_repetitions(scenario: Scenario, summaries: list[dict[str, Any]]) -> 
     summary: dict[str, Any] = {"scenario": scenario.to_dict(), "policies": policies,
                                "oracle": oracle_row, "repetitions": len(summaries),
                                "device_emulation": summaries[0]["device_emulation"]}
-    adaptive, replay = policies.get("adaptive"), policies.get(REPLAY_POLICY)
-    summary["adaptive_to_oracle_replay_latency"] = (
-        adaptive["mean_latency_ms"] / replay["mean_latency_ms"]
-        if adaptive and replay and replay["mean_latency_ms"] else None)
-    summary["adaptive_to_oracle_latency"] = (
-        adaptive["mean_latency_ms"] / oracle_row["mean_latency_ms"]
-        if adaptive and oracle_row["mean_latency_ms"] else None)
-    summary["adaptive_to_oracle_energy"] = (
-        adaptive["energy_mj_per_inference"] / oracle_row["energy_mj_per_inference"]
-        if adaptive and oracle_row["energy_mj_per_inference"] else None)
+    summary.update(oracle_ratios(policies, oracle_row))
     errors = [s["bandwidth_estimate_median_error"] for s in summaries
               if s.get("bandwidth_estimate_median_error") is not None]
     summary["bandwidth_estimate_median_error"] = float(np.median(errors)) if errors else None
