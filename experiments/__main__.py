@@ -170,6 +170,8 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--policies", type=lambda s: tuple(s.split(",")),
                        help="comma-separated, e.g. adaptive,local")
     group.add_argument("--link", choices=("userspace", "kernel"), help="link emulation mode")
+    group.add_argument("--busy", type=float, nargs=3, metavar=("START_S", "END_S", "SHARE"),
+                       help="a competing load takes SHARE of the device's CPU in that window")
     group.add_argument("--repetitions", type=int,
                        help="runs at successive trace offsets (means ± 95 %% over them)")
 
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in (
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
-        "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions")}
+        "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions", "busy")}
     try:
         base = load_scenario(args.scenario).with_options(**options)
         if args.command == "run":

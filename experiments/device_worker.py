@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,36 @@ from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, eval_images
 
 
-def slow_down(model: Any, factor: float) -> None:
-    """Fallback device emulation: sleep after each model call so it takes ``factor``× as long."""
+def slow_down(model: Any, factor: Callable[[], float], cpu_time: bool = False) -> None:
+    """Make each model call take ``factor()``× as long by sleeping after it.
+
+    With ``cpu_time`` the sleep is proportional to the call's CPU time on this thread (so
+    other processes on the host do not inflate it); otherwise to its wall time.
+    """
+    clock = time.thread_time if cpu_time else time.perf_counter
     for name in ("forward_head", "backbone", "logits_from"):
         original = getattr(model, name)
 
         def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = clock()
             out = _original(*args, **kwargs)
-            time.sleep((time.perf_counter() - start) * (factor - 1))
+            extra = factor() - 1
+            if extra > 0:
+                time.sleep((clock() - start) * extra)
             return out
 
         setattr(model, name, wrapped)
+
+
+def busy_factor(busy: tuple[float, float, float], t0: float) -> Callable[[], float]:
+    """A competing load taking ``share`` of the device's CPU from ``start_s`` to ``end_s``
+    after input 0: the device's own work then takes 1 / (1 − share) as long."""
+    start_s, end_s, share = busy
+
+    def factor() -> float:
+        return 1 / (1 - share) if start_s <= time.monotonic() - t0 < end_s else 1.0
+
+    return factor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--schedule", type=Path, default=None,
                         help="JSON {input index: config}: run these configs (oracle replay)")
+    parser.add_argument("--busy", type=float, nargs=3, default=None,
+                        metavar=("START_S", "END_S", "SHARE"),
+                        help="a competing load takes SHARE of the CPU in this window")
     parser.add_argument("--slowdown", type=float, default=1.0,
                         help="sleep-scaling fallback when no CPU quota applies")
     args = parser.parse_args(argv)
@@ -80,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
         if args.slowdown > 1:
-            slow_down(client.model, args.slowdown)
+            slow_down(client.model, lambda: args.slowdown)
+        if args.busy is not None:
+            slow_down(client.model, busy_factor(tuple(args.busy), args.t0), cpu_time=True)
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
             wait = due - time.monotonic()

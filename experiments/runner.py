@@ -120,7 +120,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--accuracy-floor", str(scenario.accuracy_floor),
                 "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
                 "--slowdown", str(slowdown),
-                *(("--schedule", str(schedule)) if schedule is not None else ())]
+                *(("--schedule", str(schedule)) if schedule is not None else ()),
+                *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
             processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
         done = 0

@@ -20,6 +20,8 @@
     link = "userspace"             # or "kernel" (network namespaces + tc; root only)
     repetitions = 1                # runs at successive trace offsets; the summary gives
                                    # means and 95 % intervals over them
+    busy = [5.0, 12.0, 0.5]        # optional: a competing load takes half the device's
+                                   # CPU from 5 s to 12 s into the run
 
 The grid is generated in code (:func:`grid`), not written out point by point.
 """
@@ -65,6 +67,7 @@ class Scenario:
     fixed_config: str = ""  # "" = the planner's default BottleFit-style config
     seed: int = 0
     repetitions: int = 1
+    busy: tuple[float, float, float] | None = None  # (start s, end s, CPU share taken)
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,6 +92,11 @@ class Scenario:
                                        ("rate_hz", self.rate_hz, 0.01, 1000)):
             if not low <= value <= high:
                 problems.append(f"{name} = {value} is outside [{low}, {high}]")
+        if self.busy is not None:
+            start_s, end_s, share = self.busy
+            if not (0 <= start_s < end_s and 0 < share < 1):
+                problems.append(f"busy = {list(self.busy)} must be [start_s, end_s, share] "
+                                "with start_s < end_s and 0 < share < 1")
         if problems:
             raise ScenarioError("; ".join(problems))
 
@@ -112,8 +120,9 @@ class Scenario:
     def with_options(self, **options: Any) -> Scenario:
         """The same scenario with some options replaced (None values are ignored)."""
         given = {k: v for k, v in options.items() if v is not None}
-        if "policies" in given:
-            given["policies"] = tuple(given["policies"])
+        for key in ("policies", "busy"):
+            if key in given:
+                given[key] = tuple(given[key])
         return replace(self, **given)
 
 
@@ -138,6 +147,8 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     data.setdefault("name", path.stem)
     if "policies" in data:
         data["policies"] = tuple(data["policies"])
+    if "busy" in data:
+        data["busy"] = tuple(data["busy"])
     try:
         return Scenario(**data)
     except TypeError as error:
