@@ -1,6 +1,6 @@
 """One emulated device: paced inputs through a DeviceClient, records pushed over ZMQ.
 
-    runner ──spawns (under a CPU quota)──► device_worker ──infer(image_i at t0 + i/rate)──►
+    runner ──spawns──► device_worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
                                               └─ ZMQ PUSH: one JSON record per input, then
                                                  {"done": true, "device": k}
 
@@ -14,43 +14,24 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import zmq
 
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
-from experiments.devices import PROFILES
+from experiments.devices import PROFILES, calibrate, emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, eval_images
 
 
-def slow_down(model: Any, factor: Callable[[], float], cpu_time: bool = False) -> None:
-    """Make each model call take ``factor()``× as long by sleeping after it.
-
-    With ``cpu_time`` the sleep is proportional to the call's CPU time on this thread (so
-    other processes on the host do not inflate it); otherwise to its wall time.
-    """
-    clock = time.thread_time if cpu_time else time.perf_counter
-    for name in ("forward_head", "backbone", "logits_from"):
-        original = getattr(model, name)
-
-        def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            start = clock()
-            out = _original(*args, **kwargs)
-            extra = factor() - 1
-            if extra > 0:
-                time.sleep((clock() - start) * extra)
-            return out
-
-        setattr(model, name, wrapped)
-
-
-def busy_factor(busy: tuple[float, float, float], t0: float) -> Callable[[], float]:
+def busy_factor(busy: tuple[float, float, float] | None,
+                t0: float) -> Callable[[], float]:
     """A competing load taking ``share`` of the device's CPU from ``start_s`` to ``end_s``
     after input 0: the device's own work then takes 1 / (1 − share) as long."""
+    if busy is None:
+        return lambda: 1.0
     start_s, end_s, share = busy
 
     def factor() -> float:
@@ -80,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=float, nargs=3, default=None,
                         metavar=("START_S", "END_S", "SHARE"),
                         help="a competing load takes SHARE of the CPU in this window")
-    parser.add_argument("--slowdown", type=float, default=1.0,
-                        help="sleep-scaling fallback when no CPU quota applies")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     profile = PROFILES[args.device]
@@ -101,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                       fixed_config=fixed) as client:
         images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
-        if args.slowdown > 1:
-            slow_down(client.model, lambda: args.slowdown)
-        if args.busy is not None:
-            slow_down(client.model, busy_factor(tuple(args.busy), args.t0), cpu_time=True)
+        emulate(client, calibrate(profile), busy_factor(args.busy and tuple(args.busy), args.t0))
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
             wait = due - time.monotonic()

@@ -1,7 +1,7 @@
 """Run one scenario: every policy on the same images and the same stretch of trace.
 
     edge server (subprocess, once) ◄── link per device (restarted at the same trace offset
-    for every policy) ◄── device worker per device (subprocess, under its CPU quota)
+    for every policy) ◄── device worker per device (subprocess, device time emulated)
                                       └─ records ─ZMQ PUSH──► runner (PULL) ─► records.jsonl
 
 The runner only orchestrates: model, wire and decisions all live in the library packages.
@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from edge_server.launch import start_edge_process, stop_edge_process
-from experiments.devices import PROFILES, CpuQuota, calibrate, describe
+from experiments.devices import PROFILES, calibrate, describe
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
 from experiments.oracle import REPLAY_POLICY
@@ -83,29 +83,20 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         for k in range(scenario.devices)]
     counters_before = [(link.bytes_up, link.bytes_down) if kernel_link else (0, 0)
                        for link in links]
-    processes, quotas = [], []
+    processes: list[subprocess.Popen[str]] = []
     records: list[dict[str, Any]] = []
     expected = scenario.devices * scenario.images
     started = time.monotonic()
-    emulation: dict[str, Any] = {}
+    emulation = describe(profile, calibration)
     try:
         t0 = time.monotonic() + STARTUP_GRACE_S
         for k, link in enumerate(links):
-            quota = CpuQuota(f"splitnet-{os.getpid()}-{policy}-{k}", calibration.quota) \
-                if calibration.quota < 1.0 else None
-            quotas.append(quota)
-            slowdown = 1.0
             prefix: list[str] = []
-            if quota is not None and quota.available:
-                prefix = quota.prefix()
-            elif calibration.quota < 1.0:
-                slowdown = 1 / calibration.quota
-            emulation = describe(profile, calibration, quota)
             if kernel_link is None:
                 link.start()
                 edge_address = f"127.0.0.1:{link.port}"
             else:
-                prefix = kernel_link.exec_prefix("device") + prefix
+                prefix = kernel_link.exec_prefix("device")
                 edge_address = f"{kernel_link.edge_ip}:{edge_port}"
                 emulation["link_not_emulated"] = kernel_link.not_emulated
             link.started_at = t0  # the trace clock starts with input 0
@@ -119,7 +110,6 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--deadline-ms", str(scenario.deadline_ms),
                 "--accuracy-floor", str(scenario.accuracy_floor),
                 "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
-                "--slowdown", str(slowdown),
                 *(("--schedule", str(schedule)) if schedule is not None else ()),
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
             processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -168,9 +158,6 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         if kernel_link is None:
             for link in links:
                 link.stop()
-        for quota in quotas:
-            if quota is not None:
-                quota.close()
         collector.close(linger=0)
     with records_path.open("a") as f:
         for record in records:

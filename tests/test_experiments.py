@@ -237,3 +237,27 @@ def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
     for name in ("summary.md", "summary.csv", "latency_over_time.png",
                  "adaptive_choices.png", "accuracy_vs_bytes.png"):
         assert (out / name).is_file(), name
+
+
+def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpoint,
+                                                                          test_split):
+    """The device's model calls take factor × their CPU time, at the factor of their
+    precision (lower bounds only: a loaded host can only make them slower)."""
+    import time
+
+    from device_client.client import DeviceClient
+    from experiments.devices import Calibration, emulate, stretch
+
+    def work() -> None:
+        end = time.thread_time() + 0.005
+        while time.thread_time() < end:
+            pass
+
+    started = time.perf_counter()
+    stretch(work, lambda: 6.0)()
+    assert time.perf_counter() - started >= 6 * 0.005 * 0.95
+    with DeviceClient(None, "local", checkpoint, battery="1.0") as client:
+        plain = client.infer(test_split.images[0]).latency.head_ms
+        emulate(client, Calibration("test", 1.0, 1.0, fp32_factor=20.0, int8_factor=1.0))
+        slowed = client.infer(test_split.images[0]).latency.head_ms
+    assert slowed >= 5 * plain  # 20x its CPU time; plain, on a loaded host, may be 2-3x
