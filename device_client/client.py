@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ class DeviceClient:
             if config.placement is Placement.OFFLOAD_INPUT:
                 payload = encode_image(pixels, config.input_codec or "png")
                 result = self._offload_or_finish_locally(
-                    config, payload, plan, 0.0, lambda: self.model.backbone(x))
+                    config, payload, plan, 0.0, lambda: self._finish_locally(x, est))
             else:
                 t = time.perf_counter()
                 head = self.model.forward_head(x, config)
@@ -265,6 +265,12 @@ class DeviceClient:
             est.bandwidth_bps if self.link is not None else 0.0,  # 0: nothing estimated
             est.battery_level, plan.latency_ms,
             max(total_ms - model_ms, 0.0), result.error)
+
+    def _finish_locally(self, x: torch.Tensor, est: Estimates) -> torch.Tensor:
+        """Logits for an input the edge did not answer, the way the policy runs LOCAL with
+        no edge (int8 and an exit when the policy uses them)."""
+        config = self.planner.plan(replace(est, edge_available=False)).config
+        return self.model.forward_head(x, config).logits
 
     def _pixels(self, image: Frame) -> np.ndarray:
         channels, height, width = self.model.spec.input_shape
