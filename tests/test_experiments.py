@@ -261,3 +261,33 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
         emulate(client, Calibration("test", 1.0, 1.0, fp32_factor=20.0, int8_factor=1.0))
         slowed = client.infer(test_split.images[0]).latency.head_ms
     assert slowed >= 5 * plain  # 20x its CPU time; plain, on a loaded host, may be 2-3x
+
+
+def test_grid_targets_are_computed_from_the_cells_and_can_fail():
+    from experiments.__main__ import grid_targets
+
+    def cell(trace: str, adaptive_ms: float, replay_ms: float, placements: dict) -> dict:
+        def row(ms: float) -> dict:
+            return {"mean_latency_ms": ms, "lost": 0, "accuracy": 0.87}
+        return {"scenario": {"trace": trace},
+                "policies": {"adaptive": row(adaptive_ms), "local": row(40.0),
+                             "local-exit": row(30.0), "oracle-replay": row(replay_ms)},
+                "oracle": {"placements": placements, "switches": 3},
+                "adaptive_to_oracle_replay_latency": adaptive_ms / replay_ms,
+                "bandwidth_estimate_median_error": 0.2}
+
+    good = [cell("ATT-LTE-driving.up", 20.0, 19.0, {"local": 0.5, "split": 0.3,
+                                                      "offload-input": 0.2}),
+            cell("Verizon-LTE-short.up", 25.0, 24.0, {"local": 1.0})]
+    targets = grid_targets(good)
+    assert all(targets[k]["met"] for k in (
+        "oracle_placement_best_share", "oracle_switches_on_driving_trace", "lost_inputs",
+        "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
+        "adaptive_over_best_peer_worst_cell", "bandwidth_median_relative_error_worst_cell"))
+    assert targets["geomean_latency_local_exit_over_adaptive"]["measured"] > 1
+    bad = [cell("Verizon-LTE-short.up", 35.0, 20.0, {"local": 1.0})]
+    targets = grid_targets(bad)
+    for key in ("oracle_placement_best_share", "oracle_switches_on_driving_trace",
+                "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
+                "adaptive_over_best_peer_worst_cell"):
+        assert not targets[key]["met"], key
