@@ -20,7 +20,7 @@ import zmq
 
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
-from experiments.devices import PROFILES, calibrate, emulate
+from experiments.devices import PROFILES, emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, eval_images
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-floor", type=float, default=None)
     parser.add_argument("--fixed-config", default="")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--fp32-factor", type=float, required=True,
+                        help="device ms per host CPU ms for fp32 work (experiments.devices)")
+    parser.add_argument("--int8-factor", type=float, required=True,
+                        help="device ms per host CPU ms for int8 work")
     parser.add_argument("--schedule", type=Path, default=None,
                         help="JSON {input index: config}: run these configs (oracle replay)")
     parser.add_argument("--busy", type=float, nargs=3, default=None,
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                       fixed_config=fixed) as client:
         images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
-        emulate(client, calibrate(profile), busy_factor(args.busy and tuple(args.busy), args.t0))
+        emulate(client, args.fp32_factor, args.int8_factor,
+                busy_factor(args.busy and tuple(args.busy), args.t0))
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
             wait = due - time.monotonic()

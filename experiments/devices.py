@@ -185,7 +185,7 @@ def stretch(work: Callable[..., Any], factor: Callable[[], float]) -> Callable[.
     return stretched
 
 
-def emulate(client: Any, calibration: Calibration,
+def emulate(client: Any, fp32_factor: float, int8_factor: float,
             load: Callable[[], float] = lambda: 1.0) -> None:
     """Make ``client`` (a DeviceClient in this process) run at the calibrated device's speed:
     its model calls and its encoders, each at its precision's factor, times ``load()`` (a
@@ -197,18 +197,18 @@ def emulate(client: Any, calibration: Calibration,
     head = model.forward_head
 
     def forward_head(x: Any, config: Config) -> Any:
-        factor = calibration.int8_factor if config.int8 else calibration.fp32_factor
+        factor = int8_factor if config.int8 else fp32_factor
         return stretch(head, lambda: factor * load())(x, config)
 
     model.forward_head = forward_head
     for name in ("backbone", "logits_from"):
         setattr(model, name, stretch(getattr(model, name),
-                                     lambda: calibration.fp32_factor * load()))
+                                     lambda: fp32_factor * load()))
     # this process is the emulated device: its encoders run at the device's speed too
     client_module.encode_image = stretch(client_module.encode_image,
-                                         lambda: calibration.fp32_factor * load())
+                                         lambda: fp32_factor * load())
     client_module.codec.encode = stretch(client_module.codec.encode,
-                                         lambda: calibration.fp32_factor * load())
+                                         lambda: fp32_factor * load())
 
 
 def describe(profile: DeviceProfile, calibration: Calibration) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--deadline-ms", str(scenario.deadline_ms),
                 "--accuracy-floor", str(scenario.accuracy_floor),
                 "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
+                "--fp32-factor", str(calibration.fp32_factor),
+                "--int8-factor", str(calibration.int8_factor),
                 *(("--schedule", str(schedule)) if schedule is not None else ()),
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
             processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,

@@ -246,7 +246,7 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
     import time
 
     from device_client.client import DeviceClient
-    from experiments.devices import Calibration, emulate, stretch
+    from experiments.devices import emulate, stretch
 
     def work() -> None:
         end = time.thread_time() + 0.005
@@ -258,7 +258,7 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
     assert time.perf_counter() - started >= 6 * 0.005 * 0.95
     with DeviceClient(None, "local", checkpoint, battery="1.0") as client:
         plain = client.infer(test_split.images[0]).latency.head_ms
-        emulate(client, Calibration("test", 1.0, 1.0, fp32_factor=20.0, int8_factor=1.0))
+        emulate(client, fp32_factor=20.0, int8_factor=1.0)
         slowed = client.infer(test_split.images[0]).latency.head_ms
     assert slowed >= 5 * plain  # 20x its CPU time; plain, on a loaded host, may be 2-3x
 
