@@ -12,7 +12,7 @@ ifneq ($(SHARED_IMAGENETTE),)
 export SPLITNET_IMAGENETTE_DIR ?= $(SHARED_IMAGENETTE)
 endif
 
-.PHONY: setup demo test bench grid train train-camera imagenette lint proto clean
+.PHONY: setup demo camera-data test bench grid train train-camera imagenette lint proto clean
 
 setup: $(VENV)/.installed $(DATA)
 
