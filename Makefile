@@ -29,9 +29,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --no-deps --target $(VENV)/generator grpcio-tools==1.66.2
 	touch $@
 
-# the main job: every policy side by side on a real LTE trace, emulated Raspberry Pi 4
-demo: setup
+# the main job: the camera model, every policy side by side on a real LTE trace, emulated
+# Raspberry Pi 4 (Imagenette is fetched first where there is no copy)
+demo: setup camera-data
 	$(BIN)/python -m experiments run
+
+camera-data: setup
+	@[ -n "$$SPLITNET_IMAGENETTE_DIR" ] || [ -d "$$HOME/.local/share/splitnet/imagenette-224/val" ] \
+		|| $(BIN)/python -m splitnet.datasets imagenette
 
 bench: setup
 	$(BIN)/python -m splitnet.bench --json
