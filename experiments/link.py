@@ -216,5 +216,6 @@ class UserspaceLink:
             pipe.writer.write(chunk)
         else:  # end of stream: half-close, so the other direction can still finish
             if pipe.writer.can_write_eof():
-                pipe.writer.write_eof()
+                with contextlib.suppress(OSError):  # the peer is already gone: nothing to do
+                    pipe.writer.write_eof()
             pipe.ended.set()
