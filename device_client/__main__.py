@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    client.warm_up()
     results: list[InferenceResult] = []
     skipped: list[str] = []
     records = args.records.open("w") if args.records else None

@@ -155,6 +155,22 @@ class DeviceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm_up(self) -> float:
+        """Run the policy's local config once on a blank frame (after one untimed run) and
+        seed the device-speed estimate with it: the card was profiled on another machine,
+        and without this the first inputs are planned as if the device were that one.
+        Returns the measured ms."""
+        x = torch.zeros(1, *self.model.spec.input_shape)
+        config = self.planner.plan(replace(self.estimates(), edge_available=False)).config
+        config = config.without_exit()
+        with torch.no_grad():
+            self.model.forward_head(x, config)
+            started = time.perf_counter()
+            self.model.forward_head(x, config)
+        measured_ms = (time.perf_counter() - started) * 1000
+        self.head_speed.add_sample(measured_ms, self.card.device_ms(config), config)
+        return measured_ms
+
     # ---------------------------------------------------------------- estimates
     def estimates(self) -> Estimates:
         return Estimates(

@@ -120,6 +120,7 @@ class HeadSpeedEstimator:
     def __init__(self, initial: float = 1.0, weight: float = 0.2) -> None:
         self.factor = initial
         self.weight = weight
+        self.samples = 0
         self._per_config: dict[Config, float] = {}
 
     def add_sample(self, measured_ms: float, profiled_ms: float,
@@ -127,7 +128,10 @@ class HeadSpeedEstimator:
         if measured_ms <= 0 or profiled_ms <= 0:
             return
         ratio = min(max(measured_ms / profiled_ms, 0.05), 50.0)
-        self.factor = (1 - self.weight) * self.factor + self.weight * ratio
+        # the first measurement replaces the prior (the card's machine is not this one)
+        self.factor = ratio if self.samples == 0 else \
+            (1 - self.weight) * self.factor + self.weight * ratio
+        self.samples += 1
         if config is not None:
             key = config.without_exit()
             old = self._per_config.get(key)

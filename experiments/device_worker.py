@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             args.start:args.start + args.count]
         emulate(client, args.fp32_factor, args.int8_factor,
                 busy_factor(args.busy and tuple(args.busy), args.t0))
+        client.warm_up()  # as a real device would at start-up, before input 0 is due
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
             wait = due - time.monotonic()

@@ -260,7 +260,11 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
         plain = client.infer(test_split.images[0]).latency.head_ms
         emulate(client, fp32_factor=20.0, int8_factor=1.0)
         slowed = client.infer(test_split.images[0]).latency.head_ms
+        client.head_speed = type(client.head_speed)()  # forget what that input taught it
+        client.warm_up()  # one measured run replaces the prior: the planner knows at once
+        learned = client.head_speed.factor
     assert slowed >= 5 * plain  # 20x its CPU time; plain, on a loaded host, may be 2-3x
+    assert learned >= 5
 
 
 def test_grid_targets_are_computed_from_the_cells_and_can_fail():
