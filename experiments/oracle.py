@@ -1,7 +1,8 @@
 """The oracle: the best choice in hindsight, per time window, from the profile and the trace.
 
     for each window of the run (1 s):  true capacity from the trace
-        + the device's measured speed (head ms ÷ profiled ms, from this run's records)
+        + the device's measured speed per config (head ms ÷ profiled ms, from this run's
+          records; a config not run takes its precision's median)
         + the edge's measured speed (server ms per tail MMAC) + the scenario's RTT
         ─► the planner's cost model over every candidate in the card
         ─► the lowest predicted latency with accuracy ≥ the floor
@@ -62,6 +63,29 @@ def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[s
             "client_overhead_ms": statistics.median(overheads) if overheads else 0.0}
 
 
+def device_speed_factors(card: ModelCard, planner: Planner,
+                         records: list[dict[str, Any]]) -> dict[Config, float]:
+    """Measured ÷ profiled device time for every candidate config (without its exit), as
+    the device itself learns it: a config's own median where the run measured it, else
+    the median over the configs of the same precision (int8 or fp32) that it measured."""
+    measured: dict[Config, list[float]] = {}
+    for r in records:
+        if r["where"] == "device-exit" or r["fallback"] or r["config"].startswith("offload"):
+            continue  # an exit or a fallback did not run the config's device part as profiled
+        config = Config.parse(r["config"]).without_exit()
+        measured.setdefault(config, []).append(r["head_ms"] / card.device_ms(config))
+    own = {c: statistics.median(v) for c, v in measured.items()}
+    by_precision = {flag: [x for c, v in measured.items() if c.int8 == flag for x in v]
+                    for flag in (False, True)}
+    factors = {}
+    for config in planner.candidates.by_base:
+        if config in own:
+            factors[config] = own[config]
+        elif by_precision[config.int8]:
+            factors[config] = statistics.median(by_precision[config.int8])
+    return factors
+
+
 def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
            records: list[dict[str, Any]], all_records: list[dict[str, Any]],
            power: PowerProfile, accuracy_floor: float | None, battery: float = 1.0,
@@ -69,6 +93,7 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
     """Oracle results for the inputs in ``records`` (their arrival times ``t``)."""
     constants = measured_constants(card, all_records)
     planner = Planner(card, "adaptive", accuracy_floor or None, None, power)
+    speeds = device_speed_factors(card, planner, all_records)
     choices: dict[int, Any] = {}
     latencies, energies, accuracies, sent = [], [], [], []
     schedule: dict[int, str] = {}
@@ -81,7 +106,8 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
             est = Estimates(bandwidth_bps=max(capacity, 1.0), rtt_ms=rtt_ms,
                             server_queue_ms=0.0, edge_ms_per_mmac=constants["edge_ms_per_mmac"],
                             head_speed_factor=constants["head_speed_factor"],
-                            battery_level=battery, edge_available=capacity > 0)
+                            battery_level=battery, edge_available=capacity > 0,
+                            config_speed_factors=speeds)
             choices[window] = planner.plan(est)
         plan = choices[window]
         schedule[r["index"]] = str(plan.config)

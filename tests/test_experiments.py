@@ -20,7 +20,7 @@ from experiments.netns import KernelLink, kernel_link_problem
 from experiments.oracle import oracle
 from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
 from experiments.traces import PACKET_BYTES, Trace, TraceError
-from splitnet.config import Placement
+from splitnet.config import Config, Placement
 
 
 def test_shared_traces_match_their_published_rates():
@@ -295,3 +295,23 @@ def test_grid_targets_are_computed_from_the_cells_and_can_fail():
                 "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
                 "adaptive_over_best_peer_worst_cell"):
         assert not targets[key]["met"], key
+
+
+def test_the_oracle_prices_each_config_by_what_the_run_measured_of_it():
+    from experiments.oracle import device_speed_factors
+    from splitnet.zoo import checkpoint_for, load_card
+
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    local, local8 = Config.local(), Config.local(int8=True)
+    split8 = Config(split=2, width=8, bits=4, int8=True)
+    records = [{"config": str(local), "where": "local", "fallback": False,
+                "head_ms": 6 * card.device_ms(local)},
+               {"config": str(local8.with_exit(0.6)), "where": "local", "fallback": False,
+                "head_ms": 5 * card.device_ms(local8)},
+               {"config": str(split8), "where": "local", "fallback": True,  # not a sample
+                "head_ms": 1000.0}]
+    factors = device_speed_factors(card, planner, records)
+    assert factors[local] == pytest.approx(6) and factors[local8] == pytest.approx(5)
+    assert factors[split8] == pytest.approx(5)  # unmeasured: its precision's median
+    assert factors[Config(split=3, width=12, bits=2)] == pytest.approx(6)
