@@ -161,8 +161,7 @@ class DeviceClient:
         and without this the first inputs are planned as if the device were that one.
         Returns the measured ms."""
         x = torch.zeros(1, *self.model.spec.input_shape)
-        config = self.planner.plan(replace(self.estimates(), edge_available=False)).config
-        config = config.without_exit()
+        config = self._local_config(self.estimates()).without_exit()
         with torch.no_grad():
             self.model.forward_head(x, config)
             started = time.perf_counter()
@@ -282,11 +281,13 @@ class DeviceClient:
             est.battery_level, plan.latency_ms,
             max(total_ms - model_ms, 0.0), result.error)
 
+    def _local_config(self, est: Estimates) -> Config:
+        """What this policy runs with no edge (int8 and an exit when the policy uses them)."""
+        return self.planner.plan(replace(est, edge_available=False)).config
+
     def _finish_locally(self, x: torch.Tensor, est: Estimates) -> torch.Tensor:
-        """Logits for an input the edge did not answer, the way the policy runs LOCAL with
-        no edge (int8 and an exit when the policy uses them)."""
-        config = self.planner.plan(replace(est, edge_available=False)).config
-        return self.model.forward_head(x, config).logits
+        """Logits for an input the edge did not answer, the way the policy runs LOCAL."""
+        return self.model.forward_head(x, self._local_config(est)).logits
 
     def _pixels(self, image: Frame) -> np.ndarray:
         channels, height, width = self.model.spec.input_shape
