@@ -32,6 +32,7 @@ from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import (
     BandwidthEstimator,
     Estimates,
+    FailureRateEstimator,
     HeadSpeedEstimator,
     RttEstimator,
     ServerLoadEstimator,
@@ -50,6 +51,7 @@ Frame = np.ndarray | torch.Tensor | bytes | str | os.PathLike[str]
 WHERE_EXIT = "device-exit"
 WHERE_EDGE = "edge"
 WHERE_LOCAL = "local"
+MIN_OFFLOAD_TIMEOUT_MS = 200.0
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,14 @@ class DeviceClient:
         self.power = power
         self.battery = make_battery(battery) if isinstance(battery, str) else battery
         self.deadline_ms = deadline_ms
-        # An offload that has not answered by then is finished locally. Without a deadline,
-        # allow generous slack over the prediction, but never wait forever.
+        # An offload not answered in time is finished locally (see ``_timeout_s``).
         self.offload_timeout_ms = offload_timeout_ms
         self.bandwidth = BandwidthEstimator()
         self.rtt = RttEstimator()
         device_ms_per_mmac = self.card.full.latency_ms / (self.card.full.macs / 1e6)
         self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
         self.head_speed = HeadSpeedEstimator()
+        self.failures = FailureRateEstimator()
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
@@ -177,7 +179,9 @@ class DeviceClient:
             server_queue_ms=self.server.queue_ms, edge_ms_per_mmac=self.server.ms_per_mmac,
             head_speed_factor=self.head_speed.factor, battery_level=self.battery.level(),
             edge_available=self.link is not None and self.health.up,
-            config_speed_factors=self.head_speed.per_config)
+            config_speed_factors=self.head_speed.per_config,
+            precision_speed_factors=self.head_speed.per_precision,
+            offload_failure_rate=self.failures.rate)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
         """An empty probe (RTT), then a padded one (RTT + padding / bandwidth)."""
@@ -249,7 +253,7 @@ class DeviceClient:
             if config.placement is Placement.OFFLOAD_INPUT:
                 payload = encode_image(pixels, config.input_codec or "png")
                 result = self._offload_or_finish_locally(
-                    config, payload, plan, 0.0, lambda: self._finish_locally(x, est))
+                    config, payload, plan, est, 0.0, lambda: self._finish_locally(x, est))
             else:
                 t = time.perf_counter()
                 head = self.model.forward_head(x, config)
@@ -260,11 +264,9 @@ class DeviceClient:
                     where = WHERE_EXIT if exited else WHERE_LOCAL
                     result = self._local_result(config, head.logits, head_ms, where, plan)
                 else:
-                    features, split = head.features, config.split
-                    assert features is not None and split is not None
                     result = self._offload_or_finish_locally(
-                        config, codec.encode(head.code), plan, head_ms,
-                        lambda: self.model.logits_from(features, split))
+                        config, codec.encode(head.code), plan, est, head_ms,
+                        lambda: self.model.finish_on_device(head, config))
         total_ms = (time.perf_counter() - started) * 1000
         latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
                                    result.latency.server_ms, result.latency.local_tail_ms,
@@ -297,10 +299,10 @@ class DeviceClient:
         return _as_uint8(image, (height, width) if channels == 1 else (height, width, channels))
 
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,
-                                   head_ms: float,
+                                   est: Estimates, head_ms: float,
                                    finish: Callable[[], torch.Tensor]) -> InferenceResult:
         """Offload; if the edge fails, ``finish`` the input on the device (a fallback)."""
-        outcome = self._offload(config, payload, plan, head_ms)
+        outcome = self._offload(config, payload, plan, est, head_ms)
         if outcome.error is None:
             return outcome
         started = time.perf_counter()
@@ -320,19 +322,28 @@ class DeviceClient:
             LatencyBreakdown(head_ms=head_ms), 0, 0, self.power.energy_mj(head_ms), False,
             0.0, 0.0, plan.latency_ms, 0.0)
 
-    def _timeout_s(self, plan: Plan) -> float:
+    def _timeout_s(self, config: Config, plan: Plan, est: Estimates) -> float:
+        """How long to wait for the edge before finishing the input on the device.
+
+        ``offload_timeout_ms`` when given. Otherwise what the edge was expected to take,
+        plus as long again, or as long as the device would take to finish the input itself
+        if that is longer (a ski-rental rule: giving up sooner only loses a reply that
+        would have beaten the fallback; waiting longer costs at most the fallback's own
+        time again). At least ``MIN_OFFLOAD_TIMEOUT_MS``, so that a short stall of a cellular
+        link does not mark the edge down; at most 10 s. The deadline plays no part: once it
+        is missed, the fastest answer is still the best one.
+        """
         if self.offload_timeout_ms is not None:
             return self.offload_timeout_ms / 1000
-        if self.deadline_ms is not None:
-            return max(self.deadline_ms - plan.profiled_head_ms, 1.0) / 1000
-        return min(max(3 * plan.latency_ms, 500.0), 10_000.0) / 1000
+        overrun_ms = max(plan.remote_ms, self.planner.fallback_ms(config, est))
+        return min(max(plan.remote_ms + overrun_ms, MIN_OFFLOAD_TIMEOUT_MS), 10_000.0) / 1000
 
-    def _offload(self, config: Config, payload: bytes, plan: Plan,
+    def _offload(self, config: Config, payload: bytes, plan: Plan, est: Estimates,
                  head_ms: float = 0.0) -> InferenceResult:
         """Send one input; on any failure, a result with ``error`` set and no label."""
         assert self.link is not None
         request = InferRequest(self.link.next_request_id(), config.for_edge(), payload)
-        timeout_s = self._timeout_s(plan)
+        timeout_s = self._timeout_s(config, plan, est)
         sent_at = time.perf_counter()
         try:
             reply = self.link.infer(request, timeout_s)
@@ -340,12 +351,14 @@ class DeviceClient:
             waited_ms = (time.perf_counter() - sent_at) * 1000
             if error.timed_out:
                 self.bandwidth.add_timeout(len(payload), waited_ms)
+            self.failures.add(True)
             self.health.failure(str(error))
             return InferenceResult(
                 -1, (), config, WHERE_LOCAL, LatencyBreakdown(head_ms, waited_ms), len(payload),
                 0, self.power.energy_mj(head_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
                 0.0, str(error))
         round_trip_ms = (time.perf_counter() - sent_at) * 1000
+        self.failures.add(False)
         return self._edge_result(config, payload, reply, head_ms, round_trip_ms, plan)
 
     def _edge_result(self, config: Config, payload: bytes, reply: InferReply, head_ms: float,

@@ -4,13 +4,19 @@
                    thresholds, OFFLOAD_INPUT; each with profiled head ms, bytes, exit
                    fraction, tail MMACs and accuracy
     Estimates  ──► per candidate, vectorised:
-        device_ms  = head_ms · speed factor (the config's own, once it has run; else overall)
+        device_ms  = head_ms · speed factor (the config's own once it has run, else its
+                     precision's, else the overall one)
         network_ms = (packets − ½) · MTU·8 / bandwidth + RTT,
                      packets = ⌈(bytes + wire overhead) / MTU⌉
                      (links deliver whole MTU-sized opportunities: a 40-byte payload
                      waits for one as long as a 1,000-byte one)
         edge_ms    = server queue ms + tail MMACs · edge ms/MMAC
-        latency    = device_ms + (1 − p_exit) · (network_ms + edge_ms)
+        fallback   = device time to finish without the edge (the tail in the head's
+                     precision; for an offloaded input, the policy's local choice)
+        failure_ms = max(network_ms + edge_ms, fallback) + fallback  (timeout, then fallback)
+        latency    = device_ms + (1 − p_exit) · (network_ms + edge_ms
+                                                 + p_fail · failure_ms)
+                     p_fail: the recent share of offloads that failed (timed out)
         energy     = P_busy·device_ms + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
     policy     ──► the allowed candidates and the objective ──► Plan
 
@@ -56,6 +62,17 @@ class Plan:
     payload_bytes: float
     tail_mmacs: float
     profiled_head_ms: float
+    remote_ms: float = 0.0  # network + edge for an input that is sent (0 for LOCAL)
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """The cost model's figures for every candidate (parallel to ``Candidates.configs``)."""
+
+    latency_ms: np.ndarray
+    energy_mj: np.ndarray
+    remote_ms: np.ndarray
+    fallback_ms: np.ndarray
 
 
 def default_offload_codec(card: ModelCard) -> str:
@@ -84,9 +101,9 @@ class Candidates:
 
     def __init__(self, card: ModelCard) -> None:
         full = card.full
-        device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
-        int8_speedup = (full.latency_ms / full.int8_latency_ms if full.int8_latency_ms
-                        else 1.0)
+        self.device_ms_per_mmac = device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
+        self.int8_speedup = int8_speedup = (full.latency_ms / full.int8_latency_ms
+                                            if full.int8_latency_ms else 1.0)
         full_mmacs = full.macs / 1e6
         exits = {e.exit_point: e for e in card.exits}
         thresholds: list[float | None] = [None, *card.exit_thresholds]
@@ -229,8 +246,14 @@ class Planner:
 
     def predict(self, est: Estimates) -> tuple[np.ndarray, np.ndarray]:
         """Predicted latency (ms) and device energy (mJ) of every candidate."""
+        costs = self._costs(est)
+        return costs.latency_ms, costs.energy_mj
+
+    def _costs(self, est: Estimates) -> _Costs:
         c = self.candidates
         factors = np.full(len(c.configs), est.head_speed_factor)
+        for int8, factor in est.precision_speed_factors.items():
+            factors[c.is_int8 == int8] = factor
         for config, factor in est.config_speed_factors.items():
             factors[c.by_base.get(config, [])] = factor
         device_ms = c.head_ms * factors
@@ -238,37 +261,60 @@ class Planner:
         packet_ms = MTU_BYTES * 8 / max(est.bandwidth_bps, 1.0) * 1000
         transfer_ms = np.where(c.payload_bytes > 0, (packets - 0.5) * packet_ms, 0.0)
         edge_ms = est.server_queue_ms + c.tail_mmacs * est.edge_ms_per_mmac
-        remote = np.where(c.is_local, 0.0, 1 - c.exit_fraction)
-        latency = device_ms + remote * (transfer_ms + est.rtt_ms + edge_ms)
+        sent = np.where(c.is_local, 0.0, 1 - c.exit_fraction)
+        remote_ms = np.where(c.is_local, 0.0, transfer_ms + est.rtt_ms + edge_ms)
+        # what finishing on the device costs if the edge fails: the tail in the head's
+        # precision (at that precision's speed), or the policy's local choice
+        whole_factor = {flag: est.config_speed_factors.get(
+            LOCAL.with_int8(flag), est.precision_speed_factors.get(flag, est.head_speed_factor))
+            for flag in (False, True)}
+        tail_factor = np.where(c.is_int8, whole_factor[True], whole_factor[False])
+        ms_per_mmac = c.device_ms_per_mmac / np.where(c.is_int8, c.int8_speedup, 1.0)
+        local_ms = float(device_ms[self._feasible(self.local_only, device_ms)].min())
+        fallback_ms = np.where(c.is_local, 0.0, np.where(
+            c.is_offload, local_ms, c.tail_mmacs * ms_per_mmac * tail_factor))
+        # a failed offload waits out its timeout (see DeviceClient._timeout_s), then falls back
+        failure_ms = np.maximum(remote_ms, fallback_ms) + fallback_ms
+        latency = device_ms + sent * (remote_ms + est.offload_failure_rate * failure_ms)
         radio_w = self.power.radio_w(est.bandwidth_bps)
         energy = (self.power.busy_w * device_ms
-                  + remote * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
-        return latency, energy
+                  + sent * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
+        return _Costs(latency, energy, remote_ms, fallback_ms)
 
     def plan(self, est: Estimates) -> Plan:
         """The policy's choice for the next input."""
         allowed = self.allowed if est.edge_available else self.local_only
-        latency, energy = self.predict(est)
+        costs = self._costs(est)
         if self.policy == "edgent":
-            choice = self._best_accuracy_under_deadline(allowed, latency)
+            choice = self._best_accuracy_under_deadline(allowed, costs.latency_ms)
         else:
-            choice = self._best_score(allowed, latency, energy, est.battery_level)
-        return self._plan_of(choice, latency, energy)
+            choice = self._best_score(allowed, costs.latency_ms, costs.energy_mj,
+                                      est.battery_level)
+        return self._plan_of(choice, costs)
+
+    def fallback_ms(self, config: Config, est: Estimates) -> float:
+        """Predicted device time to finish ``config``'s input without the edge, from where
+        the device stopped: the tail in the head's precision after a split, the policy's
+        own local config after an offloaded input (0 for LOCAL: nothing is waiting)."""
+        index = self.candidates.index.get(config)
+        if index is None:
+            raise ValueError(f"{config} is not a candidate of this model's card")
+        return float(self._costs(est).fallback_ms[index])
 
     def plan_for(self, config: Config, est: Estimates) -> Plan:
         """``config`` (chosen elsewhere, e.g. replayed) with what the cost model expects."""
         choice = self.candidates.index.get(config)
         if choice is None:
             raise ValueError(f"{config} is not a candidate of this model's card")
-        latency, energy = self.predict(est)
-        return self._plan_of(choice, latency, energy)
+        return self._plan_of(choice, self._costs(est))
 
-    def _plan_of(self, choice: int, latency: np.ndarray, energy: np.ndarray) -> Plan:
+    def _plan_of(self, choice: int, costs: _Costs) -> Plan:
         c = self.candidates
-        return Plan(c.configs[choice], float(latency[choice]), float(energy[choice]),
-                    float(c.accuracy[choice]), float(c.exit_fraction[choice]),
-                    float(c.payload_bytes[choice]), float(c.tail_mmacs[choice]),
-                    float(c.head_ms[choice]))
+        return Plan(c.configs[choice], float(costs.latency_ms[choice]),
+                    float(costs.energy_mj[choice]), float(c.accuracy[choice]),
+                    float(c.exit_fraction[choice]), float(c.payload_bytes[choice]),
+                    float(c.tail_mmacs[choice]), float(c.head_ms[choice]),
+                    float(costs.remote_ms[choice]))
 
     def _feasible(self, allowed: np.ndarray, latency: np.ndarray) -> np.ndarray:
         accurate = allowed & (self.candidates.accuracy >= self.accuracy_floor)

@@ -194,13 +194,15 @@ def emulate(client: Any, fp32_factor: float, int8_factor: float,
     from splitnet.config import Config
 
     model = client.model
-    head = model.forward_head
 
-    def forward_head(x: Any, config: Config) -> Any:
-        factor = int8_factor if config.int8 else fp32_factor
-        return stretch(head, lambda: factor * load())(x, config)
+    def at_precision(work: Callable[..., Any]) -> Callable[..., Any]:
+        def run(first: Any, config: Config) -> Any:  # (input or head output, config)
+            factor = int8_factor if config.int8 else fp32_factor
+            return stretch(work, lambda: factor * load())(first, config)
+        return run
 
-    model.forward_head = forward_head
+    model.forward_head = at_precision(model.forward_head)
+    model.finish_on_device = at_precision(model.finish_on_device)
     for name in ("backbone", "logits_from"):
         setattr(model, name, stretch(getattr(model, name),
                                      lambda: fp32_factor * load()))

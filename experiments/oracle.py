@@ -4,6 +4,8 @@
         + the device's measured speed per config (head ms ÷ profiled ms, from this run's
           records; a config not run takes its precision's median)
         + the edge's measured speed (server ms per tail MMAC) + the scenario's RTT
+        + the share of the run's offloads that failed (the link's stalls, priced as the
+          planner prices them: a timeout, then the fallback)
         ─► the planner's cost model over every candidate in the card
         ─► the lowest predicted latency with accuracy ≥ the floor
     each input takes its window's choice, plus the client overhead every policy pays
@@ -42,23 +44,37 @@ def placement_of(config: Config) -> str:
     return "offload-input" if config.placement is Placement.OFFLOAD_INPUT else "local"
 
 
-def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[str, float]:
-    """Device speed factor and edge ms/MMAC, from what the run actually measured."""
-    profiled = {row.config: row for row in card.configs}
-    full = card.full
-    ratios, edge = [], []
+def _device_ratios(card: ModelCard, records: list[dict[str, Any]]) -> dict[Config, list[float]]:
+    """Measured ÷ profiled device time per config (without its exit), from the records
+    whose device part ran as profiled (no exit fired, no fallback, something was run)."""
+    measured: dict[Config, list[float]] = {}
     for r in records:
-        config = r["config"].split("/exit")[0]
-        if r["where"] == "local" and not r["fallback"] and config == "local":
-            ratios.append(r["head_ms"] / full.latency_ms)
-        elif config in profiled and r["where"] == "edge":
-            ratios.append(r["head_ms"] / (profiled[config].head_latency_ms or full.latency_ms))
-            if profiled[config].tail_macs:
-                edge.append(r["server_ms"] / (profiled[config].tail_macs / 1e6))
-        elif config.startswith("offload") and r["where"] == "edge":
-            edge.append(r["server_ms"] / (full.macs / 1e6))
+        if r["where"] == "device-exit" or r["fallback"] or r["config"].startswith("offload"):
+            continue
+        config = Config.parse(r["config"]).without_exit()
+        measured.setdefault(config, []).append(r["head_ms"] / card.device_ms(config))
+    return measured
+
+
+def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Device speed factor (over every config run), edge ms/MMAC, the share of offloads
+    that failed and the client overhead, from what the run actually measured."""
+    ratios = [x for v in _device_ratios(card, records).values() for x in v]
+    edge = []
+    for r in records:
+        if r["where"] != "edge":
+            continue
+        config = Config.parse(r["config"])
+        row = card.config_row(config) if config.placement is Placement.SPLIT else None
+        tail_macs = card.full.macs if config.placement is Placement.OFFLOAD_INPUT else \
+            (row.tail_macs if row is not None else 0)
+        if tail_macs:
+            edge.append(r["server_ms"] / (tail_macs / 1e6))
     overheads = [r["overhead_ms"] for r in records if "overhead_ms" in r]
+    sent = [r for r in records if r["where"] == "edge" or r["fallback"]]
     return {"head_speed_factor": statistics.median(ratios) if ratios else 1.0,
+            "offload_failure_rate": (sum(r["fallback"] for r in sent) / len(sent)
+                                     if sent else 0.0),
             "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05,
             "client_overhead_ms": statistics.median(overheads) if overheads else 0.0}
 
@@ -67,22 +83,21 @@ def device_speed_factors(card: ModelCard, planner: Planner,
                          records: list[dict[str, Any]]) -> dict[Config, float]:
     """Measured ÷ profiled device time for every candidate config (without its exit), as
     the device itself learns it: a config's own median where the run measured it, else
-    the median over the configs of the same precision (int8 or fp32) that it measured."""
-    measured: dict[Config, list[float]] = {}
-    for r in records:
-        if r["where"] == "device-exit" or r["fallback"] or r["config"].startswith("offload"):
-            continue  # an exit or a fallback did not run the config's device part as profiled
-        config = Config.parse(r["config"]).without_exit()
-        measured.setdefault(config, []).append(r["head_ms"] / card.device_ms(config))
+    the median over the configs of the same precision (int8 or fp32) that it measured,
+    else the median over every config it measured."""
+    measured = _device_ratios(card, records)
     own = {c: statistics.median(v) for c, v in measured.items()}
     by_precision = {flag: [x for c, v in measured.items() if c.int8 == flag for x in v]
                     for flag in (False, True)}
+    overall = [x for v in measured.values() for x in v]
     factors = {}
     for config in planner.candidates.by_base:
         if config in own:
             factors[config] = own[config]
         elif by_precision[config.int8]:
             factors[config] = statistics.median(by_precision[config.int8])
+        elif overall:
+            factors[config] = statistics.median(overall)
     return factors
 
 
@@ -107,7 +122,8 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
                             server_queue_ms=0.0, edge_ms_per_mmac=constants["edge_ms_per_mmac"],
                             head_speed_factor=constants["head_speed_factor"],
                             battery_level=battery, edge_available=capacity > 0,
-                            config_speed_factors=speeds)
+                            config_speed_factors=speeds,
+                            offload_failure_rate=constants["offload_failure_rate"])
             choices[window] = planner.plan(est)
         plan = choices[window]
         schedule[r["index"]] = str(plan.config)

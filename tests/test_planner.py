@@ -117,6 +117,40 @@ def test_camera_card_offers_int8_heads_and_every_jpeg_quality_to_the_adaptive_po
     assert not local_exit.may_offload
 
 
+def test_the_device_fallback_costs_the_rest_of_the_network_in_the_heads_precision():
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    est = estimates(head_speed_factor=4.0)
+    shallow, deep = (Config(split=p, width=8, bits=4) for p in (1, 3))
+    # the tail after a shallow split is most of the network; after a deep one, little
+    assert planner.fallback_ms(shallow, est) > 3 * planner.fallback_ms(deep, est) > 0
+    fp32, int8 = (planner.fallback_ms(shallow.with_int8(flag), est) for flag in (False, True))
+    assert int8 < fp32 / 1.5  # an int8 head finishes in int8
+    assert planner.fallback_ms(shallow, estimates(head_speed_factor=8.0)) == \
+        pytest.approx(2 * fp32)
+    # an offloaded input falls back to the policy's own local config; LOCAL waits on nothing
+    local = planner.plan(estimates(head_speed_factor=4.0, edge_available=False))
+    assert planner.fallback_ms(Config.offload_input("jpeg90"), est) == local.latency_ms
+    assert planner.fallback_ms(Config.local(), est) == 0.0
+
+
+def test_offloads_that_fail_are_priced_by_their_timeout_and_fallback(card):
+    planner = Planner(card, "adaptive")
+    c = planner.candidates
+    calm, stalling = (estimates(offload_failure_rate=p) for p in (0.0, 0.3))
+    latency, _ = planner.predict(calm)
+    risky, _ = planner.predict(stalling)
+    np.testing.assert_allclose(risky[c.is_local], latency[c.is_local])  # nothing to lose
+    sent = ~c.is_local & (c.exit_fraction < 1)
+    assert (risky[sent] > latency[sent]).all()
+    # the fallback after an offloaded input is the whole network: a failure costs it twice
+    offload = c.index[c.default_offload]
+    local_ms = planner.fallback_ms(c.default_offload, calm)
+    remote_ms = planner.plan_for(c.default_offload, calm).remote_ms
+    assert risky[offload] - latency[offload] == pytest.approx(
+        0.3 * (max(remote_ms, local_ms) + local_ms))
+
+
 def test_fixed_baseline_is_the_fewest_bytes_that_meet_the_floor(card):
     planner = Planner(card, "fixed")
     c = planner.candidates
@@ -193,6 +227,27 @@ def test_a_config_that_has_run_is_priced_by_its_own_measured_speed(card):
             assert latency[i] - plain[i] == pytest.approx(head * 3.0)
         else:
             assert latency[i] == pytest.approx(plain[i])
+
+
+def test_a_config_not_run_yet_is_priced_by_its_precisions_speed():
+    """An emulated or real Pi runs int8 and fp32 at different ratios to the card's host:
+    what int8 heads measured says little about fp32 ones."""
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    c = planner.candidates
+    speed = HeadSpeedEstimator()
+    int8_local = Config.local(int8=True)
+    for _ in range(40):
+        speed.add_sample(card.device_ms(int8_local) * 3, card.device_ms(int8_local), int8_local)
+    assert speed.per_precision == {True: pytest.approx(3.0, rel=0.01)}
+    est = estimates(head_speed_factor=9.0, config_speed_factors=speed.per_config,
+                    precision_speed_factors=speed.per_precision)
+    latency, _ = planner.predict(est)
+    plain, _ = planner.predict(estimates(head_speed_factor=9.0))
+    device_only = c.is_local & ~c.has_exit
+    for i in np.flatnonzero(device_only):  # LOCAL: latency is device time alone
+        expected = plain[i] / 3 if c.is_int8[i] else plain[i]  # fp32 keeps the overall 9
+        assert latency[i] == pytest.approx(expected)
 
 
 def test_backoff_doubles_to_its_cap_and_resets_on_success():

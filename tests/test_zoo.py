@@ -8,7 +8,7 @@ import torch
 
 from splitnet.card import CARD_VERSION, CardError, ModelCard
 from splitnet.checkpoint import load_checkpoint
-from splitnet.config import LOCAL, Config
+from splitnet.config import LOCAL, Config, ConfigError
 from splitnet.data import DatasetNotFoundError
 from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
 from splitnet.preprocess import images_to_input
@@ -111,9 +111,22 @@ def test_int8_head_agrees_with_fp32_on_a_fixed_subset():
         assert float((fp32 == int8).float().mean()) >= 0.9, text
 
 
-def test_a_model_without_int8_head_refuses_int8_configs():
-    from splitnet.config import ConfigError
+@torch.no_grad()
+def test_a_split_the_edge_did_not_answer_finishes_on_the_device_in_its_heads_precision():
+    images, _ = subset("resnet18_imagenette")
+    model = load_checkpoint(checkpoint_for("resnet18_imagenette")).model
+    x = images_to_input(images[:8])
+    for int8 in (False, True):
+        whole = model.forward_head(x, LOCAL.with_int8(int8)).logits  # the same modules
+        for text in ("split1/w8/b4", "split3/raw/b8"):
+            config = Config.parse(text).with_int8(int8)
+            finished = model.finish_on_device(model.forward_head(x, config), config)
+            torch.testing.assert_close(finished, whole, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="SPLIT"):
+        model.finish_on_device(model.forward_head(x, LOCAL), LOCAL)
 
+
+def test_a_model_without_int8_head_refuses_int8_configs():
     model = load_checkpoint(checkpoint_for("mnv2_fmnist")).model
     with pytest.raises(ConfigError, match="no int8 head"):
         model.forward_head(torch.zeros(1, 1, 28, 28), Config.parse("split3/w4/b4/int8"))
