@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
                "  python -m edge_server --model resnet18_imagenette  # the camera model only\n"
                "  python -m edge_server --address 0.0.0.0:50051 --token s3cret \\\n"
                "      --tls-cert server.crt --tls-key server.key --load-pub tcp://*:50052\n"
+               "  python -m edge_server --metrics-port 9100          # Prometheus scrapes :9100\n"
                "Stop with Ctrl-C or SIGTERM: in-flight requests finish first.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--address", default="127.0.0.1:50051",
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for TLS")
     parser.add_argument("--load-pub", default=None,
                         help="ZMQ address to publish the load on, e.g. tcp://127.0.0.1:50052")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics "
+                             "(splitnet_edge_*: requests by model, method and status; queue, "
+                             "compute and request seconds; batch sizes; queue depth; bytes; "
+                             "models served). Default: no metrics")
+    parser.add_argument("--metrics-address", default="0.0.0.0",
+                        help="address the metrics port listens on (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: all cores)")
     parser.add_argument("--grace-s", type=float, default=5.0,
@@ -65,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         address=args.address, checkpoints=checkpoints, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=args.token,
         tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
-        torch_threads=args.threads)
+        torch_threads=args.threads, metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address)
     return options, args.grace_s
 
 
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     feed = f", load feed on {server.publisher.address}" if server.publisher else ""
+    if server.metrics_port is not None:
+        feed += f", metrics on :{server.metrics_port}/metrics"
     print(f"serving {', '.join(server.models.ids)} on port {server.port}{feed}", flush=True)
     server.wait()
     # gRPC's wait returns as soon as shutdown begins; exiting before the shutdown

@@ -51,10 +51,13 @@ class DynamicBatcher(Generic[K, T]):
 
     def __init__(self, run_batch: Callable[[K, list[T]], torch.Tensor],
                  max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_queue: int = 256) -> None:
+                 max_queue: int = 256,
+                 on_batch: Callable[[K, int], None] | None = None) -> None:
+        """``on_batch(key, size)`` is called before each batch runs (metrics)."""
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.run_batch = run_batch
+        self.on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -132,6 +135,8 @@ class DynamicBatcher(Generic[K, T]):
         return sum(1 for j in jobs if j.key == key)
 
     def _run(self, key: K, batch: list[_Job[K, T]]) -> None:
+        if self.on_batch is not None:
+            self.on_batch(key, len(batch))
         started = time.monotonic()
         try:
             probabilities = self.run_batch(key, [j.item for j in batch])

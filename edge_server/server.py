@@ -6,6 +6,7 @@
                                      ├─ grpc.health.v1.Health     (SERVING / NOT_SERVING)
                                      └─ TokenAuthInterceptor      (when a token is set)
                                    ─► ZMQ PUB load feed           (when an address is set)
+                                   ─► Prometheus /metrics (HTTP)  (when a port is set)
     stop(grace) ─► NOT_SERVING ─► in-flight requests finish ─► batcher drained
 """
 
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from edge_server.auth import TokenAuthInterceptor
 from edge_server.batching import DynamicBatcher
 from edge_server.engine import BatchKey, Decoded, ModelSet
+from edge_server.metrics import EdgeMetrics
 from edge_server.servicer import EdgeInferenceServicer
 from edge_server.telemetry import LoadPublisher
 from splitnet.checkpoint import load_checkpoint
@@ -45,6 +47,8 @@ class ServerOptions:
     tls_key: Path | None = None
     load_pub: str | None = None  # e.g. "tcp://127.0.0.1:50052"
     torch_threads: int | None = None
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port)
+    metrics_address: str = "0.0.0.0"
 
 
 class EdgeServer:
@@ -58,16 +62,19 @@ class EdgeServer:
         self.options = options
         checkpoints = options.checkpoints or tuple(ZOO_DIR / f"{m}.pt" for m in list_zoo())
         self.models = ModelSet(load_checkpoint(path) for path in checkpoints)
+        self.metrics = EdgeMetrics(
+            lambda: self.batcher.depth,
+            [(e.model_id, e.model.spec.name) for e in self.models.engines.values()])
         self.batcher: DynamicBatcher[BatchKey, Decoded] = DynamicBatcher(
             self.models.run_batch, options.max_batch_size, options.max_wait_ms,
-            options.max_queue)
+            options.max_queue, on_batch=lambda key, size: self.metrics.batch(key[0], size))
         interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=options.workers),
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
         pb_grpc.add_EdgeInferenceServicer_to_server(
-            EdgeInferenceServicer(self.models, self.batcher), self.server)
+            EdgeInferenceServicer(self.models, self.batcher, self.metrics), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.tls_cert and options.tls_key:
@@ -78,11 +85,15 @@ class EdgeServer:
             self.port = self.server.add_insecure_port(options.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {options.address}: is the port already in use?")
+        self.metrics_port: int | None = None  # bound by start() when metrics are served
         self.publisher: LoadPublisher | None = None
         if options.load_pub:
             self.publisher = LoadPublisher(self.batcher, options.load_pub, self.models.ids)
 
     def start(self) -> EdgeServer:
+        if self.options.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.options.metrics_port,
+                                                   self.options.metrics_address)
         self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -95,6 +106,7 @@ class EdgeServer:
         self.batcher.close()
         if self.publisher is not None:
             self.publisher.close()
+        self.metrics.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -4,6 +4,7 @@
     InferRequest ─► messages.InferRequest ─► Engine.prepare (checks) ─► DynamicBatcher
                                                                           │
     InferReply   ◄─ messages.InferReply  ◄──────── probabilities, timing ◄┘
+    every request, answered or refused ─► EdgeMetrics (status, seconds, bytes)
 
 Errors (unary Infer aborts with the status; InferStream replies with ``error`` set and
 keeps the stream open):
@@ -16,6 +17,7 @@ keeps the stream open):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import NoReturn
@@ -24,6 +26,7 @@ import grpc
 
 from edge_server.batching import BatchResult, DynamicBatcher, QueueFullError
 from edge_server.engine import BatchKey, Decoded, Engine, ModelSet, UnknownModelError
+from edge_server.metrics import UNKNOWN_MODEL, EdgeMetrics
 from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
 from splitnet.config import ConfigError
@@ -58,16 +61,20 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     """Serves the tails and full networks of every model in ``models``."""
 
-    def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded]) -> None:
+    def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded],
+                 metrics: EdgeMetrics) -> None:
         self.models = models
         self.batcher = batcher
+        self.metrics = metrics
 
     # ---------------------------------------------------------------- checks
-    def _engine_for(self, context: grpc.ServicerContext) -> Engine:
+    def _engine_for(self, context: grpc.ServicerContext, method: str) -> Engine:
         sent = dict(context.invocation_metadata() or ()).get(MODEL_ID_METADATA)
         try:
             return self.models.engine(sent)
         except UnknownModelError as error:
+            self.metrics.request(UNKNOWN_MODEL, method, grpc.StatusCode.FAILED_PRECONDITION,
+                                 0.0, 0, 0)
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                    f"{error}; send '{MODEL_ID_METADATA}' metadata naming one of GetModelInfo's "
                    "models, or point the device at a server with its model")
@@ -100,38 +107,59 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                           error=RemoteError(error.code.value[0], error.message),
                           load=load_report(self.batcher)).to_message()
 
+    def _count(self, engine: Engine, method: str, started: float, message: pb.InferRequest,
+               reply: pb.InferReply | None, code: grpc.StatusCode,
+               result: BatchResult | None = None) -> None:
+        self.metrics.request(
+            engine.model_id, method, code, time.perf_counter() - started, message.ByteSize(),
+            0 if reply is None else reply.ByteSize(),
+            None if result is None else result.queue_ms / 1000,
+            None if result is None else result.compute_ms / 1000)
+
     # ---------------------------------------------------------------- RPCs
     def Infer(self, request: pb.InferRequest,  # noqa: N802 - gRPC method name
               context: grpc.ServicerContext) -> pb.InferReply:
-        engine = self._engine_for(context)
+        started = time.perf_counter()
+        engine = self._engine_for(context, "Infer")
         try:
             parsed, future = self._submit(engine, request)
+            try:
+                result = future.result(timeout=context.time_remaining())
+            except TimeoutError as error:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   "deadline passed in the queue") from error
+            except Exception as error:  # noqa: BLE001 - any model failure is internal
+                raise RequestError(grpc.StatusCode.INTERNAL,
+                                   f"inference failed: {error}") from error
         except RequestError as error:
+            self._count(engine, "Infer", started, request, None, error.code)
             _abort(context, error.code, error.message)
-        timeout = context.time_remaining()
-        try:
-            return self._reply(parsed, future.result(timeout=timeout))
-        except TimeoutError:
-            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in the queue")
-        except Exception as error:  # noqa: BLE001 - any model failure is an internal error
-            _abort(context, grpc.StatusCode.INTERNAL, f"inference failed: {error}")
+        reply = self._reply(parsed, result)
+        self._count(engine, "Infer", started, request, reply, grpc.StatusCode.OK, result)
+        return reply
 
     def InferStream(self, request_iterator: Iterator[pb.InferRequest],  # noqa: N802
                     context: grpc.ServicerContext) -> Iterator[pb.InferReply]:
-        engine = self._engine_for(context)
+        engine = self._engine_for(context, "InferStream")
         # One input at a time per stream, in order: a device waits for each result anyway,
         # and a thread per stream would only add contention. Batching happens across streams.
         for message in request_iterator:
+            started = time.perf_counter()
             try:
                 parsed, future = self._submit(engine, message)
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001
+                    raise RequestError(grpc.StatusCode.INTERNAL,
+                                       f"inference failed: {error}") from error
             except RequestError as error:
-                yield self._error_reply(message.request_id, error)
-                continue
-            try:
-                yield self._reply(parsed, future.result())
-            except Exception as error:  # noqa: BLE001
-                yield self._error_reply(parsed.request_id, RequestError(
-                    grpc.StatusCode.INTERNAL, f"inference failed: {error}"))
+                reply = self._error_reply(message.request_id, error)
+                self._count(engine, "InferStream", started, message, reply, error.code)
+            else:
+                reply = self._reply(parsed, result)
+                self._count(engine, "InferStream", started, message, reply,
+                            grpc.StatusCode.OK, result)
+            yield reply
 
     def GetModelInfo(self, request: pb.ModelInfoRequest,  # noqa: N802
                      context: grpc.ServicerContext) -> pb.ModelInfo:

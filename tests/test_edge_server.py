@@ -253,6 +253,61 @@ def test_load_is_published_on_zmq(edge, shipped):
     assert {"queue_depth", "service_ms", "queue_ms_recent", "max_batch_size"} <= set(report)
 
 
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample at http://127.0.0.1:PORT/metrics, by (name, sorted labels)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_prometheus_metrics_are_scraped_over_http_and_move(checkpoint, shipped, test_split):
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                      metrics_port=0, metrics_address="127.0.0.1")).start()
+    try:
+        model_id = shipped.model_id
+        before = scrape(server.metrics_port)
+        assert before[("splitnet_edge_model_served",
+                       (("architecture", shipped.model.spec.name), ("model", model_id)))] == 1
+        assert before[("splitnet_edge_queue_depth", ())] == 0
+        stub, meta = stub_for(server.port), metadata(model_id)
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK)
+        for _ in range(3):
+            stub.Infer(good.to_message(), timeout=10, metadata=meta)
+        _status(lambda: stub.Infer(InferRequest(2, BOTTLENECK, b"junk").to_message(),
+                                   timeout=5, metadata=meta))
+        _status(lambda: stub.Infer(good.to_message(), timeout=5, metadata=metadata("nope")))
+        list(stub.InferStream(iter([good.to_message()] * 2), timeout=10, metadata=meta))
+        after = scrape(server.metrics_port)
+
+        def moved(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        requests = "splitnet_edge_requests_total"
+        assert moved(requests, model=model_id, method="Infer", code="OK") == 3
+        assert moved(requests, model=model_id, method="Infer", code="INVALID_ARGUMENT") == 1
+        assert moved(requests, model="unknown", method="Infer",
+                     code="FAILED_PRECONDITION") == 1
+        assert moved(requests, model=model_id, method="InferStream", code="OK") == 2
+        for histogram in ("queue_seconds", "compute_seconds"):  # answered requests only
+            assert moved(f"splitnet_edge_{histogram}_count", model=model_id) == 5
+        assert moved("splitnet_edge_request_seconds_count", model=model_id) == 6
+        assert moved("splitnet_edge_batch_size_count", model=model_id) >= 1
+        assert moved("splitnet_edge_batch_size_sum", model=model_id) == 5
+        assert moved("splitnet_edge_received_bytes_total", model=model_id) >= 5 * len(
+            good.payload)
+        assert moved("splitnet_edge_sent_bytes_total", model=model_id) > 0
+    finally:
+        server.stop(1)
+    with pytest.raises(OSError):  # stop() closed the metrics port too
+        scrape(server.metrics_port)
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
