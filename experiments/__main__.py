@@ -24,6 +24,7 @@ from experiments.report import (
 from experiments.runner import PolicyRun, run_scenario
 from experiments.scenario import (
     GRID_IMAGES,
+    GRID_LANES,
     GRID_REPETITIONS,
     Scenario,
     ScenarioError,
@@ -192,6 +193,9 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--link", choices=("userspace", "kernel"), help="link emulation mode")
     group.add_argument("--busy", type=float, nargs=3, metavar=("START_S", "END_S", "SHARE"),
                        help="a competing load takes SHARE of the device's CPU in that window")
+    group.add_argument("--lanes", type=int,
+                       help="policies run at a time, each with its own edge server and "
+                            "link (1: one after another)")
     group.add_argument("--repetitions", type=int,
                        help="runs at successive trace offsets (means ± 95 %% over them)")
 
@@ -224,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Both models (each reported apart) over 3 shipped traces x 2 device "
                     "profiles (rpi4, pizero2) x 2 edge RTTs (10 ms, 40 ms), every policy "
                     f"and the oracle replay in each cell, {GRID_REPETITIONS} runs of "
-                    f"{GRID_IMAGES} inputs per cell at different trace offsets.")
-    grid_parser.set_defaults(images=GRID_IMAGES, repetitions=GRID_REPETITIONS)
+                    f"{GRID_IMAGES} inputs per cell at different trace offsets, "
+                    f"{GRID_LANES} policies at a time (each with its own edge server).")
+    grid_parser.set_defaults(images=GRID_IMAGES, repetitions=GRID_REPETITIONS,
+                             lanes=GRID_LANES)
     grid_parser.add_argument("scenario", nargs="?", default="default",
                              help="base scenario whose other settings every cell shares")
     add_scenario_options(grid_parser)
@@ -237,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in (
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
-        "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions", "busy")}
+        "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions", "busy",
+        "lanes")}
     try:
         base = load_scenario(args.scenario).with_options(**options)
         if args.command == "run":

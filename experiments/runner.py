@@ -1,8 +1,10 @@
 """Run one scenario: every policy on the same images and the same stretch of trace.
 
-    edge server (subprocess, once) ◄── link per device (restarted at the same trace offset
-    for every policy) ◄── device worker per device (subprocess, device time emulated)
+    edge server (subprocess, one per lane) ◄── link per device (restarted at the same trace
+    offset for every policy) ◄── device worker per device (subprocess, device time emulated)
                                       └─ records ─ZMQ PUSH──► runner (PULL) ─► records.jsonl
+    lanes: the policies, in a seeded random order, dealt into ``scenario.lanes`` lanes that
+    run at the same time, each on its own edge server; within a lane, one after another.
 
 The runner only orchestrates: model, wire and decisions all live in the library packages.
 """
@@ -16,8 +18,10 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from splitnet.progress import progress
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
 STARTUP_GRACE_S = 4.0  # device processes load torch and the model before input 0
+_RECORDS_LOCK = threading.Lock()  # lanes append to one records file
 
 
 @dataclass
@@ -161,9 +166,12 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             for link in links:
                 link.stop()
         collector.close(linger=0)
-    with records_path.open("a") as f:
+    with _RECORDS_LOCK, records_path.open("a") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
+    if not show_progress:
+        print(f"  {policy:<14} {len(records)}/{expected} in {time.monotonic() - started:.0f} s",
+              file=sys.stderr, flush=True)
     return PolicyRun(policy, records, expected, bytes_up, bytes_down,
                      time.monotonic() - started, emulation)
 
@@ -188,16 +196,25 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     replayed = REPLAY_POLICY in scenario.policies and replay is not None
     runs: dict[str, PolicyRun] = {}
 
-    def run_all(port: int, kernel_link: KernelLink | None) -> None:
-        for policy in policies:
+    lanes = [policies[i::scenario.lanes] for i in range(scenario.lanes)]
+    bars = show_progress and scenario.lanes == 1  # one bar at a time, else a line per policy
+
+    def run_lane(lane: list[str], port: int, kernel_link: KernelLink | None) -> None:
+        for policy in lane:
             runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
-                                      show_progress, kernel_link=kernel_link)
+                                      bars, kernel_link=kernel_link)
+
+    def run_all(ports: list[int], kernel_link: KernelLink | None) -> None:
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            for done in [pool.submit(run_lane, lane, port, kernel_link)
+                         for lane, port in zip(lanes, ports, strict=True)]:
+                done.result()
         if replayed and replay is not None:
             schedule = out_dir / "oracle_schedule.json"
             schedule.write_text(json.dumps(replay(runs)))
-            runs[REPLAY_POLICY] = run_policy(scenario, REPLAY_POLICY, port, checkpoint,
-                                             records_path, show_progress,
-                                             kernel_link=kernel_link, schedule=schedule)
+            runs[REPLAY_POLICY] = run_policy(scenario, REPLAY_POLICY, ports[0], checkpoint,
+                                             records_path, bars, kernel_link=kernel_link,
+                                             schedule=schedule)
 
     if scenario.link == "kernel":
         if scenario.devices != 1:
@@ -206,8 +223,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
         with KernelLink(trace, scenario.one_way_delay_ms,
                         start_offset_s=scenario.trace_start_s) as link, \
                 edge_server(checkpoint, link.edge_ip, link.exec_prefix("edge")) as port:
-            run_all(port, link)
+            run_all([port], link)
         return runs
-    with edge_server(checkpoint) as port:
-        run_all(port, None)
+    with contextlib.ExitStack() as stack:
+        run_all([stack.enter_context(edge_server(checkpoint)) for _ in lanes], None)
     return runs

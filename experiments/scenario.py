@@ -20,6 +20,8 @@
     link = "userspace"             # or "kernel" (network namespaces + tc; root only)
     repetitions = 1                # runs at successive trace offsets; the summary gives
                                    # means and 95 % intervals over them
+    lanes = 1                      # policies run this many at a time, each lane with its
+                                   # own edge server and link (the grid uses 2)
     busy = [5.0, 12.0, 0.5]        # optional: a competing load takes half the device's
                                    # CPU from 5 s to 12 s into the run
 
@@ -68,6 +70,7 @@ class Scenario:
     seed: int = 0
     repetitions: int = 1
     busy: tuple[float, float, float] | None = None  # (start s, end s, CPU share taken)
+    lanes: int = 1  # policies at a time, each lane with its own edge server
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,9 +92,12 @@ class Scenario:
                                        ("devices", self.devices, 1, 16),
                                        ("images", self.images, 1, 10_000),
                                        ("repetitions", self.repetitions, 1, 20),
+                                       ("lanes", self.lanes, 1, 4),
                                        ("rate_hz", self.rate_hz, 0.01, 1000)):
             if not low <= value <= high:
                 problems.append(f"{name} = {value} is outside [{low}, {high}]")
+        if self.link == "kernel" and self.lanes != 1:
+            problems.append("the kernel link runs one policy at a time; set lanes = 1")
         if self.busy is not None:
             start_s, end_s, share = self.busy
             if not (0 <= start_s < end_s and 0 < share < 1):
@@ -160,6 +166,7 @@ GRID_DEVICES = ("rpi4", "pizero2")
 GRID_RTTS_MS = (10.0, 40.0)  # a Wi-Fi or 5G edge; an LTE one
 GRID_IMAGES = 50  # per repetition: 150 inputs per cell over 3 runs
 GRID_REPETITIONS = 3
+GRID_LANES = 2  # two policies at a time: the grid fits in 90 minutes on 2 cores
 
 
 def grid(base: Scenario) -> list[Scenario]:
