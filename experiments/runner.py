@@ -169,9 +169,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
     with _RECORDS_LOCK, records_path.open("a") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
-    if not show_progress:
-        print(f"  {policy:<14} {len(records)}/{expected} in {time.monotonic() - started:.0f} s",
-              file=sys.stderr, flush=True)
+
     return PolicyRun(policy, records, expected, bytes_up, bytes_down,
                      time.monotonic() - started, emulation)
 
@@ -197,7 +195,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     runs: dict[str, PolicyRun] = {}
 
     lanes = [policies[i::scenario.lanes] for i in range(scenario.lanes)]
-    bars = show_progress and scenario.lanes == 1  # one bar at a time, else a line per policy
+    bars = show_progress and scenario.lanes == 1  # lanes: each bar's final line only
 
     def run_lane(lane: list[str], port: int, kernel_link: KernelLink | None) -> None:
         for policy in lane:
