@@ -4,7 +4,9 @@
                  32 closed-loop streams (grpc.aio) hit them in alternating rounds, A B A B…
                  → requests/s per round (median), ratio, p50/p99 latency
     wire bytes   device ─► counting TCP proxy ─► server: bytes in each direction per
-                 inference over one open stream and over unary calls, minus the payload
+                 inference over one open stream and over unary calls, minus the payload;
+                 the proxy parses the HTTP/2 frames, so the upload is also given by frame
+                 type (DATA, WINDOW_UPDATE, PING), for several device channel options
 
 Usage: ``python -m edge_server.bench --json``.
 """
@@ -104,13 +106,43 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
 
 
 # ------------------------------------------------------------------------ wire bytes
+FRAME_TYPES = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY",
+               8: "WINDOW_UPDATE", 9: "CONTINUATION"}
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class FrameCounter:
+    """Bytes per HTTP/2 frame type in one direction of a connection (headers included)."""
+
+    def __init__(self, preface: bool) -> None:
+        self._buffer = b""
+        self._skip = len(HTTP2_PREFACE) if preface else 0
+        self.bytes: dict[str, int] = {}
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if self._skip:
+            taken = min(self._skip, len(self._buffer))
+            self._buffer, self._skip = self._buffer[taken:], self._skip - taken
+        while len(self._buffer) >= 9:
+            length = int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < 9 + length:
+                break
+            kind = FRAME_TYPES.get(self._buffer[3], f"type{self._buffer[3]}")
+            self.bytes[kind] = self.bytes.get(kind, 0) + 9 + length
+            self._buffer = self._buffer[9 + length:]
+
+
 class CountingProxy:
-    """A TCP proxy on loopback that counts the bytes crossing it in each direction."""
+    """A TCP proxy on loopback that counts the bytes crossing it in each direction, and
+    the HTTP/2 frames they carry by type."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.up = 0  # device -> server
         self.down = 0  # server -> device
+        self.up_frames = FrameCounter(preface=True)
+        self.down_frames = FrameCounter(preface=False)
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -125,8 +157,10 @@ class CountingProxy:
                 while data := await src.read(65536):
                     if up:
                         self.up += len(data)
+                        self.up_frames.feed(data)
                     else:
                         self.down += len(data)
+                        self.down_frames.feed(data)
                     dst.write(data)
                     await dst.drain()
             except ConnectionError:
@@ -137,12 +171,16 @@ class CountingProxy:
         await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
 
 
+DEVICE_CHANNEL_OPTIONS = (("grpc.http2.bdp_probe", 0),)  # no BDP pings on a metered uplink
+
+
 async def _wire(port: int, model_id: str, config: Config, payloads: list[bytes],
-                count: int, warmup: int = 20) -> dict[str, Any]:
+                count: int, warmup: int = 20,
+                options: tuple[tuple[str, Any], ...] = DEVICE_CHANNEL_OPTIONS
+                ) -> dict[str, Any]:
     proxy = CountingProxy(port)
     proxy_port = await proxy.start()
     metadata = ((MODEL_ID_METADATA, model_id),)
-    options = [("grpc.http2.bdp_probe", 0)]
     result: dict[str, Any] = {"config": str(config), "inferences": count}
     payload_mean = float(np.mean([len(payloads[i % len(payloads)]) for i in range(count)]))
     result["mean_payload_bytes"] = payload_mean
@@ -153,13 +191,18 @@ async def _wire(port: int, model_id: str, config: Config, payloads: list[bytes],
             await call.write(InferRequest(i, config, payloads[i % len(payloads)]).to_message())
             await call.read()
         up0, down0 = proxy.up, proxy.down
+        frames0 = dict(proxy.up_frames.bytes)
         for i in range(count):
             await call.write(InferRequest(warmup + i, config,
                                           payloads[i % len(payloads)]).to_message())
             await call.read()
         await asyncio.sleep(0.2)
         result["stream"] = {"up_bytes_per_inference": (proxy.up - up0) / count,
-                            "down_bytes_per_inference": (proxy.down - down0) / count}
+                            "down_bytes_per_inference": (proxy.down - down0) / count,
+                            "up_frame_bytes_per_inference": {
+                                k: (v - frames0.get(k, 0)) / count
+                                for k, v in proxy.up_frames.bytes.items()
+                                if v != frames0.get(k, 0)}}
         await call.done_writing()
         for i in range(warmup):
             await stub.Infer(InferRequest(i, config, payloads[0]).to_message(),
@@ -195,6 +238,37 @@ def wire_bytes(checkpoint: Path, config: Config, count: int) -> dict[str, Any]:
         stop_edge_process(process)
 
 
+# Device channel options that might spare the per-write WINDOW_UPDATE frames: BDP probing
+# on or off, and the receive window (lookahead) from HTTP/2's default to gRPC's maximum.
+WIRE_OPTION_VARIANTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "grpc defaults": (),
+    "bdp_probe=0": (("grpc.http2.bdp_probe", 0),),
+    "bdp_probe=0, lookahead 64 KiB": (("grpc.http2.bdp_probe", 0),
+                                      ("grpc.http2.lookahead_bytes", 65535)),
+    "bdp_probe=0, lookahead 1 MiB": (("grpc.http2.bdp_probe", 0),
+                                     ("grpc.http2.lookahead_bytes", 1 << 20)),
+    "bdp_probe=0, lookahead 1 GiB": (("grpc.http2.bdp_probe", 0),
+                                     ("grpc.http2.lookahead_bytes", 1 << 30)),
+}
+
+
+def wire_option_variants(checkpoint: Path, config: Config, count: int) -> dict[str, Any]:
+    """Upload bytes per inference on an open stream, by HTTP/2 frame type, for each of
+    ``WIRE_OPTION_VARIANTS`` (one server, the variants one after another)."""
+    model_id, payloads = payloads_for(checkpoint, config, 256)
+    process, port = start_server(checkpoint, 32, 1)
+    try:
+        out = {}
+        for name, options in WIRE_OPTION_VARIANTS.items():
+            measured = asyncio.run(_wire(port, model_id, config, payloads, count,
+                                         options=options))["stream"]
+            out[name] = {"up_overhead_bytes": measured["up_overhead_bytes"],
+                         "up_frame_bytes": measured["up_frame_bytes_per_inference"]}
+        return {"config": str(config), "variants": out}
+    finally:
+        stop_edge_process(process)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edge_server.bench",
@@ -221,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                                   args.seconds, args.server_threads) for c in configs],
         "wire": [wire_bytes(args.checkpoint, c, args.wire_count)
                  for c in dict.fromkeys(wire_configs)],
+        "wire_channel_options": wire_option_variants(args.checkpoint, wire_configs[0],
+                                                     args.wire_count),
     }
     speedup = min(t["speedup"] for t in result["throughput"])
     worst = max(w["stream"]["up_overhead_bytes"] for w in result["wire"])
