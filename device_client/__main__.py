@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                f"Policies: {', '.join(POLICIES)}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edge", default=None,
-                        help="edge server HOST:PORT (or a gRPC target with several addresses); "
+                        help="edge server HOST:PORT; several replicas as HOST:PORT,HOST:PORT "
+                             "or dns:///NAME:PORT (each input goes to the least loaded "
+                             "replica that is up, and is retried on another if one fails); "
                              "without it everything runs on the device")
     parser.add_argument("--policy", default="adaptive", choices=POLICIES,
                         help="how to choose per input (default: %(default)s)")

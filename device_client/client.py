@@ -4,8 +4,8 @@
       LOCAL          ─► whole network, maybe stopping at an exit ─► "local" / "device-exit"
       SPLIT          ─► head ─► exit? ─yes─► "device-exit" (nothing sent)
                                   │no
-                                  └► codec ─► EdgeLink ─► reply ─► "edge"
-      OFFLOAD_INPUT  ─► PNG or JPEG at the planned quality ─► EdgeLink ─► reply ─► "edge"
+                                  └► codec ─► EdgePool ─► reply ─► "edge"
+      OFFLOAD_INPUT  ─► PNG or JPEG at the planned quality ─► EdgePool ─► reply ─► "edge"
       edge failed or late ─► finish on the device from what it has ─► "local", fallback
 
 A background monitor probes a failed edge with backoff, and measures bandwidth and RTT with
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from device_client.battery import Battery, make_battery
-from device_client.edge import EdgeError, EdgeLink
+from device_client.edge import EdgeError
 from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import (
     BandwidthEstimator,
@@ -39,6 +39,7 @@ from device_client.estimators import (
 )
 from device_client.fallback import EdgeHealth
 from device_client.planner import Plan, Planner
+from device_client.replicas import EdgePool, resolve_targets
 from splitnet import codec
 from splitnet.config import Config, Placement
 from splitnet.imagefolder import decode_image
@@ -96,7 +97,11 @@ class InferenceResult:
 
 
 class DeviceClient:
-    """The device side of splitnet. Use as a context manager, or call ``close()``."""
+    """The device side of splitnet. Use as a context manager, or call ``close()``.
+
+    ``edge``: one ``host:port``, several replicas (``host:port,host:port`` or
+    ``dns:///name:port``, see ``device_client.replicas``), or None to run on the device only.
+    """
 
     def __init__(self, edge: str | None = None, policy: str = "adaptive",
                  checkpoint: Path | None = None, token: str | None = None,
@@ -128,7 +133,7 @@ class DeviceClient:
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
-        self.link = (EdgeLink(edge, self.loaded.model_id, token, tls_ca)
+        self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, token, tls_ca)
                      if edge is not None and offloads else None)
         self.probe_interval_s = probe_interval_s
         self._stop = threading.Event()

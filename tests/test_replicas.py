@@ -1,0 +1,84 @@
+"""Several real edge replicas on loopback: devices spread their inputs over them, and losing
+one mid-run loses no input while offloading goes on to the ones left."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from device_client.client import WHERE_EDGE, DeviceClient
+from device_client.replicas import resolve_targets
+from edge_server.server import EdgeServer, ServerOptions
+from splitnet.config import Config
+
+FIXED = Config(split=3, width=4, bits=4)
+
+
+def start_server(checkpoint) -> EdgeServer:
+    return EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                    max_wait_ms=1)).start()
+
+
+def answered(server: EdgeServer, model_id: str) -> float:
+    """Requests the server answered, from its own Prometheus counter."""
+    return server.metrics.requests.labels(model_id, "InferStream", "OK")._value.get()
+
+
+def test_targets_are_a_list_a_dns_name_or_one_address():
+    assert resolve_targets("10.0.0.1:1,10.0.0.2:2") == ["10.0.0.1:1", "10.0.0.2:2"]
+    assert resolve_targets("edge:50051") == ["edge:50051"]
+    assert resolve_targets("dns:///localhost:50051")[0].endswith(":50051")
+    assert resolve_targets("ipv4:10.0.0.1:1,10.0.0.2:2") == ["ipv4:10.0.0.1:1,10.0.0.2:2"]
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        resolve_targets("dns:///localhost")
+
+
+def test_several_devices_spread_their_inputs_over_the_replicas(checkpoint, shipped,
+                                                               test_split):
+    servers = [start_server(checkpoint) for _ in range(2)]
+    edge = ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    results: list[list] = []
+    try:
+        def device(offset: int) -> None:
+            with DeviceClient(edge, "fixed", checkpoint, fixed_config=FIXED, battery="1.0",
+                              monitor=False) as client:
+                results.append([client.infer(image)
+                                for image in test_split.images[offset:offset + 30]])
+
+        threads = [threading.Thread(target=device, args=(30 * k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        counts = [answered(s, shipped.model_id) for s in servers]
+    finally:
+        for server in servers:
+            server.stop(1)
+    assert [len(r) for r in results] == [30, 30, 30]
+    assert all(r.where == WHERE_EDGE for device in results for r in device)
+    assert sum(counts) == 90
+    assert min(counts) >= 90 * 0.3, counts  # both replicas carry a fair part of the load
+
+
+def test_a_replica_lost_mid_run_loses_nothing_and_the_other_carries_on(checkpoint, shipped,
+                                                                      test_split):
+    survivor, doomed = start_server(checkpoint), start_server(checkpoint)
+    edge = f"127.0.0.1:{survivor.port},127.0.0.1:{doomed.port}"
+    images = test_split.images[:60]
+    try:
+        with DeviceClient(edge, "fixed", checkpoint, fixed_config=FIXED, battery="1.0",
+                          offload_timeout_ms=2000) as client:
+            before = [client.infer(image) for image in images[:20]]
+            assert answered(doomed, shipped.model_id) > 0  # it was in use
+            doomed.stop(0)
+            after = [client.infer(image) for image in images[20:]]
+            per_replica = client.link.requests_per_replica()
+    finally:
+        survivor.stop(1)
+    results = before + after
+    assert len(results) == 60 and all(r.label >= 0 for r in results)  # nothing lost
+    # at most the input in flight when the replica died was finished on the device; the
+    # rest, and everything after, went to the surviving replica
+    assert sum(r.where == WHERE_EDGE for r in after) >= len(after) - 1
+    assert per_replica[f"127.0.0.1:{survivor.port}"] >= 40
