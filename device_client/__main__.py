@@ -26,7 +26,7 @@ from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
 from splitnet.imagefolder import ImageDecodeError
 from splitnet.progress import progress
-from splitnet.workloads import class_names, default_cache_dir, eval_images
+from splitnet.workloads import class_names, default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -68,9 +68,10 @@ def _count(items: Any) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m device_client",
-        description="Run images through splitnet's device client: the first N evaluation "
-                    "images of the model's dataset (Imagenette val for the camera model, "
-                    "Fashion-MNIST test half B for the small one), or every image file in a "
+        description="Run images through splitnet's device client: N evaluation images of "
+                    "the model's dataset, every class mixed in a fixed random order "
+                    "(Imagenette val for the camera model, Fashion-MNIST test half B for the "
+                    "small one), or every image file in a "
                     "folder (--images). For each image the policy picks split point, "
                     "bottleneck width, bits, int8 or fp32 head and exit threshold (or LOCAL, "
                     "or OFFLOAD_INPUT at a JPEG quality) from live bandwidth, RTT, server "
@@ -183,7 +184,7 @@ def _inputs(args: argparse.Namespace, model: str
             raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under "
                                     f"{args.images}")
         return files[: args.n], None, class_names(model)
-    data = eval_images(model, args.data_dir, cache_dir=default_cache_dir()).head(args.n)
+    data = stream_images(model, args.data_dir, cache_dir=default_cache_dir()).head(args.n)
     return list(data.images), data.labels, data.class_names
 
 

@@ -33,7 +33,7 @@ from experiments.scenario import (
 )
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
-from splitnet.workloads import default_cache_dir, eval_images
+from splitnet.workloads import default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for, list_zoo, load_card
 
 JSON_FIELDS = ("accuracy", "mean_latency_ms", "ci95_latency_ms", "p95_latency_ms",
@@ -47,7 +47,7 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     import numpy as np
 
     card = load_card(checkpoint)
-    labels = eval_images(card.arch, cache_dir=default_cache_dir()).labels
+    labels = stream_images(card.arch, cache_dir=default_cache_dir()).labels
     started = time.monotonic()
     trace = Trace.load(scenario.trace, scenario.scale)
     predicted: dict[str, Any] = {}

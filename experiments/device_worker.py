@@ -23,7 +23,7 @@ from device_client.energy import PowerProfile
 from experiments.devices import PROFILES, emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
-from splitnet.workloads import default_cache_dir, eval_images
+from splitnet.workloads import default_cache_dir, stream_images
 
 
 def busy_factor(busy: tuple[float, float, float] | None,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     with DeviceClient(args.edge, client_policy, args.checkpoint, battery=f"sim:{args.battery}",
                       power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
                       fixed_config=fixed) as client:
-        images = eval_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
+        images = stream_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
         emulate(client, args.fp32_factor, args.int8_factor,
                 busy_factor(args.busy and tuple(args.busy), args.t0))

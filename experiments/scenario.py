@@ -10,7 +10,8 @@
     device = "rpi4"                # see experiments.devices.PROFILES
     battery = 1.0                  # start level of the simulated battery
     devices = 1                    # emulated devices, each with its own link
-    images = 200                   # test images per device (the first ones, same for all)
+    images = 200                   # images per device, the same for every policy, from
+                                   # the eval images in a fixed random order
     rate_hz = 10                   # arrivals per second per device
     deadline_ms = 200              # latency deadline (misses are counted)
     accuracy_floor = 0.0           # 0 = full model accuracy − 1 point, from the card
@@ -71,6 +72,7 @@ class Scenario:
     repetitions: int = 1
     busy: tuple[float, float, float] | None = None  # (start s, end s, CPU share taken)
     lanes: int = 1  # policies at a time, each lane with its own edge server
+    first_image: int = 0  # where in the shuffled eval images device 0 starts
 
     def __post_init__(self) -> None:
         problems = []
@@ -117,10 +119,11 @@ class Scenario:
 
     def repetition(self, index: int) -> Scenario:
         """Run ``index`` (0-based) of this scenario: later in the trace by a run's length
-        plus 10 s each time, with its own seed."""
+        plus 10 s each time, on the next images, with its own seed."""
         stride_s = math.ceil(self.images / self.rate_hz) + 10
         return replace(self, name=f"{self.name}-rep{index + 1}", repetitions=1,
                        trace_start_s=self.trace_start_s + index * stride_s,
+                       first_image=self.first_image + index * self.images * self.devices,
                        seed=self.seed + index)
 
     def with_options(self, **options: Any) -> Scenario:

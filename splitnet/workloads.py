@@ -53,6 +53,13 @@ class LabelledImages:
         return LabelledImages(self.images[:count], self.labels[:count], self.description,
                               self.class_names)
 
+    def shuffled(self, seed: int) -> LabelledImages:
+        """The same images in a fixed random order (a folder split is sorted by class)."""
+        order = np.random.default_rng(seed).permutation(len(self.labels))
+        return LabelledImages(self.images[order], self.labels[order],
+                              f"{self.description}, in random order (seed {seed})",
+                              self.class_names)
+
 
 def dataset_of(model: str) -> str:
     """``fashion-mnist`` or ``imagenette`` for a model name."""
@@ -121,6 +128,17 @@ def eval_images(model: str, data_dir: str | os.PathLike[str] | None = None,
     if dataset_of(model) == "imagenette":
         return _imagenette("eval", data_dir, cache_dir)
     return _fmnist("eval", data_dir)
+
+
+STREAM_SEED = 0
+
+
+def stream_images(model: str, data_dir: str | os.PathLike[str] | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> LabelledImages:
+    """The eval images as a camera meets them: every class mixed, in a fixed random order
+    (seed ``STREAM_SEED``). Experiments and the device's demo take inputs from its front;
+    Imagenette's val folder, read in order, would give 50 tench before the first dog."""
+    return eval_images(model, data_dir, cache_dir).shuffled(STREAM_SEED)
 
 
 def default_cache_dir() -> Path:

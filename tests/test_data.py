@@ -55,3 +55,12 @@ def test_card_and_evaluation_halves_are_fixed_and_disjoint():
     assert len(np.unique(together, axis=0)) == len(np.unique(
         load_split("test").images.reshape(10000, -1), axis=0))
     assert (card_images("mnv2_fmnist").labels == card.labels).all()
+
+
+def test_the_stream_is_every_eval_image_once_in_a_fixed_mixed_order():
+    from splitnet.workloads import eval_images, stream_images
+
+    scored, stream = eval_images("mnv2_fmnist"), stream_images("mnv2_fmnist")
+    assert sorted(stream.labels.tolist()) == sorted(scored.labels.tolist())
+    assert (stream.labels == stream_images("mnv2_fmnist").labels).all()  # fixed
+    assert len(set(stream.labels[:50].tolist())) == 10  # the first inputs mix every class
