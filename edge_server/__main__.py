@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if server.metrics_port is not None:
         feed += f", metrics on :{server.metrics_port}/metrics"
     print(f"serving {', '.join(server.models.ids)} on port {server.port}{feed}", flush=True)
-    server.wait()
-    # gRPC's wait returns as soon as shutdown begins; exiting before the shutdown
-    # finishes tears down its C++ threads mid-flight (std::terminate, SIGABRT).
+    server.wait()  # returns once stop() has finished
     if stopper.ident is not None:
         stopper.join()
     return 0

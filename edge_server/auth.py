@@ -10,7 +10,7 @@ work without the token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,26 +20,26 @@ from splitnet.messages import AUTH_METADATA
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses calls without ``authorization: Bearer <token>``."""
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <token>`` (compared in constant time)."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
         if method.startswith(OPEN_METHODS_PREFIX):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         presented = dict(handler_call_details.invocation_metadata or ()).get(AUTH_METADATA, "")
         if isinstance(presented, str):
             presented = presented.encode()
+        handler = await continuation(handler_call_details)
         if hmac.compare_digest(presented, self._expected):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return handler
         reason = ("missing token: pass 'authorization: Bearer <token>' metadata "
                   "(device_client --token)" if not presented else "wrong token")
         return _denying_handler(handler, reason)
@@ -47,8 +47,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
 
 def _denying_handler(handler: grpc.RpcMethodHandler | None,
                      message: str) -> grpc.RpcMethodHandler:
-    def abort(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def abort(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     if handler is not None and handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(abort)

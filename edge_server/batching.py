@@ -134,7 +134,13 @@ class DynamicBatcher(Generic[K, T]):
     def _count(jobs: collections.deque[_Job[K, T]], key: K) -> int:
         return sum(1 for j in jobs if j.key == key)
 
-    def _run(self, key: K, batch: list[_Job[K, T]]) -> None:
+    def _run(self, key: K, jobs: list[_Job[K, T]]) -> None:
+        # a caller that gave up (a deadline, a cancelled call) cancelled its future: skip it
+        batch = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not batch:
+            with self._lock:
+                self._depth -= len(jobs)
+            return
         if self.on_batch is not None:
             self.on_batch(key, len(batch))
         started = time.monotonic()
@@ -153,4 +159,4 @@ class DynamicBatcher(Generic[K, T]):
             self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
         finally:
             with self._lock:
-                self._depth -= len(batch)
+                self._depth -= len(jobs)

@@ -1,6 +1,6 @@
 """Assemble and run the edge server: servicer, batcher, health, auth, TLS, load feed.
 
-    EdgeServer(options).start() ─► grpc.server
+    EdgeServer(options).start() ─► grpc.aio.server (its own event loop thread)
                                      ├─ splitnet.v1.EdgeInference (servicer → batcher → engines,
                                      │                             one per served model)
                                      ├─ grpc.health.v1.Health     (SERVING / NOT_SERVING)
@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
-from concurrent import futures
+import asyncio
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +33,7 @@ from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.zoo import ZOO_DIR, list_zoo
 
 SERVICE_NAME = "splitnet.v1.EdgeInference"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,6 @@ class ServerOptions:
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
     max_queue: int = 256
-    workers: int = 64
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -52,7 +55,11 @@ class ServerOptions:
 
 
 class EdgeServer:
-    """A running edge server; ``port`` is the bound port (useful with ``:0``)."""
+    """A running edge server; ``port`` is the bound port (useful with ``:0``).
+
+    The gRPC server is ``grpc.aio`` on an event loop of its own (a thread), so the server
+    is driven from ordinary code: ``EdgeServer(options).start()``, ``stop()``, ``wait()``.
+    """
 
     def __init__(self, options: ServerOptions) -> None:
         import torch
@@ -68,45 +75,82 @@ class EdgeServer:
         self.batcher: DynamicBatcher[BatchKey, Decoded] = DynamicBatcher(
             self.models.run_batch, options.max_batch_size, options.max_wait_ms,
             options.max_queue, on_batch=lambda key, size: self.metrics.batch(key[0], size))
-        interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=options.workers),
-            interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
-        pb_grpc.add_EdgeInferenceServicer_to_server(
-            EdgeInferenceServicer(self.models, self.batcher, self.metrics), self.server)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        if options.tls_cert and options.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())])
-            self.port = self.server.add_secure_port(options.address, credentials)
-        else:
-            self.port = self.server.add_insecure_port(options.address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {options.address}: is the port already in use?")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio",
+                                        daemon=True)
+        self._thread.start()
+        self._stopped = threading.Event()
+        self._stopping = threading.Lock()
+        try:
+            self.port = self._call(self._build())
+        except BaseException:
+            self._close_loop()
+            raise
         self.metrics_port: int | None = None  # bound by start() when metrics are served
         self.publisher: LoadPublisher | None = None
         if options.load_pub:
             self.publisher = LoadPublisher(self.batcher, options.load_pub, self.models.ids)
 
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _build(self) -> int:
+        """The aio server with its services, bound (not started); returns the port."""
+        options = self.options
+        interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+        pb_grpc.add_EdgeInferenceServicer_to_server(
+            EdgeInferenceServicer(self.models, self.batcher, self.metrics), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if options.tls_cert and options.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())])
+            port = self.server.add_secure_port(options.address, credentials)
+        else:
+            port = self.server.add_insecure_port(options.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {options.address}: is the port already in use?")
+        return port
+
     def start(self) -> EdgeServer:
         if self.options.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.options.metrics_port,
                                                    self.options.metrics_address)
-        self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        async def start() -> None:
+            await self.server.start()
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        self._call(start())
         return self
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls; let in-flight requests finish for up to ``grace_s``."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace_s).wait()
-        self.batcher.close()
-        if self.publisher is not None:
-            self.publisher.close()
-        self.metrics.close()
+        with self._stopping:
+            if self._stopped.is_set():
+                return
+
+            async def stop() -> None:
+                await self.health.enter_graceful_shutdown()
+                await self.server.stop(grace_s)
+
+            self._call(stop())
+            self.batcher.close()
+            if self.publisher is not None:
+                self.publisher.close()
+            self.metrics.close()
+            self._close_loop()
+            self._stopped.set()
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        """Block until the server has stopped."""
+        self._stopped.wait()

@@ -1,10 +1,14 @@
-"""The EdgeInference servicer: decode, compute, encode. Nothing else lives here.
+"""The EdgeInference servicer (grpc.aio): decode, compute, encode. Nothing else lives here.
 
-    metadata model id ─► ModelSet.engine
-    InferRequest ─► messages.InferRequest ─► Engine.prepare (checks) ─► DynamicBatcher
-                                                                          │
-    InferReply   ◄─ messages.InferReply  ◄──────── probabilities, timing ◄┘
+    event loop:   metadata model id ─► ModelSet.engine
+                  InferRequest ─► messages.InferRequest ─► Engine.prepare (checks)
+                               ─► DynamicBatcher.submit ─► await the batch's future
+    batch worker (a thread that holds the model) ─► probabilities, timing ─┘
+                  InferReply ◄─ messages.InferReply
     every request, answered or refused ─► EdgeMetrics (status, seconds, bytes)
+
+Parsing and checks run in the event loop: they are microseconds of Python, and doing them
+before a request is queued lets a bad one be refused without touching the worker.
 
 Errors (unary Infer aborts with the status; InferStream replies with ``error`` set and
 keeps the stream open):
@@ -17,8 +21,9 @@ keeps the stream open):
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import NoReturn
 
@@ -52,9 +57,10 @@ class RequestError(Exception):
         self.message = message
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
+                 message: str) -> NoReturn:
     """End the call with ``code``; ``context.abort`` raises, this tells the type checker."""
-    context.abort(code, message)
+    await context.abort(code, message)
     raise AssertionError("context.abort returned")
 
 
@@ -68,14 +74,14 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         self.metrics = metrics
 
     # ---------------------------------------------------------------- checks
-    def _engine_for(self, context: grpc.ServicerContext, method: str) -> Engine:
+    async def _engine_for(self, context: grpc.aio.ServicerContext, method: str) -> Engine:
         sent = dict(context.invocation_metadata() or ()).get(MODEL_ID_METADATA)
         try:
             return self.models.engine(sent)
         except UnknownModelError as error:
             self.metrics.request(UNKNOWN_MODEL, method, grpc.StatusCode.FAILED_PRECONDITION,
                                  0.0, 0, 0)
-            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                    f"{error}; send '{MODEL_ID_METADATA}' metadata naming one of GetModelInfo's "
                    "models, or point the device at a server with its model")
 
@@ -117,14 +123,15 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
             None if result is None else result.compute_ms / 1000)
 
     # ---------------------------------------------------------------- RPCs
-    def Infer(self, request: pb.InferRequest,  # noqa: N802 - gRPC method name
-              context: grpc.ServicerContext) -> pb.InferReply:
+    async def Infer(self, request: pb.InferRequest,  # noqa: N802 - gRPC method name
+                    context: grpc.aio.ServicerContext) -> pb.InferReply:
         started = time.perf_counter()
-        engine = self._engine_for(context, "Infer")
+        engine = await self._engine_for(context, "Infer")
         try:
             parsed, future = self._submit(engine, request)
             try:
-                result = future.result(timeout=context.time_remaining())
+                result = await asyncio.wait_for(asyncio.wrap_future(future),
+                                                context.time_remaining())
             except TimeoutError as error:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "deadline passed in the queue") from error
@@ -133,22 +140,22 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                                    f"inference failed: {error}") from error
         except RequestError as error:
             self._count(engine, "Infer", started, request, None, error.code)
-            _abort(context, error.code, error.message)
+            await _abort(context, error.code, error.message)
         reply = self._reply(parsed, result)
         self._count(engine, "Infer", started, request, reply, grpc.StatusCode.OK, result)
         return reply
 
-    def InferStream(self, request_iterator: Iterator[pb.InferRequest],  # noqa: N802
-                    context: grpc.ServicerContext) -> Iterator[pb.InferReply]:
-        engine = self._engine_for(context, "InferStream")
-        # One input at a time per stream, in order: a device waits for each result anyway,
-        # and a thread per stream would only add contention. Batching happens across streams.
-        for message in request_iterator:
+    async def InferStream(self, request_iterator: AsyncIterator[pb.InferRequest],  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.InferReply]:
+        engine = await self._engine_for(context, "InferStream")
+        # One input at a time per stream, in order: a device waits for each result anyway.
+        # Batching happens across streams.
+        async for message in request_iterator:
             started = time.perf_counter()
             try:
                 parsed, future = self._submit(engine, message)
                 try:
-                    result = future.result()
+                    result = await asyncio.wrap_future(future)
                 except Exception as error:  # noqa: BLE001
                     raise RequestError(grpc.StatusCode.INTERNAL,
                                        f"inference failed: {error}") from error
@@ -161,12 +168,12 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                             grpc.StatusCode.OK, result)
             yield reply
 
-    def GetModelInfo(self, request: pb.ModelInfoRequest,  # noqa: N802
-                     context: grpc.ServicerContext) -> pb.ModelInfo:
+    async def GetModelInfo(self, request: pb.ModelInfoRequest,  # noqa: N802
+                           context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         served = tuple(ServedModel(e.model_id, e.model.spec.name, e.configs)
                        for e in self.models.engines.values())
         return ModelInfo(served, load_report(self.batcher)).to_message()
 
-    def Probe(self, request: pb.ProbeRequest,  # noqa: N802
-              context: grpc.ServicerContext) -> pb.ProbeReply:
+    async def Probe(self, request: pb.ProbeRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> pb.ProbeReply:
         return probe_reply(len(request.padding), load_report(self.batcher))

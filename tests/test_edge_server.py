@@ -231,6 +231,23 @@ def test_a_full_queue_answers_resource_exhausted(checkpoint, shipped, test_split
         server.stop(1)
 
 
+def test_a_call_that_gives_up_in_the_queue_does_not_stop_the_batch_worker(checkpoint,
+                                                                         shipped, test_split):
+    # the worker holds each request 300 ms hoping to batch it: a 50 ms call gives up first
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                      max_wait_ms=300)).start()
+    try:
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+        stub, meta = stub_for(server.port), metadata(shipped.model_id)
+        code, _ = _status(lambda: stub.Infer(good, timeout=0.05, metadata=meta))
+        assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.4)  # its batch comes due with nobody waiting
+        assert not stub.Infer(good, timeout=10, metadata=meta).HasField("error")
+        assert server.batcher.depth == 0
+    finally:
+        server.stop(1)
+
+
 def test_health_service_answers_serving(edge):
     channel = grpc.insecure_channel(f"127.0.0.1:{edge.port}")
     health = health_pb2_grpc.HealthStub(channel)
