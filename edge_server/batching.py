@@ -52,8 +52,8 @@ class DynamicBatcher(Generic[K, T]):
     def __init__(self, run_batch: Callable[[K, list[T]], torch.Tensor],
                  max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queue: int = 256,
-                 on_batch: Callable[[K, int], None] | None = None) -> None:
-        """``on_batch(key, size)`` is called before each batch runs (metrics)."""
+                 on_batch: Callable[[K, int, float], None] | None = None) -> None:
+        """``on_batch(key, size, seconds)`` is called after each batch ran (metrics)."""
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.run_batch = run_batch
@@ -141,8 +141,6 @@ class DynamicBatcher(Generic[K, T]):
             with self._lock:
                 self._depth -= len(jobs)
             return
-        if self.on_batch is not None:
-            self.on_batch(key, len(batch))
         started = time.monotonic()
         try:
             probabilities = self.run_batch(key, [j.item for j in batch])
@@ -157,6 +155,8 @@ class DynamicBatcher(Generic[K, T]):
                 j.future.set_result(BatchResult(probabilities[index], queue_ms, compute_ms,
                                                 len(batch)))
             self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
+            if self.on_batch is not None:
+                self.on_batch(key, len(batch), compute_ms / 1000)
         finally:
             with self._lock:
                 self._depth -= len(jobs)

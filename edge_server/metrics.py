@@ -2,11 +2,12 @@
 
     servicer, per request ─► requests{model, method, code}, bytes in / out,
                              queue / compute / total seconds{model}
-    batcher, per batch    ─► batch size{model}
+    batcher, per batch    ─► batch size{model}, model seconds{model}
     at scrape time        ─► queue depth (read from the batcher), models served
                              ──► prometheus_client registry ──► GET http://HOST:PORT/metrics
 
-Every metric is named ``splitnet_edge_*``. Label values come from the server's own set
+Every metric is named ``splitnet_edge_*``, besides the standard ``process_*`` ones (CPU
+seconds, resident memory, open file descriptors). Label values come from the server's own set
 (served model ids, RPC names, gRPC status names), never from what a client sends, so a
 client cannot grow the number of series.
 """
@@ -23,6 +24,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     start_http_server,
 )
 
@@ -52,6 +54,10 @@ class EdgeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("splitnet_edge_batch_size", "Requests per batch run",
                                     ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.model_seconds = Counter("splitnet_edge_model_seconds",
+                                     "Time spent running batches in the model", ["model"],
+                                     registry=r)
+        ProcessCollector(registry=r)
         self.bytes_in = Counter("splitnet_edge_received_bytes",
                                 "Request message bytes received", ["model"], registry=r)
         self.bytes_out = Counter("splitnet_edge_sent_bytes", "Reply message bytes sent",
@@ -78,8 +84,10 @@ class EdgeMetrics:
         if compute_s is not None:
             self.compute_seconds.labels(model).observe(compute_s)
 
-    def batch(self, model: str, size: int) -> None:
+    def batch(self, model: str, size: int, seconds: float) -> None:
+        """One batch of ``size`` requests ran in the model for ``seconds``."""
         self.batch_size.labels(model).observe(size)
+        self.model_seconds.labels(model).inc(seconds)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve ``/metrics`` over HTTP on ``port`` (0: any free port); returns the port."""

@@ -74,7 +74,8 @@ class EdgeServer:
             [(e.model_id, e.model.spec.name) for e in self.models.engines.values()])
         self.batcher: DynamicBatcher[BatchKey, Decoded] = DynamicBatcher(
             self.models.run_batch, options.max_batch_size, options.max_wait_ms,
-            options.max_queue, on_batch=lambda key, size: self.metrics.batch(key[0], size))
+            options.max_queue,
+            on_batch=lambda key, size, seconds: self.metrics.batch(key[0], size, seconds))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio",
                                         daemon=True)
