@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import time
@@ -220,11 +221,9 @@ class CountingProxy:
             finally:
                 dst.close()
 
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the benchmark's loop is closing
             await asyncio.gather(pipe(reader, up_writer, True),
                                  pipe(up_reader, writer, False))
-        except asyncio.CancelledError:
-            pass  # the benchmark's event loop is closing
 
 
 DEVICE_CHANNEL_OPTIONS = (("grpc.http2.bdp_probe", 0),)  # no BDP pings on a metered uplink
