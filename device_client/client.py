@@ -130,6 +130,7 @@ class DeviceClient:
         self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
         self.head_speed = HeadSpeedEstimator()
         self.failures = FailureRateEstimator()
+        self.bad_replies = 0  # replies that failed the check (wrong model, shape, values)
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
@@ -363,6 +364,16 @@ class DeviceClient:
                 0, self.power.energy_mj(head_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
                 0.0, str(error))
         round_trip_ms = (time.perf_counter() - sent_at) * 1000
+        problem = reply.problem(request.request_id, request.config, self.loaded.model_id,
+                                self.model.spec.num_classes)
+        if problem is not None:  # the edge answered, but not with this input's answer
+            self.bad_replies += 1
+            self.failures.add(True)
+            self.health.failure(f"bad reply: {problem}")
+            return InferenceResult(
+                -1, (), config, WHERE_LOCAL, LatencyBreakdown(head_ms, round_trip_ms),
+                len(payload), reply.wire_bytes, self.power.energy_mj(head_ms, round_trip_ms),
+                True, 0.0, 0.0, plan.latency_ms, 0.0, f"bad reply from the edge: {problem}")
         self.failures.add(False)
         return self._edge_result(config, payload, reply, head_ms, round_trip_ms, plan)
 

@@ -42,6 +42,7 @@ from splitnet.messages import (
     ModelInfo,
     RemoteError,
     ServedModel,
+    model_tag,
     probe_reply,
 )
 from splitnet.v1 import inference_pb2 as pb
@@ -99,14 +100,15 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         except QueueFullError as error:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from error
 
-    def _reply(self, request: InferRequest, result: BatchResult) -> pb.InferReply:
+    def _reply(self, engine: Engine, request: InferRequest,
+               result: BatchResult) -> pb.InferReply:
         probabilities = result.probabilities
         return InferReply(
             request_id=request.request_id, config=request.config,
             probabilities=tuple(probabilities.tolist()),
             label=int(probabilities.argmax()), queue_ms=result.queue_ms,
             compute_ms=result.compute_ms, batch_size=result.batch_size,
-            load=load_report(self.batcher)).to_message()
+            load=load_report(self.batcher), model_tag=model_tag(engine.model_id)).to_message()
 
     def _error_reply(self, request_id: int, error: RequestError) -> pb.InferReply:
         return InferReply(request_id=request_id, config=None,
@@ -141,7 +143,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         except RequestError as error:
             self._count(engine, "Infer", started, request, None, error.code)
             await _abort(context, error.code, error.message)
-        reply = self._reply(parsed, result)
+        reply = self._reply(engine, parsed, result)
         self._count(engine, "Infer", started, request, reply, grpc.StatusCode.OK, result)
         return reply
 
@@ -163,7 +165,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                 reply = self._error_reply(message.request_id, error)
                 self._count(engine, "InferStream", started, message, reply, error.code)
             else:
-                reply = self._reply(parsed, result)
+                reply = self._reply(engine, parsed, result)
                 self._count(engine, "InferStream", started, message, reply,
                             grpc.StatusCode.OK, result)
             yield reply

@@ -8,6 +8,8 @@ The exit threshold never crosses the network: the device applies it before sendi
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass, field
 
 from splitnet.config import Config, ConfigError, Placement
@@ -92,12 +94,13 @@ class InferReply:
     load: LoadReport = field(default_factory=LoadReport)
     error: RemoteError | None = None
     wire_bytes: int = 0  # size of the received message (set on receipt, never sent)
+    model_tag: int = 0  # model_tag() of the model that answered
 
     def to_message(self) -> pb.InferReply:
         message = pb.InferReply(
             request_id=self.request_id, probabilities=self.probabilities, label=self.label,
             queue_ms=self.queue_ms, compute_ms=self.compute_ms, batch_size=self.batch_size,
-            load=self.load.to_message())
+            load=self.load.to_message(), model_tag=self.model_tag)
         if self.config is not None:
             message.config.CopyFrom(config_to_message(self.config))
         if self.error is not None:
@@ -111,7 +114,38 @@ class InferReply:
         config = config_from_message(message.config) if message.HasField("config") else None
         return cls(message.request_id, config, tuple(message.probabilities), message.label,
                    message.queue_ms, message.compute_ms, message.batch_size,
-                   LoadReport.from_message(message.load), error, message.ByteSize())
+                   LoadReport.from_message(message.load), error, message.ByteSize(),
+                   message.model_tag)
+
+    def problem(self, request_id: int, config: Config, model_id: str,
+                num_classes: int) -> str | None:
+        """Why this reply cannot be the answer to ``request_id`` sent as ``config`` to
+        ``model_id`` (a ``num_classes``-way classifier), or None when it can."""
+        if self.request_id != request_id:
+            return f"reply to request {self.request_id}, not {request_id}"
+        if self.model_tag != model_tag(model_id):
+            return (f"answered by another model (tag {self.model_tag:08x}, expected "
+                    f"{model_tag(model_id):08x} for {model_id})")
+        if self.config != config:
+            return f"answered as {self.config}, sent as {config}"
+        if len(self.probabilities) != num_classes:
+            return f"{len(self.probabilities)} probabilities for {num_classes} classes"
+        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in self.probabilities) or \
+                abs(sum(self.probabilities) - 1.0) > 1e-3:
+            return "probabilities that are not a distribution (NaN, out of range, or sum ≠ 1)"
+        if not 0 <= self.label < num_classes:
+            return f"label {self.label} outside 0..{num_classes - 1}"
+        return None
+
+
+def model_tag(model_id: str) -> int:
+    """32 bits that tell models apart on every reply: the first 8 hex digits of the
+    weights' hash in a ``name-<hex>`` model id (else a CRC-32 of the id)."""
+    suffix = model_id.rsplit("-", 1)[-1]
+    try:
+        return int(suffix[:8], 16) if len(suffix) >= 8 else zlib.crc32(model_id.encode())
+    except ValueError:
+        return zlib.crc32(model_id.encode())
 
 
 @dataclass(frozen=True)

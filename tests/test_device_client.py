@@ -14,7 +14,7 @@ import torch
 
 from device_client.client import WHERE_EDGE, WHERE_LOCAL, DeviceClient
 from edge_server.server import EdgeServer, ServerOptions
-from splitnet.config import Config
+from splitnet.config import LOCAL, Config
 from tests.conftest import free_port
 
 FIXED = Config(split=3, width=4, bits=4)
@@ -215,3 +215,42 @@ def test_cli_classifies_a_folder_of_frames_through_the_edge_and_skips_a_broken_f
     assert [r["file"] for r in records] == [str(folder / f"{i}.jpg") for i in range(3)]
     assert all(r["config"] == "offload/jpeg90" and r["class"] for r in records)
     assert sum(r["label"] == label for r, label in zip(records, labels, strict=True)) >= 2
+
+
+@pytest.mark.parametrize("corruption", ["wrong model", "wrong shape", "not finite"])
+def test_every_bad_reply_is_caught_and_the_input_finished_on_the_device(
+        checkpoint, test_split, monkeypatch, corruption):
+    """A real edge server whose replies are corrupted on the way out (as a misconfigured or
+    broken edge would send them): the device must not take any of them as an answer."""
+    from edge_server.servicer import EdgeInferenceServicer
+
+    reply_of = EdgeInferenceServicer._reply
+
+    def corrupted(self, engine, request, result):
+        message = reply_of(self, engine, request, result)
+        if corruption == "wrong model":
+            message.model_tag ^= 1
+        elif corruption == "wrong shape":
+            message.probabilities.append(0.0)
+        else:
+            message.probabilities[0] = float("nan")
+        return message
+
+    monkeypatch.setattr(EdgeInferenceServicer, "_reply", corrupted)
+    server = start_server(checkpoint)
+    images = test_split.images[:10]
+    try:
+        with DeviceClient(f"127.0.0.1:{server.port}", "fixed", checkpoint, fixed_config=FIXED,
+                          battery="1.0", monitor=False) as client:
+            results = []
+            for image in images:
+                client.health.success()  # offload every input: each reply is checked
+                results.append(client.infer(image))
+            assert client.bad_replies == len(images)
+    finally:
+        server.stop(1)
+    assert all(r.fallback and r.where == WHERE_LOCAL and "bad reply" in (r.error or "")
+               for r in results)
+    # the device's own answer: the rest of the network from where its head stopped
+    expected = [local_probabilities(client.model, image, LOCAL).argmax() for image in images]
+    assert [r.label for r in results] == [int(e) for e in expected]

@@ -56,3 +56,27 @@ def test_messages_round_trip():
     assert ModelInfo.from_message(info.to_message()) == info
     older = pb.ModelInfo(model_id="m-1", arch="mnv2_tiny", configs=["local"])  # no `models`
     assert ModelInfo.from_message(older).models == (ServedModel("m-1", "mnv2_tiny", (LOCAL,)),)
+
+
+def test_a_reply_is_checked_against_its_request_model_and_shape():
+    from dataclasses import replace
+
+    from splitnet.messages import model_tag
+
+    model_id, config = "resnet18_imagenette-21e261488f9f8f92", Config(split=3, width=4, bits=4)
+    assert model_tag(model_id) == 0x21E26148
+    assert model_tag("mnv2_tiny") != model_tag("mnv2_fmnist")  # no hash: a CRC of the id
+    good = InferReply(7, config, (0.1, 0.9), 1, model_tag=model_tag(model_id))
+    back = InferReply.from_message(good.to_message())
+    assert back.problem(7, config, model_id, 2) is None
+    bad = {
+        "request": replace(back, request_id=8),
+        "model": replace(back, model_tag=model_tag("mnv2_fmnist-0123456789abcdef")),
+        "config": replace(back, config=Config(split=3, width=8, bits=4)),
+        "shape": replace(back, probabilities=(0.1, 0.8, 0.1)),
+        "values": replace(back, probabilities=(float("nan"), 1.0)),
+        "distribution": replace(back, probabilities=(0.9, 0.9)),
+        "label": replace(back, label=5),
+    }
+    for what, reply in bad.items():
+        assert reply.problem(7, config, model_id, 2) is not None, what

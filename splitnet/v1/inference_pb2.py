@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsplitnet/v1/inference.proto\x12\x0bsplitnet.v1\"t\n\x06\x43onfig\x12)\n\tplacement\x18\x01 \x01(\x0e\x32\x16.splitnet.v1.Placement\x12\r\n\x05split\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\x13\n\x0binput_codec\x18\x05 \x01(\t\"X\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.splitnet.v1.Config\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"f\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x12\n\nservice_ms\x18\x02 \x01(\x02\x12\x17\n\x0fqueue_ms_recent\x18\x03 \x01(\x02\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.splitnet.v1.Config\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\r\n\x05label\x18\x04 \x01(\r\x12\x10\n\x08queue_ms\x18\x05 \x01(\x02\x12\x12\n\ncompute_ms\x18\x06 \x01(\x02\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12%\n\x04load\x18\x08 \x01(\x0b\x32\x17.splitnet.v1.LoadReport\x12!\n\x05\x65rror\x18\t \x01(\x0b\x32\x12.splitnet.v1.Error\"\x12\n\x10ModelInfoRequest\">\n\x0bServedModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfigs\x18\x03 \x03(\t\"\x8d\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfigs\x18\x03 \x03(\t\x12%\n\x04load\x18\x04 \x01(\x0b\x32\x17.splitnet.v1.LoadReport\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.splitnet.v1.ServedModel\"\x1f\n\x0cProbeRequest\x12\x0f\n\x07padding\x18\x01 \x01(\x0c\"K\n\nProbeReply\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\r\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.splitnet.v1.LoadReport*X\n\tPlacement\x12\x19\n\x15PLACEMENT_UNSPECIFIED\x10\x00\x12\x13\n\x0fPLACEMENT_SPLIT\x10\x01\x12\x1b\n\x17PLACEMENT_OFFLOAD_INPUT\x10\x02\x32\x97\x02\n\rEdgeInference\x12;\n\x05Infer\x12\x19.splitnet.v1.InferRequest\x1a\x17.splitnet.v1.InferReply\x12\x45\n\x0bInferStream\x12\x19.splitnet.v1.InferRequest\x1a\x17.splitnet.v1.InferReply(\x01\x30\x01\x12\x45\n\x0cGetModelInfo\x12\x1d.splitnet.v1.ModelInfoRequest\x1a\x16.splitnet.v1.ModelInfo\x12;\n\x05Probe\x12\x19.splitnet.v1.ProbeRequest\x1a\x17.splitnet.v1.ProbeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsplitnet/v1/inference.proto\x12\x0bsplitnet.v1\"t\n\x06\x43onfig\x12)\n\tplacement\x18\x01 \x01(\x0e\x32\x16.splitnet.v1.Placement\x12\r\n\x05split\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\x13\n\x0binput_codec\x18\x05 \x01(\t\"X\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.splitnet.v1.Config\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"f\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x12\n\nservice_ms\x18\x02 \x01(\x02\x12\x17\n\x0fqueue_ms_recent\x18\x03 \x01(\x02\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x82\x02\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.splitnet.v1.Config\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\r\n\x05label\x18\x04 \x01(\r\x12\x10\n\x08queue_ms\x18\x05 \x01(\x02\x12\x12\n\ncompute_ms\x18\x06 \x01(\x02\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12%\n\x04load\x18\x08 \x01(\x0b\x32\x17.splitnet.v1.LoadReport\x12!\n\x05\x65rror\x18\t \x01(\x0b\x32\x12.splitnet.v1.Error\x12\x11\n\tmodel_tag\x18\n \x01(\x07\"\x12\n\x10ModelInfoRequest\">\n\x0bServedModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfigs\x18\x03 \x03(\t\"\x8d\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfigs\x18\x03 \x03(\t\x12%\n\x04load\x18\x04 \x01(\x0b\x32\x17.splitnet.v1.LoadReport\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.splitnet.v1.ServedModel\"\x1f\n\x0cProbeRequest\x12\x0f\n\x07padding\x18\x01 \x01(\x0c\"K\n\nProbeReply\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\r\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.splitnet.v1.LoadReport*X\n\tPlacement\x12\x19\n\x15PLACEMENT_UNSPECIFIED\x10\x00\x12\x13\n\x0fPLACEMENT_SPLIT\x10\x01\x12\x1b\n\x17PLACEMENT_OFFLOAD_INPUT\x10\x02\x32\x97\x02\n\rEdgeInference\x12;\n\x05Infer\x12\x19.splitnet.v1.InferRequest\x1a\x17.splitnet.v1.InferReply\x12\x45\n\x0bInferStream\x12\x19.splitnet.v1.InferRequest\x1a\x17.splitnet.v1.InferReply(\x01\x30\x01\x12\x45\n\x0cGetModelInfo\x12\x1d.splitnet.v1.ModelInfoRequest\x1a\x16.splitnet.v1.ModelInfo\x12;\n\x05Probe\x12\x19.splitnet.v1.ProbeRequest\x1a\x17.splitnet.v1.ProbeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitnet.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLACEMENT']._serialized_start=976
-  _globals['_PLACEMENT']._serialized_end=1064
+  _globals['_PLACEMENT']._serialized_start=995
+  _globals['_PLACEMENT']._serialized_end=1083
   _globals['_CONFIG']._serialized_start=44
   _globals['_CONFIG']._serialized_end=160
   _globals['_INFERREQUEST']._serialized_start=162
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERROR']._serialized_start=356
   _globals['_ERROR']._serialized_end=394
   _globals['_INFERREPLY']._serialized_start=397
-  _globals['_INFERREPLY']._serialized_end=636
-  _globals['_MODELINFOREQUEST']._serialized_start=638
-  _globals['_MODELINFOREQUEST']._serialized_end=656
-  _globals['_SERVEDMODEL']._serialized_start=658
-  _globals['_SERVEDMODEL']._serialized_end=720
-  _globals['_MODELINFO']._serialized_start=723
-  _globals['_MODELINFO']._serialized_end=864
-  _globals['_PROBEREQUEST']._serialized_start=866
-  _globals['_PROBEREQUEST']._serialized_end=897
-  _globals['_PROBEREPLY']._serialized_start=899
-  _globals['_PROBEREPLY']._serialized_end=974
-  _globals['_EDGEINFERENCE']._serialized_start=1067
-  _globals['_EDGEINFERENCE']._serialized_end=1346
+  _globals['_INFERREPLY']._serialized_end=655
+  _globals['_MODELINFOREQUEST']._serialized_start=657
+  _globals['_MODELINFOREQUEST']._serialized_end=675
+  _globals['_SERVEDMODEL']._serialized_start=677
+  _globals['_SERVEDMODEL']._serialized_end=739
+  _globals['_MODELINFO']._serialized_start=742
+  _globals['_MODELINFO']._serialized_end=883
+  _globals['_PROBEREQUEST']._serialized_start=885
+  _globals['_PROBEREQUEST']._serialized_end=916
+  _globals['_PROBEREPLY']._serialized_start=918
+  _globals['_PROBEREPLY']._serialized_end=993
+  _globals['_EDGEINFERENCE']._serialized_start=1086
+  _globals['_EDGEINFERENCE']._serialized_end=1365
 # @@protoc_insertion_point(module_scope)

@@ -60,7 +60,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "config", "probabilities", "label", "queue_ms", "compute_ms", "batch_size", "load", "error")
+    __slots__ = ("request_id", "config", "probabilities", "label", "queue_ms", "compute_ms", "batch_size", "load", "error", "model_tag")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class InferReply(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TAG_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     config: Config
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -79,7 +80,8 @@ class InferReply(_message.Message):
     batch_size: int
     load: LoadReport
     error: Error
-    def __init__(self, request_id: _Optional[int] = ..., config: _Optional[_Union[Config, _Mapping]] = ..., probabilities: _Optional[_Iterable[float]] = ..., label: _Optional[int] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    model_tag: int
+    def __init__(self, request_id: _Optional[int] = ..., config: _Optional[_Union[Config, _Mapping]] = ..., probabilities: _Optional[_Iterable[float]] = ..., label: _Optional[int] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model_tag: _Optional[int] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()
