@@ -48,13 +48,10 @@ class Engine:
             return codec.decode(payload, self.model.code_shape(config), config.bits)
         if config.placement is Placement.OFFLOAD_INPUT:
             assert config.input_codec is not None
-            image = decode_image(payload, config.input_codec)
             channels, height, width = self.model.spec.input_shape
             expected = (height, width) if channels == 1 else (height, width, channels)
-            if image.shape != expected:
-                raise codec.PayloadError(
-                    f"image is {'x'.join(map(str, image.shape))}; this model takes "
-                    f"{'x'.join(map(str, expected))} (height x width x channels)")
+            # checked from the image's header, before its pixels are inflated
+            image = decode_image(payload, config.input_codec, expected)
             return images_to_input(image[None])
         raise ConfigError(f"{config} cannot be served by the edge")
 

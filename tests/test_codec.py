@@ -1,7 +1,9 @@
 """The wire format: round trips, golden bytes, and refusal of every kind of bad payload."""
 
+import io
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +120,53 @@ def test_mismatched_shape_or_bits_is_refused():
         codec.decode(payload, (8, 4, 4), 4)
     with pytest.raises(PayloadError, match="bits"):
         codec.decode(payload, (4, 4, 4), 2)
+
+
+# ------------------------------------------------------------------- input images
+def _image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (224, 224, 3)])
+def test_input_images_round_trip(shape):
+    from splitnet.input_codecs import decode_image, encode_image
+
+    image = _image(shape)
+    np.testing.assert_array_equal(decode_image(encode_image(image, "png"), "png", shape), image)
+    smooth = np.broadcast_to(np.linspace(0, 255, shape[1]).astype(np.uint8)[:, None]
+                             if len(shape) == 2 else
+                             np.linspace(0, 255, shape[1]).astype(np.uint8)[:, None, None],
+                             shape).copy()  # JPEG is for photographs, not noise
+    jpeg = decode_image(encode_image(smooth, "jpeg95"), "jpeg95", shape)
+    assert jpeg.shape == shape and np.abs(jpeg.astype(int) - smooth).mean() < 3
+    if len(shape) == 2:
+        np.testing.assert_array_equal(
+            decode_image(encode_image(image, "raw-zstd"), "raw-zstd", shape), image)
+
+
+def test_an_image_of_the_wrong_size_is_refused_from_its_header():
+    """A small file that declares a large image (a decompression bomb, or just the wrong
+    camera setting) is refused by what its header says, whatever it declares."""
+    from PIL import Image
+
+    from splitnet.input_codecs import MAX_SIDE, decode_image, encode_image
+
+    big = encode_image(np.zeros((MAX_SIDE, MAX_SIDE), dtype=np.uint8), "png")
+    assert len(big) < 5000  # a few kB that would inflate to a megapixel
+    with pytest.raises(PayloadError, match="1024x1024; this model takes 28x28"):
+        decode_image(big, "png", (28, 28))
+    colour = encode_image(_image((28, 28, 3)), "png")
+    with pytest.raises(PayloadError, match="28x28x3; this model takes 28x28"):
+        decode_image(colour, "png", (28, 28))
+    huge = io.BytesIO()  # declares 40,000 x 40,000: beyond Pillow's bomb limit
+    Image.new("L", (1, 1)).save(huge, format="PNG")
+    header = bytearray(huge.getvalue())
+    header[16:24] = (40_000).to_bytes(4, "big") * 2  # IHDR width, height (CRC now wrong)
+    with pytest.raises(PayloadError):
+        decode_image(bytes(header), "png", (28, 28))
+    with pytest.raises(PayloadError, match="expected|corrupt"):
+        decode_image(encode_image(_image((28, 28)), "jpeg90"), "png", (28, 28))
+    with pytest.raises(PayloadError, match="out of range"):
+        decode_image(b"\x00\x00\x10\x00" + b"junk", "raw-zstd", (28, 28))
+    with pytest.raises(PayloadError, match="16x16; this model takes 28x28"):
+        decode_image(b"\x10\x00\x10\x00" + b"junk", "raw-zstd", (28, 28))
