@@ -324,6 +324,42 @@ def wire_option_variants(checkpoint: Path, config: Config, count: int) -> dict[s
         stop_edge_process(process)
 
 
+BAD_IMAGE_REFUSAL_TARGET_MS = 5.0
+
+
+def image_refusal(repeats: int = 50) -> dict[str, Any]:
+    """Server time (``Engine.prepare``, in process) to refuse an image whose header declares
+    the wrong size, next to the time to accept a well-formed one; medians, interleaved."""
+    from edge_server.engine import Engine
+    from splitnet.codec import PayloadError
+    from splitnet.input_codecs import MAX_SIDE, encode_image
+
+    out: dict[str, Any] = {}
+    for model in (SMALL_MODEL, DEFAULT_MODEL):
+        engine = Engine(load_checkpoint(checkpoint_for(model)))
+        channels, height, width = engine.model.spec.input_shape
+        shape = (height, width) if channels == 1 else (height, width, channels)
+        big_shape = (MAX_SIDE, MAX_SIDE) + shape[2:]
+        cases = {"well-formed png": Config.offload_input("png"),
+                 "png declaring 1024x1024": Config.offload_input("png"),
+                 "jpeg90 declaring 1024x1024": Config.offload_input("jpeg90")}
+        payloads = {
+            "well-formed png": encode_image(stream_images(model).images[0], "png"),
+            "png declaring 1024x1024": encode_image(np.zeros(big_shape, np.uint8), "png"),
+            "jpeg90 declaring 1024x1024": encode_image(np.zeros(big_shape, np.uint8), "jpeg90"),
+        }
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(repeats):
+            for name, config in cases.items():
+                started = time.perf_counter()
+                with contextlib.suppress(PayloadError):  # the refusals
+                    engine.prepare(config, payloads[name])
+                times[name].append((time.perf_counter() - started) * 1000)
+        out[model] = {name: {"bytes": len(payloads[name]),
+                             "median_ms": statistics.median(times[name])} for name in cases}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edge_server.bench",
@@ -352,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         throughput(checkpoint_for(model), Config.parse(config), args.streams, args.rounds,
                    args.seconds, args.server_threads) | {"target_speedup": target}
         for model, config, target in THROUGHPUT_CASES]}
+    result["bad_image_refusal"] = image_refusal()
     result["wire"] = [wire_bytes(small, c, args.wire_count) for c in wire_configs]
     result["wire_channel_options"] = wire_option_variants(small, wire_configs[0],
                                                           args.wire_count)
@@ -376,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
                                      for w in result["wire"]),
         "window_update_bytes": max(w["stream"]["up_frame_bytes_per_inference"].get(
             "WINDOW_UPDATE", 0.0) for w in result["wire"])}
+    refusal = max(v["median_ms"] for m in result["bad_image_refusal"].values()
+                  for k, v in m.items() if "declaring" in k)
+    targets["bad_image_refused_ms"] = {"measured": refusal,
+                                       "target": BAD_IMAGE_REFUSAL_TARGET_MS,
+                                       "met": refusal <= BAD_IMAGE_REFUSAL_TARGET_MS}
     result["targets"] = targets
     if args.json:
         print(json.dumps(result, indent=1))
