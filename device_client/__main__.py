@@ -26,6 +26,13 @@ from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
 from splitnet.imagefolder import ImageDecodeError
 from splitnet.progress import progress
+from splitnet.tokens import (
+    TokenError,
+    add_token_options,
+    host_of,
+    plaintext_token_problem,
+    read_token,
+)
 from splitnet.workloads import class_names, default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
 
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100,
                         help="number of images (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
-    parser.add_argument("--token", default=None, help="bearer token the edge requires")
+    add_token_options(parser, "the edge requires")
     parser.add_argument("--tls-ca", type=Path, default=None,
                         help="PEM CA certificate: connect with TLS and trust this CA")
     parser.add_argument("--deadline-ms", type=float, default=None,
@@ -124,10 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None,
                         help="write one JSON line per input to this file")
     args = parser.parse_args(argv)
+    try:
+        token = read_token(args.token_file)
+    except TokenError as error:
+        parser.error(str(error))
+    if args.edge:
+        problem = plaintext_token_problem([host_of(t) for t in args.edge.split(",")], token,
+                                          args.tls_ca is not None, args.insecure)
+        if problem:
+            parser.error(problem)
     checkpoint = args.checkpoint or checkpoint_for(args.model)
     try:
         fixed = Config.parse(args.config) if args.config else None
-        client = DeviceClient(args.edge, args.policy, checkpoint, args.token, args.tls_ca,
+        client = DeviceClient(args.edge, args.policy, checkpoint, token, args.tls_ca,
                               args.deadline_ms, args.accuracy_floor, args.battery,
                               fixed_config=fixed, load_feed=args.load_feed)
         inputs, labels, names = _inputs(args, client.model.spec.name)

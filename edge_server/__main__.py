@@ -12,6 +12,13 @@ from types import FrameType
 
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.checkpoint import CheckpointError
+from splitnet.tokens import (
+    TokenError,
+    add_token_options,
+    host_of,
+    plaintext_token_problem,
+    read_token,
+)
 from splitnet.zoo import checkpoint_for, list_zoo
 
 
@@ -28,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         epilog="Examples:\n"
                "  python -m edge_server                              # every zoo model, :50051\n"
                "  python -m edge_server --model resnet18_imagenette  # the camera model only\n"
-               "  python -m edge_server --address 0.0.0.0:50051 --token s3cret \\\n"
+               "  SPLITNET_TOKEN=s3cret python -m edge_server --address 0.0.0.0:50051 \\\n"
                "      --tls-cert server.crt --tls-key server.key --load-pub tcp://*:50052\n"
                "  python -m edge_server --metrics-port 9100          # Prometheus scrapes :9100\n"
                "Stop with Ctrl-C or SIGTERM: in-flight requests finish first.",
@@ -48,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     parser.add_argument("--max-queue", type=int, default=256,
                         help="requests waiting before new ones get RESOURCE_EXHAUSTED "
                              "(default: %(default)s)")
-    parser.add_argument("--token", default=None,
-                        help="require 'authorization: Bearer TOKEN' metadata on every call")
+    add_token_options(parser, "every call must present as 'authorization: Bearer TOKEN' "
+                              "(the health service stays open)")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate for TLS")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for TLS")
     parser.add_argument("--load-pub", default=None,
@@ -68,10 +75,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    try:
+        token = read_token(args.token_file)
+    except TokenError as error:
+        parser.error(str(error))
+    problem = plaintext_token_problem([host_of(args.address)], token, bool(args.tls_cert),
+                                      args.insecure)
+    if problem:
+        parser.error(problem)
     checkpoints = tuple(checkpoint_for(m) for m in args.model) + tuple(args.checkpoint)
     options = ServerOptions(
         address=args.address, checkpoints=checkpoints, max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=args.token,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=token,
         tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
         torch_threads=args.threads, metrics_port=args.metrics_port,
         metrics_address=args.metrics_address)
