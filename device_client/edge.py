@@ -12,7 +12,9 @@ the caller finishes that input locally.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +26,7 @@ import grpc
 
 from splitnet.messages import (
     AUTH_METADATA,
+    DEVICE_ID_METADATA,
     MODEL_ID_METADATA,
     InferReply,
     InferRequest,
@@ -34,6 +37,14 @@ from splitnet.messages import (
     probe_request,
 )
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
+
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+
+
+def device_id() -> str:
+    """This device's name for the edge's per-device share: the host and the process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class EdgeError(RuntimeError):
@@ -102,14 +113,20 @@ class EdgeLink:
                  tls_ca: Path | None = None) -> None:
         self.target = target
         self.model_id = model_id
-        metadata = [(MODEL_ID_METADATA, model_id)]
+        metadata = [(MODEL_ID_METADATA, model_id), (DEVICE_ID_METADATA, device_id())]
         if token:
             metadata.append((AUTH_METADATA, f"Bearer {token}"))
         self.metadata = tuple(metadata)
         options = [("grpc.lb_policy_name", "round_robin"),
                    ("grpc.enable_retries", 0),
                    ("grpc.initial_reconnect_backoff_ms", 100),
-                   ("grpc.max_reconnect_backoff_ms", 1000)]
+                   ("grpc.max_reconnect_backoff_ms", 1000),
+                   # a link that went silent is found by keepalive on the open stream (the
+                   # server allows a ping every 10 s while a call is open, none without)
+                   ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                   ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                   ("grpc.keepalive_permit_without_calls", 0),
+                   ("grpc.http2.bdp_probe", 0)]
         if tls_ca is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
             self.channel = grpc.secure_channel(target, credentials, options=options)

@@ -2,9 +2,9 @@
 a replica fails on is retried on another while its time lasts.
 
     infer(request, timeout) ──► pick: replicas up (or due a re-probe), least loaded first
-          │                        load = the replica's last reported queue ms
+          │                        load = the replica's last reported queue ms (if fresh)
           │                               + this device's requests in flight there × service ms
-          │                        ties ─► round robin
+          │                        ties (to the millisecond) ─► round robin
           ├─ reply ──► record its load report ──► return
           └─ replica failed (unreachable, stream broken, queue full) ──► mark it down
                  (backoff, as EdgeHealth) ──► next replica with the time left ──► …
@@ -59,6 +59,9 @@ def resolve_targets(edge: str) -> list[str]:
     return [edge]  # a gRPC target of its own (unix:, ipv4:a,b with gRPC's round robin)
 
 
+LOAD_FRESH_S = 2.0  # a load report older than this says nothing about the queue now
+
+
 @dataclass
 class Replica:
     """One edge replica and what this device knows of it."""
@@ -67,17 +70,20 @@ class Replica:
     link: EdgeLink
     health: EdgeHealth
     load: LoadReport | None = None
+    load_at: float = float("-inf")  # when ``load`` was reported (monotonic s)
     in_flight: int = 0
     answered: int = 0
     failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def expected_wait_ms(self) -> float:
-        """The replica's reported queueing, plus what this device already has there."""
+    def expected_wait_ms(self, now: float) -> int:
+        """The replica's reported queueing while fresh, plus what this device already has
+        there, in whole milliseconds: closer replicas are a tie, which round robin breaks
+        (else a replica that once reported a little more queueing would never be chosen)."""
         if self.load is None:
-            return float(self.in_flight)
-        service = max(self.load.service_ms, 1.0)
-        return self.load.queue_ms_recent + self.in_flight * service
+            return self.in_flight
+        queue_ms = self.load.queue_ms_recent if now - self.load_at < LOAD_FRESH_S else 0.0
+        return round(queue_ms + self.in_flight * max(self.load.service_ms, 1.0))
 
 
 class EdgePool:
@@ -107,7 +113,7 @@ class EdgePool:
         turn = next(self._turn)
         n = len(self.replicas)
         rotated = [self.replicas[(turn + i) % n] for i in range(n)]
-        up = sorted((r for r in rotated if r.health.up), key=Replica.expected_wait_ms)
+        up = sorted((r for r in rotated if r.health.up), key=lambda r: r.expected_wait_ms(now))
         due = [r for r in rotated if r.health.probe_due(now)]
         return up + due
 
@@ -140,7 +146,7 @@ class EdgePool:
                     replica.in_flight -= 1
             with replica.lock:
                 replica.answered += 1
-                replica.load = reply.load
+                replica.load, replica.load_at = reply.load, time.monotonic()
             replica.health.success()
             return reply
         if last is not None and len(errors) == 1:
@@ -163,7 +169,7 @@ class EdgePool:
                     raise  # a slow link, not a dead replica: the caller bounds the rate
                 replica.health.failure(str(error))
                 continue
-            replica.load = result[1]
+            replica.load, replica.load_at = result[1], time.monotonic()
             if not replica.health.up:
                 replica.link.reset_stream()
             replica.health.success()

@@ -7,10 +7,12 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import fields, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from edge_server.server import EdgeServer, ServerOptions
+from edge_server.server import EdgeServer, Limits, ServerOptions
 from splitnet.checkpoint import CheckpointError
 from splitnet.tokens import (
     TokenError,
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         description="Serve splitnet models over gRPC (splitnet.v1.EdgeInference): the tail of "
                     "every split config and the whole network for input images, for every "
                     "model in the zoo or the ones named. Each request names its model in "
-                    "its 'splitnet-model-id' metadata. Batches "
+                    "its 'x-splitnet-model-id' metadata. Batches "
                     "requests dynamically across clients, reports its load with every reply "
                     "and on a ZMQ PUB socket, and answers the standard gRPC health service.",
         epilog="Examples:\n"
@@ -68,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
                              "models served). Default: no metrics")
     parser.add_argument("--metrics-address", default="0.0.0.0",
                         help="address the metrics port listens on (default: %(default)s)")
+    defaults = Limits()
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one of the server's bounds; repeatable. Names and "
+                             "defaults: " + ", ".join(f"{f.name}={getattr(defaults, f.name)}"
+                                                      for f in fields(Limits)))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: all cores)")
     parser.add_argument("--grace-s", type=float, default=5.0,
@@ -75,6 +82,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    limits = Limits()
+    for text in args.limit:
+        name, _, value = text.partition("=")
+        kind = next((f.type for f in fields(Limits) if f.name == name), None)
+        if kind is None or not value:
+            parser.error(f"--limit {text}: give NAME=VALUE with NAME one of "
+                         f"{', '.join(f.name for f in fields(Limits))}")
+        try:
+            number: Any = float(value) if kind == "float" else int(value)
+        except ValueError:
+            parser.error(f"--limit {text}: {value!r} is not a number")
+        limits = replace(limits, **{name: number})
     try:
         token = read_token(args.token_file)
     except TokenError as error:
@@ -89,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=token,
         tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
         torch_threads=args.threads, metrics_port=args.metrics_port,
-        metrics_address=args.metrics_address)
+        metrics_address=args.metrics_address, limits=limits)
     return options, args.grace_s
 
 

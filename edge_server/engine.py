@@ -10,6 +10,7 @@ a place in the queue. ``run_batch`` runs in the batcher's worker thread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -40,6 +41,16 @@ class Engine:
             else ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
         self.configs = tuple(self.model.split_configs()) + tuple(
             Config.offload_input(c) for c in codecs)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload a legal request can carry: twice the larger of the raw input
+        image and the largest 8-bit code (room for a JPEG or PNG of noise, or a code zstd
+        could not shrink), plus headers."""
+        raw_codes = max(math.prod(self.model.code_shape(c)) * c.bits // 8
+                        for c in self.model.split_configs())
+        raw_image = math.prod(self.model.spec.input_shape)
+        return 2 * max(raw_codes, raw_image) + 4096
 
     def prepare(self, config: Config, payload: bytes) -> Decoded:
         """Validate and decode one request. Raises ConfigError or codec.PayloadError."""
@@ -93,6 +104,11 @@ class ModelSet:
             raise UnknownModelError(f"request carries {what}; this server serves "
                                     f"{', '.join(self.ids)}")
         return engine
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest legal payload of any model served."""
+        return max(e.max_payload_bytes for e in self.engines.values())
 
     def run_batch(self, key: BatchKey, inputs: list[Decoded]) -> torch.Tensor:
         model_id, config = key

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,31 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Every bound the server puts on its clients, with its default. The largest message
+    it accepts is not here: it follows from the models served (``max_payload_bytes``)."""
+
+    per_device_in_flight: int = 16  # one device's share of the queue, then RESOURCE_EXHAUSTED
+    max_concurrent_streams: int = 8  # per connection; a device needs one, plus its probes
+    idle_stream_s: float = 120.0  # a stream with no input for this long is ended (OK)
+    min_ping_interval_ms: int = 10_000  # closer keepalive pings are strikes ...
+    max_ping_strikes: int = 2  # ... and past these the connection is closed (GOAWAY)
+    max_connection_age_ms: int = 300_000  # connections are renewed every 5 min, so that
+    max_connection_age_grace_ms: int = 30_000  # clients spread over new replicas
+    max_connection_idle_ms: int = 600_000  # a connection with no call for 10 min is closed
+
+    def grpc_options(self, max_message_bytes: int) -> list[tuple[str, int]]:
+        return [("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+                ("grpc.http2.min_ping_interval_without_data_ms", self.min_ping_interval_ms),
+                ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
+                ("grpc.keepalive_permit_without_calls", 0),  # pings without calls: strikes
+                ("grpc.max_connection_age_ms", self.max_connection_age_ms),
+                ("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_ms),
+                ("grpc.max_connection_idle_ms", self.max_connection_idle_ms)]
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     """Everything ``python -m edge_server`` can set."""
 
@@ -52,6 +77,7 @@ class ServerOptions:
     torch_threads: int | None = None
     metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port)
     metrics_address: str = "0.0.0.0"
+    limits: Limits = field(default_factory=Limits)
 
 
 class EdgeServer:
@@ -99,11 +125,15 @@ class EdgeServer:
         """The aio server with its services, bound (not started); returns the port."""
         options = self.options
         interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
+        limits = options.limits
+        # the largest legal request: a payload of the largest kind, and its fields
+        self.max_message_bytes = self.models.max_payload_bytes + 1024
         self.server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+            interceptors=interceptors, options=limits.grpc_options(self.max_message_bytes))
         pb_grpc.add_EdgeInferenceServicer_to_server(
-            EdgeInferenceServicer(self.models, self.batcher, self.metrics), self.server)
+            EdgeInferenceServicer(self.models, self.batcher, self.metrics,
+                                  limits.per_device_in_flight, limits.idle_stream_s),
+            self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.tls_cert and options.tls_key:

@@ -16,7 +16,9 @@ keeps the stream open):
     model id in metadata not served    FAILED_PRECONDITION (whole call; served ids named)
     malformed/oversized payload,       INVALID_ARGUMENT
       unknown configuration
-    queue full                         RESOURCE_EXHAUSTED
+    queue full, or this device past    RESOURCE_EXHAUSTED
+      its share of the queue
+    a stream idle for too long         ends with OK (the device opens a new one)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
 from splitnet.config import ConfigError
 from splitnet.messages import (
+    DEVICE_ID_METADATA,
     MODEL_ID_METADATA,
     InferReply,
     InferRequest,
@@ -47,6 +50,16 @@ from splitnet.messages import (
 )
 from splitnet.v1 import inference_pb2 as pb
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
+
+
+def device_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling, for the per-device share: the device id it sends in metadata, else
+    its network address (without the port, so new connections do not make a new device)."""
+    sent = dict(context.invocation_metadata() or ()).get(DEVICE_ID_METADATA)
+    if isinstance(sent, str) and sent:
+        return sent[:64]
+    peer = context.peer() or ""
+    return peer.rpartition(":")[0] or peer
 
 
 class RequestError(Exception):
@@ -69,10 +82,14 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     """Serves the tails and full networks of every model in ``models``."""
 
     def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded],
-                 metrics: EdgeMetrics) -> None:
+                 metrics: EdgeMetrics, per_device_in_flight: int = 16,
+                 idle_stream_s: float = 120.0) -> None:
         self.models = models
         self.batcher = batcher
         self.metrics = metrics
+        self.per_device_in_flight = per_device_in_flight
+        self.idle_stream_s = idle_stream_s
+        self._in_flight: dict[str, int] = {}  # per device; touched only in the event loop
 
     # ---------------------------------------------------------------- checks
     async def _engine_for(self, context: grpc.aio.ServicerContext, method: str) -> Engine:
@@ -99,6 +116,33 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
             return request, self.batcher.submit((engine.model_id, request.config), decoded)
         except QueueFullError as error:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from error
+
+    async def _compute(self, engine: Engine, device: str, message: pb.InferRequest,
+                       timeout_s: float | None) -> tuple[InferRequest, BatchResult]:
+        """Check, queue and await one input, within this device's share of the queue."""
+        held = self._in_flight.get(device, 0)
+        if held >= self.per_device_in_flight:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"this device already has {held} requests in flight, its "
+                               f"share of the edge ({self.per_device_in_flight}); wait for "
+                               "their replies or run this input on the device")
+        self._in_flight[device] = held + 1
+        try:
+            parsed, future = self._submit(engine, message)
+            try:
+                return parsed, await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+            except TimeoutError as error:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   "deadline passed in the queue") from error
+            except Exception as error:  # noqa: BLE001 - any model failure is internal
+                raise RequestError(grpc.StatusCode.INTERNAL,
+                                   f"inference failed: {error}") from error
+        finally:
+            left = self._in_flight[device] - 1
+            if left:
+                self._in_flight[device] = left
+            else:
+                del self._in_flight[device]
 
     def _reply(self, engine: Engine, request: InferRequest,
                result: BatchResult) -> pb.InferReply:
@@ -130,16 +174,8 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         started = time.perf_counter()
         engine = await self._engine_for(context, "Infer")
         try:
-            parsed, future = self._submit(engine, request)
-            try:
-                result = await asyncio.wait_for(asyncio.wrap_future(future),
-                                                context.time_remaining())
-            except TimeoutError as error:
-                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   "deadline passed in the queue") from error
-            except Exception as error:  # noqa: BLE001 - any model failure is internal
-                raise RequestError(grpc.StatusCode.INTERNAL,
-                                   f"inference failed: {error}") from error
+            parsed, result = await self._compute(engine, device_of(context), request,
+                                                 context.time_remaining())
         except RequestError as error:
             self._count(engine, "Infer", started, request, None, error.code)
             await _abort(context, error.code, error.message)
@@ -150,17 +186,18 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     async def InferStream(self, request_iterator: AsyncIterator[pb.InferRequest],  # noqa: N802
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.InferReply]:
         engine = await self._engine_for(context, "InferStream")
+        device = device_of(context)
         # One input at a time per stream, in order: a device waits for each result anyway.
         # Batching happens across streams.
-        async for message in request_iterator:
+        incoming = request_iterator.__aiter__()
+        while True:
+            try:
+                message = await asyncio.wait_for(incoming.__anext__(), self.idle_stream_s)
+            except (StopAsyncIteration, TimeoutError):
+                return  # the device is done, or has sent nothing for too long
             started = time.perf_counter()
             try:
-                parsed, future = self._submit(engine, message)
-                try:
-                    result = await asyncio.wrap_future(future)
-                except Exception as error:  # noqa: BLE001
-                    raise RequestError(grpc.StatusCode.INTERNAL,
-                                       f"inference failed: {error}") from error
+                parsed, result = await self._compute(engine, device, message, None)
             except RequestError as error:
                 reply = self._error_reply(message.request_id, error)
                 self._count(engine, "InferStream", started, message, reply, error.code)

@@ -16,6 +16,7 @@ from splitnet.config import Config, ConfigError, Placement
 from splitnet.v1 import inference_pb2 as pb
 
 MODEL_ID_METADATA = "x-splitnet-model-id"
+DEVICE_ID_METADATA = "x-splitnet-device-id"  # the edge's per-device share is keyed on it
 AUTH_METADATA = "authorization"
 
 

@@ -176,10 +176,11 @@ def test_each_bad_input_gets_its_own_status_and_the_server_keeps_serving(edge, s
     code, details = _status(lambda: stub.Infer(corrupt.to_message(), timeout=5, metadata=meta))
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "payload" in details
     ok()
-    oversized = InferRequest(3, BOTTLENECK, b"\xa1" + bytes(codec.MAX_PAYLOAD_BYTES + 10))
+    # larger than any legal request to the models served: gRPC refuses it before it is read
+    oversized = InferRequest(3, BOTTLENECK, bytes(edge.max_message_bytes + 10))
     code, details = _status(lambda: stub.Infer(oversized.to_message(), timeout=5,
                                                metadata=meta))
-    assert code is grpc.StatusCode.INVALID_ARGUMENT and "exceeds" in details
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
     ok()
     unknown = InferRequest(4, Config(split=9, width=4, bits=4), good.payload)
     code, details = _status(lambda: stub.Infer(unknown.to_message(), timeout=5, metadata=meta))
@@ -244,6 +245,63 @@ def test_a_call_that_gives_up_in_the_queue_does_not_stop_the_batch_worker(checkp
         time.sleep(0.4)  # its batch comes due with nobody waiting
         assert not stub.Infer(good, timeout=10, metadata=meta).HasField("error")
         assert server.batcher.depth == 0
+    finally:
+        server.stop(1)
+
+
+def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoint, shipped,
+                                                                          test_split):
+    from edge_server.server import Limits
+    from splitnet.messages import DEVICE_ID_METADATA
+
+    # each request waits 300 ms hoping to batch: the flood's calls are all in flight at once
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                      max_wait_ms=300,
+                                      limits=Limits(per_device_in_flight=2))).start()
+    try:
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+        stub = stub_for(server.port)
+
+        def as_device(name: str):
+            return metadata(shipped.model_id) + ((DEVICE_ID_METADATA, name),)
+
+        flood = [stub.Infer.future(good, timeout=10, metadata=as_device("flood"))
+                 for _ in range(6)]
+        calm = stub.Infer.future(good, timeout=10, metadata=as_device("calm"))
+        assert not calm.result().HasField("error")  # the other device is served
+        codes = []
+        for call in flood:
+            try:
+                call.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+                assert "share" in error.details()
+        assert codes.count(grpc.StatusCode.OK) == 2
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
+    finally:
+        server.stop(1)
+
+
+def test_a_stream_idle_past_the_limit_is_ended(checkpoint, shipped, test_split):
+    import queue
+
+    from edge_server.server import Limits
+
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                      limits=Limits(idle_stream_s=0.3))).start()
+    try:
+        good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+        outgoing: queue.Queue = queue.Queue()
+        replies = stub_for(server.port).InferStream(iter(outgoing.get, None), timeout=10,
+                                                    metadata=metadata(shipped.model_id))
+        outgoing.put(good)
+        assert not next(replies).HasField("error")
+        started = time.monotonic()
+        with pytest.raises(StopIteration):  # nothing sent for 0.3 s: the edge ends it
+            next(replies)
+        assert time.monotonic() - started < 5
+        outgoing.put(None)
     finally:
         server.stop(1)
 
