@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -28,9 +29,9 @@ from edge_server.engine import BatchKey, Decoded, ModelSet
 from edge_server.metrics import EdgeMetrics
 from edge_server.servicer import EdgeInferenceServicer
 from edge_server.telemetry import LoadPublisher
-from splitnet.checkpoint import load_checkpoint
+from splitnet.checkpoint import LoadedModel, load_checkpoint
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
-from splitnet.zoo import ZOO_DIR, list_zoo
+from splitnet.zoo import ZOO_DIR, check_card, list_zoo
 
 SERVICE_NAME = "splitnet.v1.EdgeInference"
 T = TypeVar("T")
@@ -80,6 +81,15 @@ class ServerOptions:
     limits: Limits = field(default_factory=Limits)
 
 
+def _load_checked(path: Path) -> LoadedModel:
+    """A checkpoint whose weights hash to its id, and to its card's when it has one."""
+    loaded = load_checkpoint(path)
+    if not check_card(path, loaded):
+        logging.getLogger(__name__).warning(
+            "%s has no model card beside it: serving it unchecked against one", path)
+    return loaded
+
+
 class EdgeServer:
     """A running edge server; ``port`` is the bound port (useful with ``:0``).
 
@@ -94,7 +104,7 @@ class EdgeServer:
             torch.set_num_threads(options.torch_threads)
         self.options = options
         checkpoints = options.checkpoints or tuple(ZOO_DIR / f"{m}.pt" for m in list_zoo())
-        self.models = ModelSet(load_checkpoint(path) for path in checkpoints)
+        self.models = ModelSet(_load_checked(path) for path in checkpoints)
         self.metrics = EdgeMetrics(
             lambda: self.batcher.depth,
             [(e.model_id, e.model.spec.name) for e in self.models.engines.values()])

@@ -130,3 +130,19 @@ def test_a_model_without_int8_head_refuses_int8_configs():
     model = load_checkpoint(checkpoint_for("mnv2_fmnist")).model
     with pytest.raises(ConfigError, match="no int8 head"):
         model.forward_head(torch.zeros(1, 1, 28, 28), Config.parse("split3/w4/b4/int8"))
+
+
+def test_a_checkpoint_is_not_served_beside_another_models_card(tmp_path):
+    import shutil
+
+    from edge_server.server import EdgeServer, ServerOptions
+    from splitnet.checkpoint import CheckpointError
+
+    small = checkpoint_for("mnv2_fmnist")
+    copy = tmp_path / "mine.pt"
+    shutil.copy(small, copy)
+    shutil.copy(card_path_for(checkpoint_for("resnet18_imagenette")), card_path_for(copy))
+    with pytest.raises(CheckpointError, match="describes resnet18_imagenette"):
+        EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(copy,)))
+    shutil.copy(card_path_for(small), card_path_for(copy))  # the right card: served
+    EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(copy,))).start().stop(0)

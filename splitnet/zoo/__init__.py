@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from splitnet.card import ModelCard
-from splitnet.checkpoint import LoadedModel, load_checkpoint
+from splitnet.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 
 ZOO_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "resnet18_imagenette"  # the camera workload: what the system is for
@@ -37,6 +37,21 @@ def card_path_for(checkpoint: str | os.PathLike[str]) -> Path:
     """The model card that sits next to a checkpoint."""
     path = Path(checkpoint)
     return path.with_name(path.stem + ".card.json")
+
+
+def check_card(checkpoint: str | os.PathLike[str], loaded: LoadedModel) -> bool:
+    """Raise CheckpointError when the card next to ``checkpoint`` describes other weights
+    than ``loaded`` (the weights' hash is the model id); False when there is no card."""
+    path = card_path_for(checkpoint)
+    if not path.is_file():
+        return False
+    card = ModelCard.load(path)
+    if card.model_id != loaded.model_id:
+        raise CheckpointError(
+            f"{checkpoint} holds {loaded.model_id}, but its card {path.name} describes "
+            f"{card.model_id}: rebuild the card with 'python -m splitnet.profile' or put "
+            "the matching checkpoint back")
+    return True
 
 
 def load_pretrained(checkpoint: str | os.PathLike[str] | None = None) -> LoadedModel:
