@@ -144,24 +144,35 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
         known = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
         raise ScenarioError(f"scenario {path_or_name} not found; give a .toml path or one "
                             f"of {known}")
+    return parse_scenario(path.read_text(), path.stem, str(path))
+
+
+def parse_scenario(text: str, name: str, where: str = "scenario") -> Scenario:
+    """A scenario from TOML text (its ``[scenario]`` table); ``name`` when it has none.
+    Raises ScenarioError, naming ``where``, for anything that cannot run."""
     try:
-        data = tomllib.loads(path.read_text()).get("scenario", {})
+        data = tomllib.loads(text).get("scenario", {})
     except tomllib.TOMLDecodeError as error:
-        raise ScenarioError(f"{path}: {error}") from None
+        raise ScenarioError(f"{where}: {error}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{where}: 'scenario' must be a table")
     known_fields = {f.name for f in fields(Scenario)}
     unknown = sorted(set(data) - known_fields)
     if unknown:
-        raise ScenarioError(f"{path}: unknown keys {unknown}; known keys: "
+        raise ScenarioError(f"{where}: unknown keys {unknown}; known keys: "
                             f"{sorted(known_fields)}")
-    data.setdefault("name", path.stem)
-    if "policies" in data:
-        data["policies"] = tuple(data["policies"])
-    if "busy" in data:
-        data["busy"] = tuple(data["busy"])
+    data.setdefault("name", name)
+    for key in ("policies", "busy"):
+        if key in data:
+            if not isinstance(data[key], list):
+                raise ScenarioError(f"{where}: {key} must be a list")
+            data[key] = tuple(data[key])
     try:
         return Scenario(**data)
-    except TypeError as error:
-        raise ScenarioError(f"{path}: {error}") from None
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ScenarioError):
+            raise
+        raise ScenarioError(f"{where}: {error}") from None
 
 
 GRID_TRACES = ("ATT-LTE-driving.up", "Verizon-LTE-short.up", "TMobile-LTE-short.up")

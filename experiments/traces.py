@@ -38,12 +38,14 @@ def trace_dirs() -> list[Path]:
 def resolve_trace(name_or_path: str | os.PathLike[str]) -> Path:
     """A trace path as given, or a bare name found in the shared traces folder."""
     path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for folder in trace_dirs():
-        for candidate in (folder / path.name, folder / f"{path.name}.up"):
+    candidates = [path] + [c for folder in trace_dirs()
+                           for c in (folder / path.name, folder / f"{path.name}.up")]
+    for candidate in candidates:
+        try:
             if candidate.is_file():
                 return candidate
+        except (OSError, ValueError):  # a name too long, or with a NUL, is no file of ours
+            continue
     looked = ", ".join(str(d) for d in trace_dirs())
     raise TraceError(f"trace {name_or_path} not found (looked in {looked}); pass a path to "
                      f"a Mahimahi trace file or set {TRACE_DIR_ENV}")
@@ -61,15 +63,19 @@ class Trace:
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str], scale: float = 1.0) -> Trace:
         path = resolve_trace(name_or_path)
+        return cls.parse(path.read_text(), path.name, scale)
+
+    @classmethod
+    def parse(cls, text: str, name: str, scale: float = 1.0) -> Trace:
+        """A Mahimahi trace: one delivery opportunity per line, in integer ms."""
         try:
-            values = np.loadtxt(path, dtype=np.int64, ndmin=1)
-        except ValueError as error:
-            raise TraceError(f"{path} is not a Mahimahi trace (one integer ms per line): "
+            values = np.array([int(line) for line in text.split()], dtype=np.int64)
+        except (ValueError, OverflowError) as error:
+            raise TraceError(f"{name} is not a Mahimahi trace (one integer ms per line): "
                              f"{error}") from None
         if values.size == 0 or (values < 0).any():
-            raise TraceError(f"{path} holds no valid delivery opportunities")
-        values = np.sort(values)
-        return cls.from_opportunities(path.name, values, scale)
+            raise TraceError(f"{name} holds no valid delivery opportunities")
+        return cls.from_opportunities(name, np.sort(values), scale)
 
     @classmethod
     def from_opportunities(cls, name: str, values: np.ndarray, scale: float = 1.0) -> Trace:

@@ -186,7 +186,7 @@ def decode(
     body = payload[offset + 4:]
     body_len = (count * bits + 7) // 8
     if use_zstd:
-        body = _decompress_bounded(body, body_len)
+        body = decompress_bounded(body, body_len)
     if len(body) != body_len:
         raise PayloadError(
             f"payload body holds {len(body)} bytes; shape {tuple(shape)} at {bits} bits "
@@ -196,13 +196,13 @@ def decode(
                            torch.tensor([zero_point], dtype=torch.float32), bits)
 
 
-def _decompress_bounded(frame: bytes, body_len: int) -> bytes:
-    """Decompress a magicless zstd frame into at most ``body_len`` bytes.
+def decompress_bounded(frame: bytes, body_len: int, magicless: bool = True) -> bytes:
+    """Decompress a zstd frame (magicless by default) into at most ``body_len`` bytes.
 
     The frame header is checked first: a corrupt header can declare a content size or
     window of terabytes, which the decompressor would otherwise try to allocate.
     """
-    fmt = zstandard.FORMAT_ZSTD1_MAGICLESS
+    fmt = zstandard.FORMAT_ZSTD1_MAGICLESS if magicless else zstandard.FORMAT_ZSTD1
     try:
         params = zstandard.get_frame_parameters(frame, format=fmt)
         declared = params.content_size
@@ -210,6 +210,9 @@ def _decompress_bounded(frame: bytes, body_len: int) -> bytes:
             raise PayloadError(f"zstd frame declares {declared} bytes; the header says {body_len}")
         if params.window_size > max(body_len, 1 << 10) * 2:
             raise PayloadError(f"zstd frame asks for a {params.window_size}-byte window")
+        if not magicless:
+            return zstandard.ZstdDecompressor().decompress(
+                frame, max_output_size=body_len, allow_extra_data=False)
         return _decompressor().decompress(frame, max_output_size=body_len,
                                           allow_extra_data=False)
     except zstandard.ZstdError as error:

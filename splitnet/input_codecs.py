@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from splitnet.codec import PayloadError
+from splitnet.codec import PayloadError, decompress_bounded
 
 MAX_SIDE = 1024
 
@@ -60,11 +60,7 @@ def decode_image(data: bytes, codec: str,
             raise PayloadError("raw-zstd image is too short")
         height, width = struct.unpack_from("<HH", data)
         _check_declared((height, width), expected_shape)
-        try:
-            pixels = zstandard.ZstdDecompressor().decompress(
-                data[4:], max_output_size=height * width, allow_extra_data=False)
-        except zstandard.ZstdError as error:
-            raise PayloadError(f"raw-zstd image is corrupt: {error}") from error
+        pixels = decompress_bounded(data[4:], height * width, magicless=False)
         if len(pixels) != height * width:
             raise PayloadError("raw-zstd image is truncated")
         return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width).copy()
