@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     add_token_options(parser, "the edge requires")
     parser.add_argument("--tls-ca", type=Path, default=None,
                         help="PEM CA certificate: connect with TLS and trust this CA")
+    parser.add_argument("--tls-cert", type=Path, default=None,
+                        help="this device's PEM certificate, for an edge that requires mutual "
+                             "TLS (with --tls-key and --tls-ca)")
+    parser.add_argument("--tls-key", type=Path, default=None,
+                        help="this device's PEM private key (with --tls-cert)")
     parser.add_argument("--deadline-ms", type=float, default=None,
                         help="per-input latency deadline; late offloads finish locally")
     parser.add_argument("--accuracy-floor", type=float, default=None,
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None,
                         help="write one JSON line per input to this file")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_cert and not args.tls_ca):
+        parser.error("--tls-cert and --tls-key go together, and with --tls-ca")
     try:
         token = read_token(args.token_file)
     except TokenError as error:
@@ -145,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         fixed = Config.parse(args.config) if args.config else None
         client = DeviceClient(args.edge, args.policy, checkpoint, token, args.tls_ca,
                               args.deadline_ms, args.accuracy_floor, args.battery,
-                              fixed_config=fixed, load_feed=args.load_feed)
+                              fixed_config=fixed, load_feed=args.load_feed,
+                              tls_identity=(args.tls_cert, args.tls_key) if args.tls_cert
+                              else None)
         inputs, labels, names = _inputs(args, client.model.spec.name)
     except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError,
             ValueError) as error:

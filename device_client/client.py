@@ -101,6 +101,8 @@ class DeviceClient:
 
     ``edge``: one ``host:port``, several replicas (``host:port,host:port`` or
     ``dns:///name:port``, see ``device_client.replicas``), or None to run on the device only.
+    ``tls_ca`` turns TLS on; ``tls_identity`` (certificate, key) is this device's own
+    certificate, for an edge that requires mutual TLS.
     """
 
     def __init__(self, edge: str | None = None, policy: str = "adaptive",
@@ -109,7 +111,8 @@ class DeviceClient:
                  accuracy_floor: float | None = None, battery: str | Battery = "auto",
                  power: PowerProfile = RPI4, fixed_config: Config | None = None,
                  offload_timeout_ms: float | None = None, load_feed: str | None = None,
-                 probe_interval_s: float = 5.0, monitor: bool = True) -> None:
+                 probe_interval_s: float = 5.0, monitor: bool = True,
+                 tls_identity: tuple[Path, Path] | None = None) -> None:
         self.loaded = load_pretrained(checkpoint)
         self.model = self.loaded.model
         self.card = load_card(checkpoint)
@@ -134,8 +137,8 @@ class DeviceClient:
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
-        self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, token, tls_ca)
-                     if edge is not None and offloads else None)
+        self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, token, tls_ca,
+                              tls_identity) if edge is not None and offloads else None)
         self.probe_interval_s = probe_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -110,7 +110,8 @@ class EdgeLink:
     e.g. ``ipv4:10.0.0.1:50051,10.0.0.2:50051``, balanced round-robin)."""
 
     def __init__(self, target: str, model_id: str, token: str | None = None,
-                 tls_ca: Path | None = None) -> None:
+                 tls_ca: Path | None = None,
+                 tls_identity: tuple[Path, Path] | None = None) -> None:
         self.target = target
         self.model_id = model_id
         metadata = [(MODEL_ID_METADATA, model_id), (DEVICE_ID_METADATA, device_id())]
@@ -128,7 +129,11 @@ class EdgeLink:
                    ("grpc.keepalive_permit_without_calls", 0),
                    ("grpc.http2.bdp_probe", 0)]
         if tls_ca is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+            cert, key = tls_identity or (None, None)  # mutual TLS: this device's certificate
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes(),
+                private_key=key.read_bytes() if key else None,
+                certificate_chain=cert.read_bytes() if cert else None)
             self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)

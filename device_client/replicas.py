@@ -90,12 +90,14 @@ class EdgePool:
     """The edge as several replicas, with the interface of one :class:`EdgeLink`."""
 
     def __init__(self, targets: list[str], model_id: str, token: str | None = None,
-                 tls_ca: Path | None = None) -> None:
+                 tls_ca: Path | None = None,
+                 tls_identity: tuple[Path, Path] | None = None) -> None:
         if not targets:
             raise ValueError("no edge replica given")
         self.model_id = model_id
-        self.replicas = [Replica(t, EdgeLink(t, model_id, token, tls_ca), EdgeHealth())
-                         for t in targets]
+        self.replicas = [
+            Replica(t, EdgeLink(t, model_id, token, tls_ca, tls_identity), EdgeHealth())
+            for t in targets]
         self._ids = itertools.count(1)
         self._turn = itertools.count()
         self._lock = threading.Lock()

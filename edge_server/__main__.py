@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
                               "(the health service stays open)")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate for TLS")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for TLS")
+    parser.add_argument("--tls-client-ca", type=Path, default=None,
+                        help="mutual TLS: accept only devices whose certificate this PEM CA "
+                             "signed (see the README for making one with openssl)")
     parser.add_argument("--load-pub", default=None,
                         help="ZMQ address to publish the load on, e.g. tcp://127.0.0.1:50052")
     parser.add_argument("--metrics-port", type=int, default=None,
@@ -82,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     limits = Limits()
     for text in args.limit:
         name, _, value = text.partition("=")
@@ -106,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     options = ServerOptions(
         address=args.address, checkpoints=checkpoints, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=token,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, load_pub=args.load_pub,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        load_pub=args.load_pub,
         torch_threads=args.threads, metrics_port=args.metrics_port,
         metrics_address=args.metrics_address, limits=limits)
     return options, args.grace_s

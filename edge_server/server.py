@@ -74,6 +74,7 @@ class ServerOptions:
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: devices must show a cert this CA signed
     load_pub: str | None = None  # e.g. "tcp://127.0.0.1:50052"
     torch_threads: int | None = None
     metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port)
@@ -147,8 +148,10 @@ class EdgeServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.tls_cert and options.tls_key:
+            client_ca = options.tls_client_ca.read_bytes() if options.tls_client_ca else None
             credentials = grpc.ssl_server_credentials(
-                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())])
+                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())],
+                root_certificates=client_ca, require_client_auth=client_ca is not None)
             port = self.server.add_secure_port(options.address, credentials)
         else:
             port = self.server.add_insecure_port(options.address)

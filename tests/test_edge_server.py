@@ -442,3 +442,45 @@ def test_sigterm_lets_in_flight_requests_finish(checkpoint, shipped, test_split)
         assert code == 0, process.stdout.read() if process.stdout else ""
     finally:
         process.kill()
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_mutual_tls_serves_devices_with_a_certificate_from_its_ca_only(checkpoint, test_split,
+                                                                       tmp_path):
+    """The README's openssl recipe: a CA, a server certificate, a device certificate."""
+    from device_client.client import WHERE_EDGE, DeviceClient
+
+    ca, ca_key = tmp_path / "ca.crt", tmp_path / "ca.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=splitnet test CA", "-keyout", str(ca_key), "-out", str(ca))
+    for name, subject in (("server", "/CN=localhost"), ("device", "/CN=camera-1"),
+                          ("stranger", "/CN=camera-2")):
+        key, csr = tmp_path / f"{name}.key", tmp_path / f"{name}.csr"
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+                 "-keyout", str(key), "-out", str(csr))
+        issuer = ("-signkey", str(key)) if name == "stranger" else (
+            "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial")
+        extension = tmp_path / f"{name}.ext"
+        extension.write_text("subjectAltName=DNS:localhost\n")
+        _openssl("x509", "-req", "-in", str(csr), *issuer, "-days", "1",
+                 "-extfile", str(extension), "-out", str(tmp_path / f"{name}.crt"))
+    server = EdgeServer(ServerOptions(
+        address="localhost:0", checkpoints=(checkpoint,), tls_cert=tmp_path / "server.crt",
+        tls_key=tmp_path / "server.key", tls_client_ca=ca)).start()
+    image = test_split.images[0]
+    try:
+        def run_as(identity):
+            with DeviceClient(f"localhost:{server.port}", "fixed", checkpoint, tls_ca=ca,
+                              fixed_config=BOTTLENECK, battery="1.0", monitor=False,
+                              offload_timeout_ms=3000, tls_identity=identity) as client:
+                return client.infer(image)
+
+        assert run_as((tmp_path / "device.crt", tmp_path / "device.key")).where == WHERE_EDGE
+        for refused in ((tmp_path / "stranger.crt", tmp_path / "stranger.key"), None):
+            result = run_as(refused)  # the handshake fails: the device finishes the input
+            assert result.fallback and result.label >= 0
+    finally:
+        server.stop(1)
