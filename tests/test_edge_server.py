@@ -484,3 +484,47 @@ def test_mutual_tls_serves_devices_with_a_certificate_from_its_ca_only(checkpoin
             assert result.fallback and result.label >= 0
     finally:
         server.stop(1)
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + \
+        stream.to_bytes(4, "big") + payload
+
+
+def _grpc_headers() -> bytes:
+    """An HPACK block for a gRPC call: :method POST, :scheme http, :path, content-type, te."""
+    def literal(name_index: int, value: bytes) -> bytes:  # without indexing, indexed name
+        prefix = bytes([name_index]) if name_index < 15 else bytes([0x0F, name_index - 15])
+        return prefix + bytes([len(value)]) + value
+
+    path = b"/splitnet.v1.EdgeInference/Infer"
+    return (b"\x83\x86" + literal(4, path) + literal(31, b"application/grpc")
+            + b"\x00\x02te\x08trailers")
+
+
+def test_garbage_on_raw_sockets_leaves_the_server_serving(edge, shipped, test_split):
+    """Bytes no gRPC client would send: the server drops those connections and goes on
+    answering a well-behaved client meanwhile."""
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
+    stub, meta = stub_for(edge.port), metadata(shipped.model_id)
+    attacks = {
+        "garbage after the preface": preface + bytes(range(256)) * 16,
+        "a truncated preface": preface[:10],
+        "HEADERS without DATA, 500 streams": preface + _frame(4, 0, 0) + b"".join(
+            _frame(1, 0x4, stream, _grpc_headers()) for stream in range(1, 1001, 2)),
+    }
+    for name, data in attacks.items():
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as raw:
+            raw.sendall(data)
+            for _ in range(3):  # the well-behaved client, while the connection is open
+                assert not stub.Infer(good, timeout=10, metadata=meta).HasField("error"), name
+            raw.settimeout(2)
+            try:
+                while raw.recv(65536):  # the server answers with frames, or closes
+                    pass
+            except (TimeoutError, ConnectionResetError):
+                pass  # still open (the truncated preface waits) or reset: either way, alive
+    assert not stub.Infer(good, timeout=10, metadata=meta).HasField("error")
