@@ -254,3 +254,31 @@ def test_every_bad_reply_is_caught_and_the_input_finished_on_the_device(
     # the device's own answer: the rest of the network from where its head stopped
     expected = [local_probabilities(client.model, image, LOCAL).argmax() for image in images]
     assert [r.label for r in results] == [int(e) for e in expected]
+
+
+def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
+    """The uplink delivers for 1.5 s, then nothing (a half-open connection: the device's
+    bytes vanish, no error comes back). Inputs in flight then fall back in time."""
+    from device_client.edge import KEEPALIVE_TIMEOUT_MS
+    from experiments.link import UserspaceLink
+    from experiments.traces import Trace
+
+    opportunities = np.append(np.arange(1, 1500), 600_000)  # 1 per ms, then silence
+    link = UserspaceLink(Trace.from_opportunities("silent", opportunities), edge.port,
+                         one_way_delay_ms=5).start()
+    link.started_at = time.monotonic()
+    results = []
+    try:
+        with DeviceClient(f"127.0.0.1:{link.port}", "fixed", checkpoint, fixed_config=FIXED,
+                          battery="1.0") as client:
+            for image in test_split.images[:30]:
+                results.append(client.infer(image))
+                time.sleep(0.1)
+    finally:
+        link.stop()
+    assert len(results) == 30 and all(r.label >= 0 for r in results)
+    assert any(r.where == WHERE_EDGE for r in results[:5])  # before the silence
+    fallen = [r for r in results if r.fallback]
+    assert fallen, "the silence was never noticed"
+    assert all(r.latency.total_ms < 2 * KEEPALIVE_TIMEOUT_MS for r in fallen)
+    assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
