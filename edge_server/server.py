@@ -43,7 +43,7 @@ class Limits:
     it accepts is not here: it follows from the models served (``max_payload_bytes``)."""
 
     per_device_in_flight: int = 16  # one device's share of the queue, then RESOURCE_EXHAUSTED
-    max_concurrent_streams: int = 8  # per connection; a device needs one, plus its probes
+    max_concurrent_streams: int = 64  # per connection (a device needs one, plus probes)
     idle_stream_s: float = 120.0  # a stream with no input for this long is ended (OK)
     min_ping_interval_ms: int = 10_000  # closer keepalive pings are strikes ...
     max_ping_strikes: int = 2  # ... and past these the connection is closed (GOAWAY)
