@@ -3,7 +3,9 @@
     server process (--metrics-port) ◄── 8 client processes × 8 streams (grpc.aio)
         each stream, per request: 85 % valid, 5 % malformed payload, 5 % unknown config,
         5 % hang up mid-stream (cancel the call with a request in flight, open a new one)
-    ◄── 1 flooding device: 48 unary calls in flight at all times, one device id
+    ◄── 1 flooding device: 48 unary calls in flight, one device id, in alternate 20 s
+        phases (on, off, on, …), so that the others' latency with and without the flood
+        is compared within one run
     every 10 s: the server's RSS and open file descriptors, from its own metrics
 
 Report: RSS and open FDs over time, p50/p99 latency of valid requests per minute (flood
@@ -33,6 +35,7 @@ import numpy as np
 CLIENTS = 8
 STREAMS_PER_CLIENT = 8
 FLOOD_IN_FLIGHT = 48
+FLOOD_PHASE_S = 20.0
 KINDS = ("valid", "malformed", "unknown-config", "hang-up")
 MIX = (0.85, 0.05, 0.05, 0.05)
 
@@ -115,6 +118,9 @@ async def _flood(port: int, model: str, seconds: float,
 
         async def one() -> None:
             while time.monotonic() - started < seconds:
+                if not flooding(time.monotonic() - started):
+                    await asyncio.sleep(0.2)
+                    continue
                 sent = time.monotonic()
                 try:
                     await stub.Infer(message, metadata=metadata, timeout=10)
@@ -124,6 +130,11 @@ async def _flood(port: int, model: str, seconds: float,
                 out.append((sent - started, "flood", status, (time.monotonic() - sent) * 1000))
 
         await asyncio.gather(*(one() for _ in range(FLOOD_IN_FLIGHT)))
+
+
+def flooding(t_s: float) -> bool:
+    """Whether the flood is on at ``t_s`` into the run (odd phases)."""
+    return int(t_s // FLOOD_PHASE_S) % 2 == 1
 
 
 def _process(role: str, index: int, port: int, model: str, seconds: float,
@@ -197,10 +208,14 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
             alive: bool, minutes: float) -> dict[str, Any]:
     statuses: dict[str, Counter[str]] = defaultdict(Counter)
     per_minute: dict[int, list[float]] = defaultdict(list)
+    by_flood: dict[bool, list[float]] = {False: [], True: []}
     for t, kind, status, ms in records:
         statuses[kind][status] += 1
         if kind == "valid" and status == "OK":
             per_minute[int(t // 60)].append(ms)
+            by_flood[flooding(t)].append(ms)
+    p99 = {on: float(np.percentile(v, 99)) if v else float("nan") for on, v in by_flood.items()}
+    fair = p99[True] / p99[False]
     latency = {minute: {"requests": len(v), "p50_ms": round(float(np.percentile(v, 50)), 2),
                         "p99_ms": round(float(np.percentile(v, 99)), 2)}
                for minute, v in sorted(per_minute.items())}
@@ -214,6 +229,7 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
         "minutes": minutes, "requests": len(records),
         "statuses": {k: dict(v) for k, v in statuses.items()},
         "latency_per_minute": latency, "process": samples,
+        "others_p99_ms": {"flood_off": round(p99[False], 2), "flood_on": round(p99[True], 2)},
         "targets": {
             "rss_growth_after_first_minute": {"measured": round(rss_growth, 4),
                                               "target": 0.10, "met": rss_growth <= 0.10},
@@ -222,6 +238,8 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
             "server_alive": {"measured": alive, "met": alive},
             "valid_requests_answered": {"unexpected_statuses": bad_valid,
                                         "met": bad_valid == 0},
+            "fair_share_p99_ratio": {"measured": round(fair, 3), "target": 1.5,
+                                     "met": fair <= 1.5},
         },
     }
 
