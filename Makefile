@@ -12,7 +12,8 @@ ifneq ($(SHARED_IMAGENETTE),)
 export SPLITNET_IMAGENETTE_DIR ?= $(SHARED_IMAGENETTE)
 endif
 
-.PHONY: setup demo camera-data test bench grid train train-camera imagenette lint proto clean
+.PHONY: setup demo camera-data test bench grid train train-camera imagenette lint proto clean \
+        image image-check
 
 setup: $(VENV)/.installed $(DATA)
 
@@ -69,3 +70,11 @@ test: lint
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+
+# the edge-server image from edge_server/Dockerfile, with podman and an mmdebstrap base (no
+# Docker, no registry; root). TORCH_INDEX / PIP_FIND_LINKS say where CPU torch comes from.
+image:
+	edge_server/build_image.sh splitnet-edge:latest
+
+image-check: setup
+	$(BIN)/python -m edge_server.image_check --image splitnet-edge:latest
