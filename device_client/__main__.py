@@ -21,6 +21,12 @@ from device_client.client import (
     InferenceResult,
 )
 from device_client.planner import POLICIES
+from device_client.service import (
+    FRAME_SUFFIXES,
+    ServiceConfigError,
+    load_service_config,
+    run_service,
+)
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
@@ -35,8 +41,6 @@ from splitnet.tokens import (
 )
 from splitnet.workloads import class_names, default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def summarize(results: list[InferenceResult], labels: np.ndarray | None,
@@ -121,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-floor", type=float, default=None,
                         help="lowest expected accuracy the planner accepts "
                              "(default: full model − 1 point)")
-    parser.add_argument("--config", default=None,
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="run as a service from a device config file (TOML: edge, "
+                             "model, policy, battery, token file, TLS, an image folder as "
+                             "the frame source, where results go); see "
+                             "device_client/service.py. One JSON line per frame on stdout")
+    parser.add_argument("--fixed-config", default=None,
                         help="the config for --policy fixed, e.g. split2/w4/b4 "
                              "(default: smallest bottleneck meeting the floor)")
     parser.add_argument("--battery", default="auto",
@@ -136,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None,
                         help="write one JSON line per input to this file")
     args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            service = load_service_config(args.config)
+        except ServiceConfigError as error:
+            parser.error(str(error))
+        return run_service(service)
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_cert and not args.tls_ca):
         parser.error("--tls-cert and --tls-key go together, and with --tls-ca")
     try:
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(problem)
     checkpoint = args.checkpoint or checkpoint_for(args.model)
     try:
-        fixed = Config.parse(args.config) if args.config else None
+        fixed = Config.parse(args.fixed_config) if args.fixed_config else None
         client = DeviceClient(args.edge, args.policy, checkpoint, token, args.tls_ca,
                               args.deadline_ms, args.accuracy_floor, args.battery,
                               fixed_config=fixed, load_feed=args.load_feed,
@@ -204,9 +219,9 @@ def _inputs(args: argparse.Namespace, model: str
     if args.images is not None:
         if not args.images.is_dir():
             raise FileNotFoundError(f"--images {args.images} is not a folder")
-        files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under "
+            raise FileNotFoundError(f"no image files ({', '.join(FRAME_SUFFIXES)}) under "
                                     f"{args.images}")
         return files[: args.n], None, class_names(model)
     data = stream_images(model, args.data_dir, cache_dir=default_cache_dir()).head(args.n)

@@ -126,7 +126,7 @@ def test_unreachable_edge_from_the_start_runs_everything_locally(checkpoint, tes
 def test_cli_prints_the_summary(edge, checkpoint):
     result = subprocess.run(
         [sys.executable, "-m", "device_client", "--edge", f"127.0.0.1:{edge.port}",
-         "--checkpoint", str(checkpoint), "--policy", "fixed", "--config", str(FIXED),
+         "--checkpoint", str(checkpoint), "--policy", "fixed", "--fixed-config", str(FIXED),
          "--n", "20", "--json", "--deadline-ms", "5000"],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -139,7 +139,7 @@ def test_cli_prints_the_summary(edge, checkpoint):
 
 def test_cli_rejects_a_bad_config_without_a_traceback(checkpoint):
     result = subprocess.run(
-        [sys.executable, "-m", "device_client", "--policy", "fixed", "--config", "split9/w3",
+        [sys.executable, "-m", "device_client", "--policy", "fixed", "--fixed-config", "split9/w3",
          "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "split9/w3" in result.stderr
@@ -296,3 +296,51 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     assert fallen, "the silence was never noticed"
     assert all(r.latency.total_ms < 2 * KEEPALIVE_TIMEOUT_MS for r in fallen)
     assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
+
+
+def test_the_service_runs_from_a_config_file_and_answers_every_frame_it_started(
+        edge, checkpoint, test_split, tmp_path):
+    """python -m device_client --config FILE, stopped with SIGTERM mid-stream: every frame
+    it started has its JSON line, and it says so on the way out."""
+    import signal
+
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, image in enumerate(test_split.images[:6]):
+        Image.fromarray(image).save(frames / f"{index:03d}.png")
+    config = tmp_path / "device.toml"
+    config.write_text(f"""
+[device]
+edge = "127.0.0.1:{edge.port}"
+model = "mnv2_fmnist"
+battery = "1.0"
+[source]
+images = "frames"
+loop = true
+rate_hz = 20
+""")
+    process = subprocess.Popen([sys.executable, "-m", "device_client", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(10)]  # the service is running
+        process.send_signal(signal.SIGTERM)
+        rest, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, errors
+    results = [json.loads(line) for line in lines + rest.splitlines() if line.strip()]
+    started = int(errors.split("stopped: ")[1].split(" frames started")[0])
+    assert len(results) == started >= 10  # every frame started was answered
+    assert {Path(r["file"]).name for r in results} <= {f"{i:03d}.png" for i in range(6)}
+    assert all(r["label"] >= 0 for r in results)
+
+
+def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
+    config = tmp_path / "device.toml"
+    config.write_text('[device]\nedge = "127.0.0.1:1"\ncolour = "red"\n')
+    result = subprocess.run([sys.executable, "-m", "device_client", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown keys ['colour']" in result.stderr
+    assert "Traceback" not in result.stderr

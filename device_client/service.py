@@ -1,0 +1,185 @@
+"""The device as a long-running service: frames from a source, one JSON line per result.
+
+    config file (TOML) ─► DeviceClient (edge replicas, model, policy, battery, token, TLS)
+    [source] frames: every image file in a folder, in name order, once or looping, at most
+             rate_hz per second (a camera daemon that drops JPEGs in a folder feeds it)
+             ─► infer ─► one JSON line per frame on stdout, and on a ZMQ PUB socket if set
+    SIGTERM / SIGINT ─► the frame in flight finishes and is written; then a summary on
+                        stderr ("N frames started, N answered") and exit 0
+
+    [device]                              # every key is optional but edge
+    edge = "10.0.0.5:50051,10.0.0.6:50051"
+    model = "resnet18_imagenette"
+    policy = "adaptive"
+    battery = "auto"
+    token_file = "/etc/splitnet/token"    # or $SPLITNET_TOKEN (systemd: a credential)
+    tls_ca = "/etc/splitnet/ca.crt"       # TLS; with tls_cert and tls_key: mutual TLS
+    [source]
+    images = "/var/lib/splitnet/frames"
+    loop = false
+    rate_hz = 2
+    [results]
+    stdout = true
+    zmq_pub = "tcp://*:5560"              # each result as b"result " + JSON
+
+``python -m device_client --config FILE`` runs it; device_client/splitnet-device.service
+is the systemd unit.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from splitnet.imagefolder import ImageDecodeError
+
+RESULT_TOPIC = b"result"
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ServiceConfigError(ValueError):
+    """A device config file that cannot run."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    edge: str
+    images: Path
+    model: str = "resnet18_imagenette"
+    policy: str = "adaptive"
+    battery: str = "auto"
+    token_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    loop: bool = False
+    rate_hz: float = 2.0
+    stdout: bool = True
+    zmq_pub: str | None = None
+
+
+SECTIONS = {"device": ("edge", "model", "policy", "battery", "token_file", "tls_ca",
+                       "tls_cert", "tls_key"),
+            "source": ("images", "loop", "rate_hz"),
+            "results": ("stdout", "zmq_pub")}
+
+
+def load_service_config(path: Path) -> ServiceConfig:
+    """A device config from TOML; ServiceConfigError names what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ServiceConfigError(f"{path}: {error}") from None
+    values: dict[str, Any] = {}
+    for section, keys in SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ServiceConfigError(f"{path}: [{section}] must be a table")
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            raise ServiceConfigError(f"{path}: unknown keys {unknown} in [{section}]; "
+                                     f"known: {list(keys)}")
+        values.update(table)
+    unknown_sections = sorted(set(data) - set(SECTIONS))
+    if unknown_sections:
+        raise ServiceConfigError(f"{path}: unknown sections {unknown_sections}; "
+                                 f"known: {list(SECTIONS)}")
+    for required in ("edge", "images"):
+        if required not in values:
+            raise ServiceConfigError(f"{path}: '{required}' is required")
+    types = {f.name: f.type for f in fields(ServiceConfig)}
+    for key, value in list(values.items()):
+        if "Path" in str(types[key]):
+            values[key] = path.parent / Path(value)  # relative to the config file
+    try:
+        config = ServiceConfig(**values)
+    except TypeError as error:
+        raise ServiceConfigError(f"{path}: {error}") from None
+    if not config.images.is_dir():
+        raise ServiceConfigError(f"{path}: images = {config.images} is not a folder")
+    if not 0 < float(config.rate_hz) <= 100:
+        raise ServiceConfigError(f"{path}: rate_hz must be in (0, 100]")
+    return config
+
+
+def frames(folder: Path, loop: bool, stop: threading.Event) -> Iterator[Path]:
+    """Image files under ``folder`` in name order; again from the start when looping (new
+    files are picked up on each pass)."""
+    while not stop.is_set():
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files and not loop:
+            return
+        for path in files:
+            if stop.is_set():
+                return
+            yield path
+        if not loop:
+            return
+        if not files:
+            stop.wait(1.0)
+
+
+def run_service(config: ServiceConfig, out: TextIO = sys.stdout) -> int:
+    """Run until the source ends or SIGTERM/SIGINT; every frame started is answered."""
+    from device_client.client import DeviceClient
+    from splitnet.tokens import read_token
+    from splitnet.zoo import checkpoint_for
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # the frame in flight finishes; no new one starts
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    identity = (config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key \
+        else None
+    publisher = _publisher(config.zmq_pub) if config.zmq_pub else None
+    started = answered = skipped = 0
+    with DeviceClient(config.edge, config.policy, checkpoint_for(config.model),
+                      read_token(config.token_file), config.tls_ca, battery=config.battery,
+                      tls_identity=identity) as client:
+        client.warm_up()
+        interval = 1.0 / float(config.rate_hz)
+        next_at = time.monotonic()
+        for path in frames(config.images, config.loop, stop):
+            if stop.wait(max(next_at - time.monotonic(), 0.0)):
+                break
+            next_at = max(next_at + interval, time.monotonic())
+            started += 1
+            try:
+                result = client.infer(path)
+            except ImageDecodeError as error:
+                skipped += 1
+                print(f"skipped: {error}", file=sys.stderr, flush=True)
+                continue
+            record = result.record() | {"file": str(path), "t": time.time()}
+            line = json.dumps(record)
+            if config.stdout:
+                out.write(line + "\n")
+                out.flush()
+            if publisher is not None:
+                publisher.send(RESULT_TOPIC + b" " + line.encode())
+            answered += 1
+    if publisher is not None:
+        publisher.close(linger=500)
+    print(f"stopped: {started} frames started, {answered} answered, {skipped} skipped "
+          "(unreadable files)", file=sys.stderr, flush=True)
+    return 0
+
+
+def _publisher(address: str) -> Any:
+    import zmq
+
+    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+    socket.bind(address)
+    return socket
