@@ -44,7 +44,7 @@ from splitnet import codec
 from splitnet.config import Config, Placement
 from splitnet.imagefolder import decode_image
 from splitnet.input_codecs import encode_image
-from splitnet.messages import InferReply, InferRequest
+from splitnet.messages import MAX_PROBE_PADDING_BYTES, InferReply, InferRequest
 from splitnet.preprocess import images_to_input
 from splitnet.zoo import load_card, load_pretrained
 
@@ -199,7 +199,8 @@ class DeviceClient:
         self.rtt.add_sample(empty_ms)
         self.server.update_queue(load.queue_ms_recent)
         if padding_bytes is None:  # about 50 ms of transfer at the current estimate
-            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000, 32_000))
+            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000,
+                                        MAX_PROBE_PADDING_BYTES))
         sent_at = time.perf_counter()
         try:
             padded_ms, _ = self.link.probe(padding_bytes, timeout_s)

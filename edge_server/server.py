@@ -30,6 +30,7 @@ from edge_server.metrics import EdgeMetrics
 from edge_server.servicer import EdgeInferenceServicer
 from edge_server.telemetry import LoadPublisher
 from splitnet.checkpoint import LoadedModel, load_checkpoint
+from splitnet.messages import MAX_PROBE_PADDING_BYTES
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.zoo import ZOO_DIR, check_card, list_zoo
 
@@ -137,8 +138,9 @@ class EdgeServer:
         options = self.options
         interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
         limits = options.limits
-        # the largest legal request: a payload of the largest kind, and its fields
-        self.max_message_bytes = self.models.max_payload_bytes + 1024
+        # the largest legal request: a payload of the largest kind, or a bandwidth probe
+        self.max_message_bytes = max(self.models.max_payload_bytes,
+                                     MAX_PROBE_PADDING_BYTES) + 1024
         self.server = grpc.aio.server(
             interceptors=interceptors, options=limits.grpc_options(self.max_message_bytes))
         pb_grpc.add_EdgeInferenceServicer_to_server(

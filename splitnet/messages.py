@@ -194,7 +194,12 @@ class ModelInfo:
         return cls(models, LoadReport.from_message(message.load))
 
 
+MAX_PROBE_PADDING_BYTES = 32_000  # the edge accepts probes up to this (and its limit allows)
+
+
 def probe_request(padding_bytes: int) -> pb.ProbeRequest:
+    if not 0 <= padding_bytes <= MAX_PROBE_PADDING_BYTES:
+        raise ValueError(f"probe padding {padding_bytes} is outside 0..{MAX_PROBE_PADDING_BYTES}")
     return pb.ProbeRequest(padding=bytes(padding_bytes))
 
 

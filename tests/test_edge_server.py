@@ -306,6 +306,16 @@ def test_a_stream_idle_past_the_limit_is_ended(checkpoint, shipped, test_split):
         server.stop(1)
 
 
+def test_the_largest_bandwidth_probe_fits_the_message_limit(edge, shipped):
+    """The device pads probes up to MAX_PROBE_PADDING_BYTES; the small model's own payloads
+    are far smaller, and the limit must not cut the probes off (it once did)."""
+    from splitnet.messages import MAX_PROBE_PADDING_BYTES, probe_request
+
+    reply = stub_for(edge.port).Probe(probe_request(MAX_PROBE_PADDING_BYTES), timeout=10,
+                                      metadata=metadata(shipped.model_id))
+    assert reply.received_bytes == MAX_PROBE_PADDING_BYTES
+
+
 def test_health_service_answers_serving(edge):
     channel = grpc.insecure_channel(f"127.0.0.1:{edge.port}")
     health = health_pb2_grpc.HealthStub(channel)
