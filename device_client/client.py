@@ -96,6 +96,21 @@ class InferenceResult:
         return out
 
 
+@dataclass
+class Begun:
+    """One input after its device part (:meth:`DeviceClient.begin`): finished on the device
+    (``result``), or a payload to send with the way to finish it on the device if the
+    edge fails (``finish``)."""
+
+    started: float  # perf_counter at the start of begin()
+    plan: Plan
+    est: Estimates
+    result: InferenceResult | None
+    payload: bytes | None
+    head_ms: float
+    finish: Callable[[], torch.Tensor] | None
+
+
 class DeviceClient:
     """The device side of splitnet. Use as a context manager, or call ``close()``.
 
@@ -253,6 +268,12 @@ class DeviceClient:
         (and resized to the model's input) here, inside the timed latency. ``config``
         overrides the policy's choice for this input (a replayed schedule, a test).
         """
+        return self.complete(self.begin(image, config))
+
+    def begin(self, image: Frame, config: Config | None = None) -> Begun:
+        """The device's part of :meth:`infer`: decode, plan, run the head (or encode the
+        frame). A pipeline runs this for frame i + 1 while :meth:`complete` waits on the
+        edge for frame i."""
         started = time.perf_counter()
         pixels = self._pixels(image)
         x = images_to_input(pixels[None])
@@ -262,22 +283,31 @@ class DeviceClient:
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:
                 payload = encode_image(pixels, config.input_codec or "png")
+                return Begun(started, plan, est, None, payload, 0.0,
+                             lambda: self._finish_locally(x, est))
+            t = time.perf_counter()
+            head = self.model.forward_head(x, config)
+            head_ms = (time.perf_counter() - t) * 1000
+        exited = bool(head.exited[0])
+        self._learn_head_speed(config, head_ms, exited)
+        if head.code is None:  # LOCAL, or an exit fired: nothing to send
+            where = WHERE_EXIT if exited else WHERE_LOCAL
+            local = self._local_result(config, head.logits, head_ms, where, plan)
+            return Begun(started, plan, est, local, None, head_ms, None)
+        return Begun(started, plan, est, None, codec.encode(head.code), head_ms,
+                     lambda: self.model.finish_on_device(head, config))
+
+    def complete(self, begun: Begun) -> InferenceResult:
+        """The rest of :meth:`infer`: offload what :meth:`begin` prepared and wait for the
+        edge (or finish on the device if it fails); then the accounting."""
+        plan, est, config = begun.plan, begun.est, begun.plan.config
+        result = begun.result
+        if result is None:
+            assert begun.payload is not None and begun.finish is not None
+            with torch.no_grad():
                 result = self._offload_or_finish_locally(
-                    config, payload, plan, est, 0.0, lambda: self._finish_locally(x, est))
-            else:
-                t = time.perf_counter()
-                head = self.model.forward_head(x, config)
-                head_ms = (time.perf_counter() - t) * 1000
-                exited = bool(head.exited[0])
-                self._learn_head_speed(config, head_ms, exited)
-                if head.code is None:  # LOCAL, or an exit fired: nothing to send
-                    where = WHERE_EXIT if exited else WHERE_LOCAL
-                    result = self._local_result(config, head.logits, head_ms, where, plan)
-                else:
-                    result = self._offload_or_finish_locally(
-                        config, codec.encode(head.code), plan, est, head_ms,
-                        lambda: self.model.finish_on_device(head, config))
-        total_ms = (time.perf_counter() - started) * 1000
+                    config, begun.payload, plan, est, begun.head_ms, begun.finish)
+        total_ms = (time.perf_counter() - begun.started) * 1000
         latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
                                    result.latency.server_ms, result.latency.local_tail_ms,
                                    total_ms)

@@ -32,7 +32,7 @@ energy alone as the battery falls to 10 %.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class Plan:
     tail_mmacs: float
     profiled_head_ms: float
     remote_ms: float = 0.0  # network + edge for an input that is sent (0 for LOCAL)
+    sustainable: bool = True  # at the planner's frame rate (always, without one)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class _Costs:
     energy_mj: np.ndarray
     remote_ms: np.ndarray
     fallback_ms: np.ndarray
+    stage_ms: np.ndarray  # the slower of the two pipeline stages (device, edge)
 
 
 def default_offload_codec(card: ModelCard) -> str:
@@ -192,6 +194,7 @@ class Planner:
                                else accuracy_floor)
         self.deadline_ms = deadline_ms
         self.power = power
+        self.frame_rate_hz: float | None = None  # set by a frame pipeline
         # `allowed`: what the policy may choose while the edge answers. When it does not,
         # every policy runs LOCAL (`local_only`); those that know about exits may use them.
         # The device-only baselines may run the int8 network, as a Pi deployment would;
@@ -279,18 +282,28 @@ class Planner:
         radio_w = self.power.radio_w(est.bandwidth_bps)
         energy = (self.power.busy_w * device_ms
                   + sent * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
-        return _Costs(latency, energy, remote_ms, fallback_ms)
+        # pipelined, the head of the next frame runs while the edge answers this one
+        stage_ms = np.maximum(device_ms, sent * remote_ms)
+        return _Costs(latency, energy, remote_ms, fallback_ms, stage_ms)
 
     def plan(self, est: Estimates) -> Plan:
-        """The policy's choice for the next input."""
+        """The policy's choice for the next input. With a frame rate set, the choices that
+        sustain it come first (the slower pipeline stage within the frame interval); if
+        none does, the plan says so (``sustainable`` False)."""
         allowed = self.allowed if est.edge_available else self.local_only
         costs = self._costs(est)
+        sustainable = True
+        if self.frame_rate_hz:
+            keeps_up = (allowed & (costs.stage_ms <= 1000.0 / self.frame_rate_hz)
+                        & (self.candidates.accuracy >= self.accuracy_floor))
+            sustainable = bool(keeps_up.any())
+            allowed = keeps_up if sustainable else allowed
         if self.policy == "edgent":
             choice = self._best_accuracy_under_deadline(allowed, costs.latency_ms)
         else:
             choice = self._best_score(allowed, costs.latency_ms, costs.energy_mj,
                                       est.battery_level)
-        return self._plan_of(choice, costs)
+        return replace(self._plan_of(choice, costs), sustainable=sustainable)
 
     def fallback_ms(self, config: Config, est: Estimates) -> float:
         """Predicted device time to finish ``config``'s input without the edge, from where

@@ -292,3 +292,20 @@ def test_energy_model_uses_its_named_parameters():
     custom = PowerProfile(name="slow", idle_w=1.0, busy_w=2.0)
     assert custom.energy_mj(compute_ms=1, wait_ms=1) == pytest.approx(3.0)
     assert np.isclose(RPI4.energy_mj(0, 0, 100, 1e6), 172.643)
+
+
+def test_at_a_frame_rate_the_planner_prefers_what_keeps_up_and_says_when_nothing_does():
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    slow_device = estimates(head_speed_factor=6.0, bandwidth_bps=20e6, rtt_ms=10.0)
+    free = planner.plan(slow_device)
+    assert free.sustainable
+    planner.frame_rate_hz = 15.0  # 66.7 ms per frame
+    paced = planner.plan(slow_device)
+    costs = planner._costs(slow_device)
+    index = planner.candidates.index[paced.config]
+    assert paced.sustainable and costs.stage_ms[index] <= 1000 / 15
+    # the fastest single frame may not keep up; what keeps up is chosen even if slower
+    assert paced.latency_ms >= free.latency_ms
+    planner.frame_rate_hz = 1000.0  # 1 ms per frame: nothing can
+    assert not planner.plan(slow_device).sustainable

@@ -1,0 +1,140 @@
+"""Frames from a camera at its own rate, through the device and the edge at once.
+
+    camera thread ──(frame, captured at)──► newest-frame slot ── a frame still there when
+         at fps                              (holds one)          the next arrives is
+                                                  │               dropped and counted
+    head thread:   take the newest ─► DeviceClient.begin (plan, head) ─► hand-off (holds one)
+    edge thread:   DeviceClient.complete (send, wait, or finish on the device) ─► on_result
+                   latency = result time − capture time
+
+While the edge thread waits on frame i, the head thread runs frame i + 1: a frame spends
+the slower of the two stages, not their sum, between results. Nothing queues without
+bound: at most one frame waits in the slot and one in the hand-off, so memory stays flat
+however far behind the device falls. The planner is told the frame rate and prefers the
+configs whose slower stage keeps up with it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device_client.client import Begun, DeviceClient, Frame, InferenceResult
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One frame's result, timed from its capture."""
+
+    index: int
+    result: InferenceResult
+    latency_ms: float  # capture to result, waits in the pipeline included
+
+
+@dataclass
+class StreamStats:
+    """What a stream sustained."""
+
+    fps_target: float
+    seconds: float
+    captured: int = 0
+    answered: int = 0
+    dropped: int = 0
+    unsustainable_plans: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        return {"fps_target": self.fps_target, "fps_sustained": self.answered / self.seconds,
+                "captured": self.captured, "answered": self.answered,
+                "dropped": self.dropped, "drop_rate": self.dropped / max(self.captured, 1),
+                "p50_latency_ms": float(np.nanpercentile(lat, 50)),
+                "p95_latency_ms": float(np.nanpercentile(lat, 95)),
+                "unsustainable_plans": self.unsustainable_plans}
+
+
+class _NewestSlot:
+    """Holds the newest frame; putting over an untaken one drops the older one."""
+
+    def __init__(self) -> None:
+        self._item: tuple[int, Frame, float] | None = None
+        self._closed = False
+        self._cv = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: tuple[int, Frame, float]) -> None:
+        with self._cv:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cv.notify()
+
+    def take(self) -> tuple[int, Frame, float] | None:
+        """The newest frame, waiting for one; None once closed and empty."""
+        with self._cv:
+            while self._item is None and not self._closed:
+                self._cv.wait()
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+def run_stream(client: DeviceClient, frames: Sequence[Frame], fps: float, seconds: float,
+               on_result: Callable[[StreamResult], None] | None = None) -> StreamStats:
+    """Feed ``frames`` (looping) at ``fps`` for ``seconds`` through ``client``, pipelined;
+    every frame taken is answered; stale ones are dropped and counted."""
+    client.planner.frame_rate_hz = fps
+    stats = StreamStats(fps, seconds)
+    slot = _NewestSlot()
+    handoff: queue.Queue[tuple[int, Begun, float] | None] = queue.Queue(maxsize=1)
+    lock = threading.Lock()
+    started = time.perf_counter()
+
+    def camera() -> None:
+        index = 0
+        while (now := time.perf_counter()) - started < seconds:
+            slot.put((index, frames[index % len(frames)], now))
+            index += 1
+            time.sleep(max(started + index / fps - time.perf_counter(), 0.0))
+        stats.captured = index
+        slot.close()
+
+    def head() -> None:
+        while (item := slot.take()) is not None:
+            index, frame, captured = item
+            begun = client.begin(frame)
+            if not begun.plan.sustainable:
+                stats.unsustainable_plans += 1
+            handoff.put((index, begun, captured))
+        handoff.put(None)
+
+    def edge() -> None:
+        while (item := handoff.get()) is not None:
+            index, begun, captured = item
+            result = client.complete(begun)
+            done = StreamResult(index, result, (time.perf_counter() - captured) * 1000)
+            with lock:
+                stats.answered += 1
+                stats.latencies_ms.append(done.latency_ms)
+            if on_result is not None:
+                on_result(done)
+
+    threads = [threading.Thread(target=t, name=f"stream-{t.__name__}", daemon=True)
+               for t in (camera, head, edge)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats.dropped = slot.dropped
+    stats.seconds = time.perf_counter() - started
+    return stats
