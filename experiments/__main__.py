@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experiments.devices import PROFILES
 from experiments.netns import KernelLinkUnavailableError
-from experiments.oracle import REPLAY_POLICY, oracle
+from experiments.oracle import REPLAY_POLICY, oracle, placement_of
 from experiments.report import (
     PLACEMENTS,
     build_summary,
@@ -33,6 +35,7 @@ from experiments.scenario import (
 )
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
+from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for, list_zoo, load_card
 
@@ -93,6 +96,41 @@ def run_repeated(scenario: Scenario, out_dir: Path, checkpoint: Path) -> dict[st
     summary = combine_repetitions(scenario, summaries)
     write_tables(summary, out_dir)
     return summary
+
+
+def run_streams(scenario: Scenario, out_dir: Path, checkpoint: Path, fps: float,
+                seconds: float) -> dict[str, Any]:
+    """Every policy but the replay on a frame stream; writes and returns the table."""
+    scenario = scenario.with_options(
+        policies=[p for p in scenario.policies if p != REPLAY_POLICY])
+    runs = run_scenario(scenario, out_dir, checkpoint, stream=(fps, seconds))
+    labels = stream_images(load_card(checkpoint).arch, cache_dir=default_cache_dir()).labels
+    rows: dict[str, Any] = {}
+    for name, run in runs.items():
+        stats = run.stream[0] if run.stream else {}
+        shares = {p: 0.0 for p in PLACEMENTS}
+        for record in run.records:
+            shares[placement_of(Config.parse(record["config"]))] += 1 / max(len(run.records), 1)
+        rows[name] = {**{k: stats.get(k) for k in (
+            "fps_sustained", "drop_rate", "p50_latency_ms", "p95_latency_ms", "answered",
+            "dropped", "unsustainable_plans")},
+            "accuracy": float(np.mean([r["label"] == labels[r["index"]]
+                                       for r in run.records])) if run.records else None,
+            "placements": shares}
+    lines = [f"## {scenario.name}: {fps:g} fps for {seconds:g} s, {scenario.trace}, RTT "
+             f"{scenario.rtt_ms:g} ms, {scenario.device}; pipelined, newest frame wins", "",
+             "| policy | fps sustained | drop rate | p50 ms | p95 ms | acc | "
+             "local / split / input (%) |", "|---|---|---|---|---|---|---|"]
+    for name, row in sorted(rows.items(), key=lambda kv: -(kv[1]["fps_sustained"] or 0)):
+        share = " / ".join(f"{100 * row['placements'][p]:.0f}" for p in PLACEMENTS)
+        lines.append(f"| {name} | {row['fps_sustained']:.1f} | {row['drop_rate']:.2f} | "
+                     f"{row['p50_latency_ms']:.0f} | {row['p95_latency_ms']:.0f} | "
+                     f"{row['accuracy']:.3f} | {share} |")
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    table = {"scenario": scenario.to_dict() | {"fps": fps, "seconds": seconds},
+             "policies": rows}
+    (out_dir / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
+    return table
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +278,22 @@ def main(argv: list[str] | None = None) -> int:
     grid_parser.add_argument("--models", type=lambda s: s.split(","), default=None,
                              help=f"comma-separated zoo models (default: {DEFAULT_MODEL},"
                                   f"{SMALL_MODEL})")
+    stream_parser = sub.add_parser(
+        "stream", help="a camera's frame stream through each policy",
+        description="Each policy gets a camera's frames at a fixed rate (15 fps by default) "
+                    "through the shaped link on an emulated device, pipelined (the head of "
+                    "the next frame runs while the edge answers this one), the newest frame "
+                    "winning: reports sustained fps, the drop rate and the latency from "
+                    "capture (p50, p95) per policy. Scenario 'frame-stream' by default.")
+    stream_parser.add_argument("scenario", nargs="?", default="frame-stream")
+    add_scenario_options(stream_parser)
+    stream_parser.add_argument("--fps", type=float, default=15.0,
+                               help="the camera's frame rate (default: %(default)s)")
+    stream_parser.add_argument("--seconds", type=float, default=20.0,
+                               help="stream length per policy (default: %(default)s)")
+    stream_parser.add_argument("--out", type=Path, default=None)
+    stream_parser.add_argument("--json", action="store_true")
+    add_model_options(stream_parser)
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in (
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
@@ -255,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print((out / "summary.md").read_text())
                 print("plots:", ", ".join(summary["plots"]))
+            return 0
+        if args.command == "stream":
+            out = args.out or Path("runs") / base.name
+            table = run_streams(base, out, args.checkpoint or checkpoint_for(args.model),
+                                args.fps, args.seconds)
+            print(json.dumps(table, indent=1) if args.json else
+                  (out / "summary.md").read_text())
             return 0
         models = args.models or [DEFAULT_MODEL, SMALL_MODEL]
         result: dict[str, Any] = {"models": {}}

@@ -3,6 +3,8 @@
     runner ──spawns──► device_worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
                                               └─ ZMQ PUSH: one JSON record per input, then
                                                  {"done": true, "device": k}
+    frame-stream mode (--stream-fps): a camera at that rate through the pipelined client;
+    one record per answered frame, then {"stream": statistics}, then done
 
 Started by ``experiments.runner``; not meant to be run by hand.
 """
@@ -14,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import zmq
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="device ms per host CPU ms for int8 work")
     parser.add_argument("--schedule", type=Path, default=None,
                         help="JSON {input index: config}: run these configs (oracle replay)")
+    parser.add_argument("--stream-fps", type=float, default=None,
+                        help="frame-stream mode: a camera at this rate, pipelined, newest "
+                             "frame wins (device_client.pipeline); --count frames loop")
+    parser.add_argument("--stream-seconds", type=float, default=20.0)
     parser.add_argument("--busy", type=float, nargs=3, default=None,
                         metavar=("START_S", "END_S", "SHARE"),
                         help="a competing load takes SHARE of the CPU in this window")
@@ -87,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         emulate(client, args.fp32_factor, args.int8_factor,
                 busy_factor(args.busy and tuple(args.busy), args.t0))
         client.warm_up()  # as a real device would at start-up, before input 0 is due
+        if args.stream_fps:
+            _stream(client, images, args, socket)
+            return 0
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
             wait = due - time.monotonic()
@@ -102,6 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     socket.send(json.dumps({"done": True, "device": args.device_id}).encode())
     socket.close()
     return 0
+
+
+def _stream(client: DeviceClient, images: Any, args: argparse.Namespace,
+            socket: zmq.Socket[bytes]) -> None:
+    """Frame-stream mode: one record per answered frame, then the stream's statistics."""
+    from device_client.pipeline import StreamResult, run_stream
+
+    def send(done: StreamResult) -> None:
+        record = done.result.record()
+        record.update(device=args.device_id, index=args.start + done.index % len(images),
+                      frame=done.index, policy=args.policy,
+                      latency_from_capture_ms=done.latency_ms, t_start=time.monotonic())
+        socket.send(json.dumps(record).encode())
+
+    time.sleep(max(args.t0 - time.monotonic(), 0.0))
+    stats = run_stream(client, list(images), args.stream_fps, args.stream_seconds, send)
+    socket.send(json.dumps({"stream": stats.summary(), "device": args.device_id,
+                            "policy": args.policy}).encode())
+    socket.send(json.dumps({"done": True, "device": args.device_id}).encode())
+    socket.close()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class PolicyRun:
     bytes_down: int
     seconds: float
     device_emulation: dict[str, Any] = field(default_factory=dict)
+    stream: list[dict[str, Any]] = field(default_factory=list)  # per device, stream mode
 
 
 @contextlib.contextmanager
@@ -70,11 +71,13 @@ def edge_server(checkpoint: Path, host: str = "127.0.0.1",
 def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,
                records_path: Path, show_progress: bool = True,
                kernel_link: KernelLink | None = None,
-               schedule: Path | None = None) -> PolicyRun:
+               schedule: Path | None = None,
+               stream: tuple[float, float] | None = None) -> PolicyRun:
     """One policy, all devices, on a link (re)started at the scenario's trace offset.
 
     Userspace: a fresh shaper per device. Kernel: the scenario's namespaces, with the
-    trace clock reset, the device worker run inside the device namespace.
+    trace clock reset, the device worker run inside the device namespace. ``stream``
+    (fps, seconds): frame-stream mode instead of paced inputs.
     """
     trace = Trace.load(scenario.trace, scenario.scale)
     profile = PROFILES[scenario.device]
@@ -90,7 +93,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                        for link in links]
     processes: list[subprocess.Popen[str]] = []
     records: list[dict[str, Any]] = []
-    expected = scenario.devices * scenario.images
+    expected = scenario.devices * (int(stream[0] * stream[1]) if stream else scenario.images)
+    run_s = stream[1] if stream else scenario.images / scenario.rate_hz
     started = time.monotonic()
     emulation = describe(profile, calibration)
     try:
@@ -119,6 +123,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--fp32-factor", str(calibration.fp32_factor),
                 "--int8-factor", str(calibration.int8_factor),
                 *(("--schedule", str(schedule)) if schedule is not None else ()),
+                *(("--stream-fps", str(stream[0]), "--stream-seconds", str(stream[1]))
+                  if stream else ()),
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
             processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
@@ -128,7 +134,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         bar = progress(range(expected), desc=f"  {policy:<14}",
                        enabled=None if show_progress else False)
         bar_iter = iter(bar)
-        deadline = t0 + expected / scenario.rate_hz / scenario.devices + 120
+        deadline = t0 + run_s + 120
+        streams: list[dict[str, Any]] = []
         while done < len(processes) and time.monotonic() < deadline:
             if not poller.poll(500):
                 if all(p.poll() is not None for p in processes):
@@ -138,11 +145,14 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             if message.get("done"):
                 done += 1
                 continue
+            if "stream" in message:  # a frame stream's statistics
+                streams.append(message["stream"])
+                continue
             link = links[message["device"]]
             # the true capacity around this input: one second centred on its start
             message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
                                                              message["t_start"] + 0.5)
-            message["t"] = message["t_due"] - t0
+            message["t"] = message.get("t_due", message["t_start"]) - t0
             records.append(message)
             next(bar_iter, None)
         for _ in bar_iter:  # close the bar even if inputs were lost
@@ -172,27 +182,28 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             f.write(json.dumps(record) + "\n")
 
     return PolicyRun(policy, records, expected, bytes_up, bytes_down,
-                     time.monotonic() - started, emulation)
+                     time.monotonic() - started, emulation, streams)
 
 
 Replay = Callable[[dict[str, PolicyRun]], dict[int, str]]
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_CHECKPOINT,
-                 show_progress: bool = True, replay: Replay | None = None
-                 ) -> dict[str, PolicyRun]:
+                 show_progress: bool = True, replay: Replay | None = None,
+                 stream: tuple[float, float] | None = None) -> dict[str, PolicyRun]:
     """Every policy of ``scenario``, in a seeded random order (so no policy always runs on
     a warm or a cold machine); records go to ``out_dir/records.jsonl``.
 
     ``oracle-replay``, when listed, runs last: ``replay`` turns the other policies' runs
-    into the oracle's per-input configs, which are then run for real.
+    into the oracle's per-input configs, which are then run for real. ``stream`` (fps,
+    seconds): each policy gets a camera's frame stream instead (no replay then).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
     records_path.write_text("")
     policies = [p for p in scenario.policies if p != REPLAY_POLICY]
     random.Random(scenario.seed).shuffle(policies)
-    replayed = REPLAY_POLICY in scenario.policies and replay is not None
+    replayed = REPLAY_POLICY in scenario.policies and replay is not None and stream is None
     runs: dict[str, PolicyRun] = {}
 
     lanes = [policies[i::scenario.lanes] for i in range(scenario.lanes)]
@@ -201,7 +212,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     def run_lane(lane: list[str], port: int, kernel_link: KernelLink | None) -> None:
         for policy in lane:
             runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
-                                      bars, kernel_link=kernel_link)
+                                      bars, kernel_link=kernel_link, stream=stream)
 
     def run_all(ports: list[int], kernel_link: KernelLink | None) -> None:
         with ThreadPoolExecutor(len(lanes)) as pool:

@@ -315,3 +315,22 @@ def test_the_oracle_prices_each_config_by_what_the_run_measured_of_it():
     assert factors[local] == pytest.approx(6) and factors[local8] == pytest.approx(5)
     assert factors[split8] == pytest.approx(5)  # unmeasured: its precision's median
     assert factors[Config(split=3, width=12, bits=2)] == pytest.approx(6)
+
+
+def test_a_frame_stream_reports_sustained_fps_drops_and_latency(tmp_path, checkpoint):
+    """A camera far faster than the emulated device: frames are dropped and counted, every
+    frame taken is answered, and the table says what each policy sustained."""
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "stream", "--fps", "200", "--seconds", "2",
+         "--device", "pizero2", "--policies", "local,offload-input", "--json",
+         "--out", str(tmp_path / "stream"), "--checkpoint", str(checkpoint)],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads(result.stdout)["policies"]
+    assert set(table) == {"local", "offload-input"}
+    for row in table.values():
+        assert 0 < row["fps_sustained"] < 200 and row["drop_rate"] > 0
+        assert row["p95_latency_ms"] >= row["p50_latency_ms"] > 0
+        assert row["answered"] > 0 and row["accuracy"] > 0.5
+    assert table["local"]["placements"]["local"] == 1
+    assert (tmp_path / "stream" / "summary.md").read_text().count("|") > 10
