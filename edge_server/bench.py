@@ -33,7 +33,7 @@ from edge_server.launch import start_edge_process, stop_edge_process
 from splitnet import codec
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
-from splitnet.messages import MODEL_ID_METADATA, InferRequest
+from splitnet.messages import DEVICE_ID_METADATA, MODEL_ID_METADATA, InferRequest
 from splitnet.preprocess import images_to_input
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.workloads import stream_images
@@ -95,20 +95,25 @@ def _server_counters(metrics_port: int) -> dict[str, float]:
 # ------------------------------------------------------------------------ throughput
 async def _closed_loop(port: int, model_id: str, config: Config, payloads: list[bytes],
                        streams: int, seconds: float) -> list[float]:
-    """Each stream sends, waits for the reply, sends again; returns per-request ms."""
+    """Each stream (a device of its own) sends, waits for the reply, sends again; returns
+    per-request ms. A refused request is an error here: the figures count answers only."""
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
     async def one_stream(index: int) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.EdgeInferenceStub(channel)
-            call = stub.InferStream(metadata=((MODEL_ID_METADATA, model_id),))
+            call = stub.InferStream(metadata=((MODEL_ID_METADATA, model_id),
+                                              (DEVICE_ID_METADATA, f"bench-{index}")))
             n = 0
             while time.perf_counter() < stop_at:
                 payload = payloads[(index * 997 + n) % len(payloads)]
                 start = time.perf_counter()
                 await call.write(InferRequest(n, config, payload).to_message())
-                await call.read()
+                reply = await call.read()
+                if reply.HasField("error"):
+                    raise RuntimeError(f"the server refused a benchmark request: "
+                                       f"{reply.error.message}")
                 latencies.append((time.perf_counter() - start) * 1000)
                 n += 1
             await call.done_writing()
