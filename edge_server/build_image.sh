@@ -38,8 +38,10 @@ fi
     MOUNTS="$MOUNTS --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
 
 echo "image: $TAG (edge_server/Dockerfile, BASE=$BASE)"
+# chroot isolation: RUN steps need no OCI runtime (crun refuses hybrid cgroup hosts, such as
+# the sandbox this was first built in); docker format keeps the HEALTHCHECK
 # shellcheck disable=SC2086
-podman build --quiet --network host $MOUNTS \
+podman build --quiet --format docker --network host --isolation chroot $MOUNTS \
     --build-arg BASE="$BASE" \
     --build-arg TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
     --build-arg PIP_FIND_LINKS="${PIP_FIND_LINKS:-}" \
