@@ -221,7 +221,8 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
                for minute, v in sorted(per_minute.items())}
     after_first = [s for s in samples if s["t_s"] >= 60] or samples
     rss = [s["rss_mb"] for s in after_first]
-    fds = [s["open_fds"] for s in after_first]  # connections are open from the first minute
+    # while the clients run (the last sample is taken after they have hung up)
+    fds = [s["open_fds"] for s in after_first[:-1] or after_first]
     rss_growth = (rss[-1] - rss[0]) / rss[0] if rss and rss[0] else float("nan")
     bad_valid = sum(n for status, n in statuses["valid"].items()
                     if status not in ("OK", "RESOURCE_EXHAUSTED", "CANCELLED"))
