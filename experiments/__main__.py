@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,8 @@ def run_streams(scenario: Scenario, out_dir: Path, checkpoint: Path, fps: float,
     rows: dict[str, Any] = {}
     for name, run in runs.items():
         stats = run.stream[0] if run.stream else {}
-        shares = {p: 0.0 for p in PLACEMENTS}
-        for record in run.records:
-            shares[placement_of(Config.parse(record["config"]))] += 1 / max(len(run.records), 1)
+        counts = Counter(placement_of(Config.parse(r["config"])) for r in run.records)
+        shares = {p: counts[p] / max(len(run.records), 1) for p in PLACEMENTS}
         rows[name] = {**{k: stats.get(k) for k in (
             "fps_sustained", "drop_rate", "p50_latency_ms", "p95_latency_ms", "answered",
             "dropped", "unsustainable_plans")},
