@@ -280,11 +280,11 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     opportunities = np.append(np.arange(1, 1500), 600_000)  # 1 per ms, then silence
     link = UserspaceLink(Trace.from_opportunities("silent", opportunities), edge.port,
                          one_way_delay_ms=5).start()
-    link.started_at = time.monotonic()
     results = []
     try:
         with DeviceClient(f"127.0.0.1:{link.port}", "fixed", checkpoint, fixed_config=FIXED,
                           battery="1.0") as client:
+            link.started_at = time.monotonic()  # the trace's clock starts with input 0
             for image in test_split.images[:30]:
                 results.append(client.infer(image))
                 time.sleep(0.1)
