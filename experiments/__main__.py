@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                "      --rtt-ms 60 --device pizero2 --n 100\n"
                "  python -m experiments run my_scenario.toml --json\n"
                "  python -m experiments grid                        # both models, 3 traces x "
-               "2 devices x 2 RTTs")
+               "2 devices x 2 RTTs\n"
+               "  python -m experiments stream --fps 15             # a camera's frames, "
+               "pipelined")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one scenario",
                          description="Run one scenario: a TOML file, a name from "
