@@ -306,7 +306,7 @@ class DeviceClient:
             assert begun.payload is not None and begun.finish is not None
             with torch.no_grad():
                 result = self._offload_or_finish_locally(
-                    config, begun.payload, plan, est, begun.head_ms, begun.finish)
+                    config, begun.payload, plan, begun.head_ms, begun.finish)
         total_ms = (time.perf_counter() - begun.started) * 1000
         latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
                                    result.latency.server_ms, result.latency.local_tail_ms,
@@ -339,10 +339,10 @@ class DeviceClient:
         return _as_uint8(image, (height, width) if channels == 1 else (height, width, channels))
 
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,
-                                   est: Estimates, head_ms: float,
+                                   head_ms: float,
                                    finish: Callable[[], torch.Tensor]) -> InferenceResult:
         """Offload; if the edge fails, ``finish`` the input on the device (a fallback)."""
-        outcome = self._offload(config, payload, plan, est, head_ms)
+        outcome = self._offload(config, payload, plan, head_ms)
         if outcome.error is None:
             return outcome
         started = time.perf_counter()
@@ -362,7 +362,7 @@ class DeviceClient:
             LatencyBreakdown(head_ms=head_ms), 0, 0, self.power.energy_mj(head_ms), False,
             0.0, 0.0, plan.latency_ms, 0.0)
 
-    def _timeout_s(self, config: Config, plan: Plan, est: Estimates) -> float:
+    def _timeout_s(self, plan: Plan) -> float:
         """How long to wait for the edge before finishing the input on the device.
 
         ``offload_timeout_ms`` when given. Otherwise what the edge was expected to take,
@@ -375,15 +375,15 @@ class DeviceClient:
         """
         if self.offload_timeout_ms is not None:
             return self.offload_timeout_ms / 1000
-        overrun_ms = max(plan.remote_ms, self.planner.fallback_ms(config, est))
+        overrun_ms = max(plan.remote_ms, plan.fallback_ms)
         return min(max(plan.remote_ms + overrun_ms, MIN_OFFLOAD_TIMEOUT_MS), 10_000.0) / 1000
 
-    def _offload(self, config: Config, payload: bytes, plan: Plan, est: Estimates,
+    def _offload(self, config: Config, payload: bytes, plan: Plan,
                  head_ms: float = 0.0) -> InferenceResult:
         """Send one input; on any failure, a result with ``error`` set and no label."""
         assert self.link is not None
         request = InferRequest(self.link.next_request_id(), config.for_edge(), payload)
-        timeout_s = self._timeout_s(config, plan, est)
+        timeout_s = self._timeout_s(plan)
         sent_at = time.perf_counter()
         try:
             reply = self.link.infer(request, timeout_s)

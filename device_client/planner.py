@@ -63,6 +63,7 @@ class Plan:
     tail_mmacs: float
     profiled_head_ms: float
     remote_ms: float = 0.0  # network + edge for an input that is sent (0 for LOCAL)
+    fallback_ms: float = 0.0  # device time to finish it if the edge fails (0 for LOCAL)
     sustainable: bool = True  # at the planner's frame rate (always, without one)
 
 
@@ -327,7 +328,7 @@ class Planner:
                     float(costs.energy_mj[choice]), float(c.accuracy[choice]),
                     float(c.exit_fraction[choice]), float(c.payload_bytes[choice]),
                     float(c.tail_mmacs[choice]), float(c.head_ms[choice]),
-                    float(costs.remote_ms[choice]))
+                    float(costs.remote_ms[choice]), float(costs.fallback_ms[choice]))
 
     def _feasible(self, allowed: np.ndarray, latency: np.ndarray) -> np.ndarray:
         accurate = allowed & (self.candidates.accuracy >= self.accuracy_floor)

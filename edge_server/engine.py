@@ -19,6 +19,7 @@ from splitnet import codec
 from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, ConfigError, Placement
 from splitnet.input_codecs import decode_image
+from splitnet.messages import model_tag
 from splitnet.preprocess import images_to_input
 from splitnet.quantize import QuantizedTensor
 
@@ -37,6 +38,7 @@ class Engine:
         self.loaded = loaded
         self.model = loaded.model.eval()
         self.model_id = loaded.model_id
+        self.model_tag = model_tag(loaded.model_id)  # on every reply
         codecs = ("png", "raw-zstd", "jpeg90") if self.model.spec.input_shape[0] == 1 \
             else ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
         self.configs = tuple(self.model.split_configs()) + tuple(

@@ -45,7 +45,6 @@ from splitnet.messages import (
     ModelInfo,
     RemoteError,
     ServedModel,
-    model_tag,
     probe_reply,
 )
 from splitnet.v1 import inference_pb2 as pb
@@ -152,7 +151,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
             probabilities=tuple(probabilities.tolist()),
             label=int(probabilities.argmax()), queue_ms=result.queue_ms,
             compute_ms=result.compute_ms, batch_size=result.batch_size,
-            load=load_report(self.batcher), model_tag=model_tag(engine.model_id)).to_message()
+            load=load_report(self.batcher), model_tag=engine.model_tag).to_message()
 
     def _error_reply(self, request_id: int, error: RequestError) -> pb.InferReply:
         return InferReply(request_id=request_id, config=None,
