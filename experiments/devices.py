@@ -37,6 +37,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -147,19 +148,25 @@ class Calibration:
     int8_factor: float  # device ms per host CPU ms, int8 work
 
 
+# Lanes calibrate from several threads at once; FX tracing (in ``quantized``) is not
+# thread-safe, and one measurement per host is all that is wanted anyway.
+_HOST_TIMES_LOCK = threading.Lock()
+
+
 def host_times(cache: Path = CALIBRATION_FILE) -> tuple[float, float]:
     """(fp32 ms, int8 ms) of MobileNetV2-224 here, measured once per host and cached."""
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("version") == CALIBRATION_VERSION:
-            return saved["host_fp32_ms"], saved["host_int8_ms"]
-    net = mobilenet_v2()
-    fp32_ms = median_ms(net)
-    int8_ms = median_ms(quantized(net))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"version": CALIBRATION_VERSION, "host_fp32_ms": fp32_ms,
-                                 "host_int8_ms": int8_ms}))
-    return fp32_ms, int8_ms
+    with _HOST_TIMES_LOCK:
+        if cache.is_file():
+            saved = json.loads(cache.read_text())
+            if saved.get("version") == CALIBRATION_VERSION:
+                return saved["host_fp32_ms"], saved["host_int8_ms"]
+        net = mobilenet_v2()
+        fp32_ms = median_ms(net)
+        int8_ms = median_ms(quantized(net))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"version": CALIBRATION_VERSION, "host_fp32_ms": fp32_ms,
+                                     "host_int8_ms": int8_ms}))
+        return fp32_ms, int8_ms
 
 
 def calibrate(profile: DeviceProfile, cache: Path = CALIBRATION_FILE) -> Calibration:

@@ -267,6 +267,21 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
     assert learned >= 5
 
 
+def test_lanes_calibrating_at_once_on_a_fresh_host_measure_it_once(tmp_path):
+    """Two lanes start on a host with no calibration cache: both get the same times, from
+    one measurement (FX tracing, which the int8 time needs, is not thread-safe)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from experiments.devices import host_times
+
+    cache = tmp_path / "calibration.json"
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: host_times(cache), range(2))
+    assert first == second
+    assert all(ms > 0 for ms in first)
+    assert json.loads(cache.read_text())["host_int8_ms"] == first[1]
+
+
 def test_grid_targets_are_computed_from_the_cells_and_can_fail():
     from experiments.__main__ import grid_targets
 
