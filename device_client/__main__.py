@@ -1,11 +1,13 @@
-"""``python -m device_client``: classify camera frames (or a folder of images) through an
-edge server, or on the device alone."""
+"""``python -m device_client``: classify camera or video frames (or a folder of images)
+through an edge server, or on the device alone."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from device_client.client import (
     Frame,
     InferenceResult,
 )
+from device_client.pipeline import StreamResult, run_stream
 from device_client.planner import POLICIES
 from device_client.service import (
     FRAME_SUFFIXES,
@@ -27,6 +30,7 @@ from device_client.service import (
     load_service_config,
     run_service,
 )
+from device_client.sources import FrameSource, SourceError, open_source
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
@@ -82,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run images through splitnet's device client: N evaluation images of "
                     "the model's dataset, every class mixed in a fixed random order "
                     "(Imagenette val for the camera model, Fashion-MNIST test half B for the "
-                    "small one), or every image file in a "
-                    "folder (--images). For each image the policy picks split point, "
+                    "small one), every image file in a "
+                    "folder (--images), or a live camera or a video file at its own frame "
+                    "rate (--camera, --video). For each image the policy picks split point, "
                     "bottleneck width, bits, int8 or fp32 head and exit threshold (or LOCAL, "
                     "or OFFLOAD_INPUT at a JPEG quality) from live bandwidth, RTT, server "
                     "load, head speed and battery estimates. Every image gets a result: if "
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m device_client --edge 127.0.0.1:50051 --images ~/frames --records r.jl\n"
                "  python -m device_client --edge 127.0.0.1:50051 --policy neurosurgeon --json\n"
                "  python -m device_client --model mnv2_fmnist --policy local --n 100  # no edge\n"
+               "  python -m device_client --edge 127.0.0.1:50051 --camera      # a live camera\n"
+               "  python -m device_client --edge 127.0.0.1:50051 --video clip.mp4 --records r.jl\n"
                f"Policies: {', '.join(POLICIES)}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edge", default=None,
@@ -109,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="classify every image file under this folder (JPEG, PNG, ...) "
                              "instead of the evaluation images; frames are decoded and "
                              "resized on the device, inside the measured latency")
+    parser.add_argument("--camera", type=int, nargs="?", const=0, default=None,
+                        metavar="N",
+                        help="stream frames from camera N (default 0): picamera2 when "
+                             "installed, else V4L2 /dev/videoN through OpenCV; pipelined "
+                             "(the next frame's head runs while the edge answers this one), "
+                             "stale frames dropped; Ctrl-C stops after the frame in flight")
+    parser.add_argument("--video", type=Path, default=None, metavar="FILE",
+                        help="stream a video file at its own frame rate, like --camera")
+    parser.add_argument("--loop", action="store_true", help="loop --video")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop a --camera or --video stream after this long")
     parser.add_argument("--n", type=int, default=100,
                         help="number of images (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
@@ -162,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                                           args.tls_ca is not None, args.insecure)
         if problem:
             parser.error(problem)
+    if args.camera is not None and args.video is not None:
+        parser.error("--camera and --video are two frame sources; give one")
+    if (args.camera is not None or args.video is not None) and args.images is not None:
+        parser.error("--images is a third frame source; give one of --camera, --video, "
+                     "--images")
     checkpoint = args.checkpoint or checkpoint_for(args.model)
     try:
         fixed = Config.parse(args.fixed_config) if args.fixed_config else None
@@ -170,11 +193,17 @@ def main(argv: list[str] | None = None) -> int:
                               fixed_config=fixed, load_feed=args.load_feed,
                               tls_identity=(args.tls_cert, args.tls_key) if args.tls_cert
                               else None)
-        inputs, labels, names = _inputs(args, client.model.spec.name)
+        if args.camera is not None or args.video is not None:
+            source = open_source(args.camera, args.video, args.loop)
+        else:
+            source = None
+            inputs, labels, names = _inputs(args, client.model.spec.name)
     except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError,
-            ValueError) as error:
+            ValueError, SourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if source is not None:
+        return _stream(client, source, args)
     client.warm_up()
     results: list[InferenceResult] = []
     skipped: list[str] = []
@@ -211,6 +240,43 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in summary.items():
             print(f"{key:>20}: {value}")
     return 0
+
+
+def _stream(client: DeviceClient, source: FrameSource, args: argparse.Namespace) -> int:
+    """A camera or video stream, pipelined: one JSON line per frame to --records, then the
+    stream's summary."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # finish the frame in flight
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    names = class_names(client.model.spec.name)
+    results: list[InferenceResult] = []
+    records = args.records.open("w") if args.records else None
+
+    def on_result(done: StreamResult) -> None:
+        results.append(done.result)
+        if records is not None:
+            record = done.result.record() | {"frame": done.index,
+                                             "class": names[done.result.label],
+                                             "latency_from_capture_ms": done.latency_ms}
+            records.write(json.dumps(record) + "\n")
+
+    print(f"streaming {source.name} at {source.fps:g} fps; Ctrl-C stops", file=sys.stderr)
+    with client, source:
+        client.warm_up()
+        try:
+            stats = run_stream(client, source, args.seconds, on_result, stop)
+        finally:
+            if records is not None:
+                records.close()
+    summary = stats.summary() | summarize(results, None, stats.captured)
+    if stats.source_error:
+        print(f"error: {stats.source_error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>22}: {value}")
+    return 1 if stats.source_error else 0
 
 
 def _inputs(args: argparse.Namespace, model: str

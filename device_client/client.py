@@ -42,7 +42,7 @@ from device_client.planner import Plan, Planner
 from device_client.replicas import EdgePool, resolve_targets
 from splitnet import codec
 from splitnet.config import Config, Placement
-from splitnet.imagefolder import decode_image
+from splitnet.imagefolder import decode_image, resize_image
 from splitnet.input_codecs import encode_image
 from splitnet.messages import MAX_PROBE_PADDING_BYTES, InferReply, InferRequest
 from splitnet.preprocess import images_to_input
@@ -336,6 +336,11 @@ class DeviceClient:
         if isinstance(image, (bytes, str, os.PathLike)):
             pixels = decode_image(image, height)
             return pixels[..., 0].copy() if channels == 1 else pixels  # grey models: R=G=B
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
+                and image.shape[2] == 3 and (channels == 1 or image.shape[:2] != (height, width)):
+            # a camera's RGB frame: resized here, inside the measured latency
+            rgb = image if image.shape[:2] == (height, width) else resize_image(image, height)
+            return rgb[..., 0].copy() if channels == 1 else rgb  # grey models: R=G=B
         return _as_uint8(image, (height, width) if channels == 1 else (height, width, channels))
 
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,

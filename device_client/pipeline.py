@@ -1,8 +1,8 @@
 """Frames from a camera at its own rate, through the device and the edge at once.
 
-    camera thread ──(frame, captured at)──► newest-frame slot ── a frame still there when
-         at fps                              (holds one)          the next arrives is
-                                                  │               dropped and counted
+    source thread ──(frame, captured at)──► newest-frame slot ── a frame still there when
+    (camera, video file or                   (holds one)          the next arrives is
+     frame list, at its fps; sources.py)          │               dropped and counted
     head thread:   take the newest ─► DeviceClient.begin (plan, head) ─► hand-off (holds one)
     edge thread:   DeviceClient.complete (send, wait, or finish on the device) ─► on_result
                    latency = result time − capture time
@@ -19,13 +19,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from device_client.client import Begun, DeviceClient, Frame, InferenceResult
+from device_client.sources import FrameSource, SourceError
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class StreamStats:
     dropped: int = 0
     unsustainable_plans: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    source_error: str | None = None  # why the source ended early, if it did
 
     def summary(self) -> dict[str, Any]:
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
@@ -56,7 +58,8 @@ class StreamStats:
                 "dropped": self.dropped, "drop_rate": self.dropped / max(self.captured, 1),
                 "p50_latency_ms": float(np.nanpercentile(lat, 50)),
                 "p95_latency_ms": float(np.nanpercentile(lat, 95)),
-                "unsustainable_plans": self.unsustainable_plans}
+                "unsustainable_plans": self.unsustainable_plans,
+                **({"source_error": self.source_error} if self.source_error else {})}
 
 
 class _NewestSlot:
@@ -89,25 +92,35 @@ class _NewestSlot:
             self._cv.notify_all()
 
 
-def run_stream(client: DeviceClient, frames: Sequence[Frame], fps: float, seconds: float,
-               on_result: Callable[[StreamResult], None] | None = None) -> StreamStats:
-    """Feed ``frames`` (looping) at ``fps`` for ``seconds`` through ``client``, pipelined;
-    every frame taken is answered; stale ones are dropped and counted."""
-    client.planner.frame_rate_hz = fps
-    stats = StreamStats(fps, seconds)
+def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None = None,
+               on_result: Callable[[StreamResult], None] | None = None,
+               stop: threading.Event | None = None) -> StreamStats:
+    """Feed ``source``'s frames through ``client``, pipelined, until the source ends,
+    ``seconds`` pass or ``stop`` is set (SIGTERM, say); every frame taken is answered
+    before this returns; stale ones are dropped and counted."""
+    client.planner.frame_rate_hz = source.fps
+    stats = StreamStats(source.fps, seconds or 0.0)
     slot = _NewestSlot()
     handoff: queue.Queue[tuple[int, Begun, float] | None] = queue.Queue(maxsize=1)
     lock = threading.Lock()
+    stop = stop or threading.Event()
     started = time.perf_counter()
+    failure: list[BaseException] = []
 
     def camera() -> None:
         index = 0
-        while (now := time.perf_counter()) - started < seconds:
-            slot.put((index, frames[index % len(frames)], now))
-            index += 1
-            time.sleep(max(started + index / fps - time.perf_counter(), 0.0))
-        stats.captured = index
-        slot.close()
+        try:
+            for frame in source.frames(stop):
+                now = time.perf_counter()
+                if seconds is not None and now - started >= seconds:
+                    break
+                slot.put((index, frame, now))
+                index += 1
+        except SourceError as error:  # a camera that stopped: end the stream, say why
+            failure.append(error)
+        finally:
+            stats.captured = index
+            slot.close()
 
     def head() -> None:
         while (item := slot.take()) is not None:
@@ -137,4 +150,6 @@ def run_stream(client: DeviceClient, frames: Sequence[Frame], fps: float, second
         thread.join()
     stats.dropped = slot.dropped
     stats.seconds = time.perf_counter() - started
+    if failure:
+        stats.source_error = str(failure[0])
     return stats

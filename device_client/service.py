@@ -1,8 +1,11 @@
 """The device as a long-running service: frames from a source, one JSON line per result.
 
     config file (TOML) ─► DeviceClient (edge replicas, model, policy, battery, token, TLS)
-    [source] frames: every image file in a folder, in name order, once or looping, at most
-             rate_hz per second (a camera daemon that drops JPEGs in a folder feeds it)
+    [source] frames, one of:
+             camera = N    picamera2, else V4L2 /dev/videoN, pipelined (pipeline.py)
+             video = FILE  a video file at its own frame rate, pipelined
+             images = DIR  every image file in a folder, in name order, once or looping,
+                           at most rate_hz per second (a daemon dropping JPEGs feeds it)
              ─► infer ─► one JSON line per frame on stdout, and on a ZMQ PUB socket if set
     SIGTERM / SIGINT ─► the frame in flight finishes and is written; then a summary on
                         stderr ("N frames started, N answered") and exit 0
@@ -14,10 +17,10 @@
     battery = "auto"
     token_file = "/etc/splitnet/token"    # or $SPLITNET_TOKEN (systemd: a credential)
     tls_ca = "/etc/splitnet/ca.crt"       # TLS; with tls_cert and tls_key: mutual TLS
-    [source]
-    images = "/var/lib/splitnet/frames"
-    loop = false
-    rate_hz = 2
+    [source]                              # one of camera, video, images
+    camera = 0
+    # video = "/var/lib/splitnet/clip.mp4"; loop = true
+    # images = "/var/lib/splitnet/frames"; loop = false; rate_hz = 2
     [results]
     stdout = true
     zmq_pub = "tcp://*:5560"              # each result as b"result " + JSON
@@ -34,7 +37,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
@@ -53,7 +56,9 @@ class ServiceConfigError(ValueError):
 @dataclass(frozen=True)
 class ServiceConfig:
     edge: str
-    images: Path
+    images: Path | None = None
+    video: Path | None = None
+    camera: int | None = None
     model: str = "resnet18_imagenette"
     policy: str = "adaptive"
     battery: str = "auto"
@@ -69,7 +74,7 @@ class ServiceConfig:
 
 SECTIONS = {"device": ("edge", "model", "policy", "battery", "token_file", "tls_ca",
                        "tls_cert", "tls_key"),
-            "source": ("images", "loop", "rate_hz"),
+            "source": ("camera", "video", "images", "loop", "rate_hz"),
             "results": ("stdout", "zmq_pub")}
 
 
@@ -93,9 +98,12 @@ def load_service_config(path: Path) -> ServiceConfig:
     if unknown_sections:
         raise ServiceConfigError(f"{path}: unknown sections {unknown_sections}; "
                                  f"known: {list(SECTIONS)}")
-    for required in ("edge", "images"):
-        if required not in values:
-            raise ServiceConfigError(f"{path}: '{required}' is required")
+    if "edge" not in values:
+        raise ServiceConfigError(f"{path}: 'edge' is required")
+    given = [key for key in ("camera", "video", "images") if key in values]
+    if len(given) != 1:
+        raise ServiceConfigError(f"{path}: [source] needs exactly one of camera, video, "
+                                 f"images (got {given or 'none'})")
     types = {f.name: f.type for f in fields(ServiceConfig)}
     for key, value in list(values.items()):
         if "Path" in str(types[key]):
@@ -104,8 +112,13 @@ def load_service_config(path: Path) -> ServiceConfig:
         config = ServiceConfig(**values)
     except TypeError as error:
         raise ServiceConfigError(f"{path}: {error}") from None
-    if not config.images.is_dir():
+    if config.images is not None and not config.images.is_dir():
         raise ServiceConfigError(f"{path}: images = {config.images} is not a folder")
+    if config.video is not None and not config.video.is_file():
+        raise ServiceConfigError(f"{path}: video = {config.video} is not a file")
+    if config.camera is not None and (isinstance(config.camera, bool)
+                                      or not isinstance(config.camera, int)):
+        raise ServiceConfigError(f"{path}: camera must be a number, e.g. camera = 0")
     if not 0 < float(config.rate_hz) <= 100:
         raise ServiceConfigError(f"{path}: rate_hz must be in (0, 100]")
     return config
@@ -144,36 +157,75 @@ def run_service(config: ServiceConfig, out: TextIO = sys.stdout) -> int:
     identity = (config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key \
         else None
     publisher = _publisher(config.zmq_pub) if config.zmq_pub else None
-    started = answered = skipped = 0
+
+    def emit(record: dict[str, Any]) -> None:
+        line = json.dumps(record | {"t": time.time()})
+        if config.stdout:
+            out.write(line + "\n")
+            out.flush()
+        if publisher is not None:
+            publisher.send(RESULT_TOPIC + b" " + line.encode())
+
     with DeviceClient(config.edge, config.policy, checkpoint_for(config.model),
                       read_token(config.token_file), config.tls_ca, battery=config.battery,
                       tls_identity=identity) as client:
         client.warm_up()
-        interval = 1.0 / float(config.rate_hz)
-        next_at = time.monotonic()
-        for path in frames(config.images, config.loop, stop):
-            if stop.wait(max(next_at - time.monotonic(), 0.0)):
-                break
-            next_at = max(next_at + interval, time.monotonic())
-            started += 1
-            try:
-                result = client.infer(path)
-            except ImageDecodeError as error:
-                skipped += 1
-                print(f"skipped: {error}", file=sys.stderr, flush=True)
-                continue
-            record = result.record() | {"file": str(path), "t": time.time()}
-            line = json.dumps(record)
-            if config.stdout:
-                out.write(line + "\n")
-                out.flush()
-            if publisher is not None:
-                publisher.send(RESULT_TOPIC + b" " + line.encode())
-            answered += 1
+        if config.images is not None:
+            status = _run_folder(client, config, stop, emit)
+        else:
+            status = _run_stream(client, config, stop, emit)
     if publisher is not None:
         publisher.close(linger=500)
+    return status
+
+
+def _run_folder(client: Any, config: ServiceConfig, stop: threading.Event,
+                emit: Callable[[dict[str, Any]], None]) -> int:
+    """Image files from a folder, one at a time, at most rate_hz per second."""
+    assert config.images is not None
+    started = answered = skipped = 0
+    interval = 1.0 / float(config.rate_hz)
+    next_at = time.monotonic()
+    for path in frames(config.images, config.loop, stop):
+        if stop.wait(max(next_at - time.monotonic(), 0.0)):
+            break
+        next_at = max(next_at + interval, time.monotonic())
+        started += 1
+        try:
+            result = client.infer(path)
+        except ImageDecodeError as error:
+            skipped += 1
+            print(f"skipped: {error}", file=sys.stderr, flush=True)
+            continue
+        emit(result.record() | {"file": str(path)})
+        answered += 1
     print(f"stopped: {started} frames started, {answered} answered, {skipped} skipped "
           "(unreadable files)", file=sys.stderr, flush=True)
+    return 0
+
+
+def _run_stream(client: Any, config: ServiceConfig, stop: threading.Event,
+                emit: Callable[[dict[str, Any]], None]) -> int:
+    """A camera or a video file, pipelined; stale frames dropped and counted."""
+    from device_client.pipeline import StreamResult, run_stream
+    from device_client.sources import SourceError, open_source
+
+    def on_result(done: StreamResult) -> None:
+        emit(done.result.record() | {"frame": done.index,
+                                     "latency_from_capture_ms": done.latency_ms})
+
+    try:
+        source = open_source(config.camera, config.video, config.loop)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    with source:
+        stats = run_stream(client, source, None, on_result, stop)
+    print(f"stopped: {stats.captured - stats.dropped} frames started, {stats.answered} "
+          f"answered, {stats.dropped} dropped (stale)", file=sys.stderr, flush=True)
+    if stats.source_error:
+        print(f"error: {stats.source_error}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

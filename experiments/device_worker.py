@@ -3,7 +3,8 @@
     runner ──spawns──► device_worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
                                               └─ ZMQ PUSH: one JSON record per input, then
                                                  {"done": true, "device": k}
-    frame-stream mode (--stream-fps): a camera at that rate through the pipelined client;
+    frame-stream mode (--stream-fps): the frames as a video file at that rate (the camera)
+    through the pipelined client;
     one record per answered frame, then {"stream": statistics}, then done
 
 Started by ``experiments.runner``; not meant to be run by hand.
@@ -117,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 def _stream(client: DeviceClient, images: Any, args: argparse.Namespace,
             socket: zmq.Socket[bytes]) -> None:
     """Frame-stream mode: one record per answered frame, then the stream's statistics."""
+    import tempfile
+
     from device_client.pipeline import StreamResult, run_stream
+    from device_client.sources import VideoFile, write_video
 
     def send(done: StreamResult) -> None:
         record = done.result.record()
@@ -126,8 +130,12 @@ def _stream(client: DeviceClient, images: Any, args: argparse.Namespace,
                       latency_from_capture_ms=done.latency_ms, t_start=time.monotonic())
         socket.send(json.dumps(record).encode())
 
-    time.sleep(max(args.t0 - time.monotonic(), 0.0))
-    stats = run_stream(client, list(images), args.stream_fps, args.stream_seconds, send)
+    with tempfile.TemporaryDirectory() as folder:
+        # the camera is a video file of the frames, played at its own rate (looping)
+        video = write_video(Path(folder) / "camera.avi", list(images), args.stream_fps)
+        with VideoFile(video, loop=True) as source:
+            time.sleep(max(args.t0 - time.monotonic(), 0.0))
+            stats = run_stream(client, source, args.stream_seconds, send)
     socket.send(json.dumps({"stream": stats.summary(), "device": args.device_id,
                             "policy": args.policy}).encode())
     socket.send(json.dumps({"done": True, "device": args.device_id}).encode())

@@ -118,6 +118,15 @@ def decode_image(source: str | os.PathLike[str] | bytes, size: int | None = 224)
         raise ImageDecodeError(f"cannot decode image {name}: {error}") from None
 
 
+def resize_image(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) frame (a camera's) as (size, size, 3), resized the way
+    ``decode_image`` resizes files."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def _decode_one(args: tuple[str, int]) -> np.ndarray:
     return decode_image(args[0], args[1])
 

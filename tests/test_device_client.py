@@ -193,12 +193,16 @@ def test_a_camera_frame_is_a_file_its_bytes_or_an_array_and_gets_the_same_answer
     from splitnet.imagefolder import decode_image
     from splitnet.zoo import checkpoint_for
 
+    from PIL import Image
+
     folder, _ = camera_frames
     path = folder / "0.jpg"
+    camera_sized = np.asarray(Image.fromarray(decode_image(path)).resize((640, 480)))
     with DeviceClient(None, "local", checkpoint_for("resnet18_imagenette")) as client:
         answers = [client.infer(frame) for frame in
                    (path, str(path), path.read_bytes(), decode_image(path),
-                    decode_image(path).astype(np.float32) / 255)]
+                    decode_image(path).astype(np.float32) / 255,
+                    camera_sized)]  # a 640 x 480 camera frame: resized on the device
         with pytest.raises(ValueError, match=r"colour image \(H, W, 3\)"):
             client.infer(np.zeros((28, 28), dtype=np.uint8))
     assert len({a.label for a in answers}) == 1
@@ -298,18 +302,26 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
 
 
+@pytest.mark.parametrize("source", ["images", "video"])
 def test_the_service_runs_from_a_config_file_and_answers_every_frame_it_started(
-        edge, checkpoint, test_split, tmp_path):
+        edge, checkpoint, test_split, tmp_path, source):
     """python -m device_client --config FILE, stopped with SIGTERM mid-stream: every frame
-    it started has its JSON line, and it says so on the way out."""
+    it started has its JSON line, and it says so on the way out. The source is a folder of
+    images, or a video file played at its own rate through the pipeline."""
     import signal
 
     from PIL import Image
+
+    from device_client.sources import write_video
 
     frames = tmp_path / "frames"
     frames.mkdir()
     for index, image in enumerate(test_split.images[:6]):
         Image.fromarray(image).save(frames / f"{index:03d}.png")
+    rgb = [np.repeat(image[..., None], 3, axis=2) for image in test_split.images[:6]]
+    write_video(tmp_path / "clip.avi", rgb, fps=20)
+    lines_of_source = {"images": 'images = "frames"\nloop = true\nrate_hz = 20',
+                       "video": 'video = "clip.avi"\nloop = true'}
     config = tmp_path / "device.toml"
     config.write_text(f"""
 [device]
@@ -317,9 +329,7 @@ edge = "127.0.0.1:{edge.port}"
 model = "mnv2_fmnist"
 battery = "1.0"
 [source]
-images = "frames"
-loop = true
-rate_hz = 20
+{lines_of_source[source]}
 """)
     process = subprocess.Popen([sys.executable, "-m", "device_client", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -333,7 +343,10 @@ rate_hz = 20
     results = [json.loads(line) for line in lines + rest.splitlines() if line.strip()]
     started = int(errors.split("stopped: ")[1].split(" frames started")[0])
     assert len(results) == started >= 10  # every frame started was answered
-    assert {Path(r["file"]).name for r in results} <= {f"{i:03d}.png" for i in range(6)}
+    if source == "images":
+        assert {Path(r["file"]).name for r in results} <= {f"{i:03d}.png" for i in range(6)}
+    else:
+        assert [r["frame"] for r in results] == sorted({r["frame"] for r in results})
     assert all(r["label"] >= 0 for r in results)
 
 

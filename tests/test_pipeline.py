@@ -3,13 +3,18 @@ are dropped and counted, and the head of the next frame overlaps the edge's wait
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from device_client.client import DeviceClient
 from device_client.pipeline import run_stream
+from device_client.sources import FrameList, VideoFile, write_video
 from edge_server.server import EdgeServer, ServerOptions
 from experiments.link import UserspaceLink
 from experiments.traces import Trace
@@ -29,7 +34,8 @@ def edge(checkpoint):
 def test_a_device_that_cannot_keep_up_drops_stale_frames_and_answers_the_rest(checkpoint,
                                                                              test_split):
     with DeviceClient(None, "local", checkpoint, battery="1.0") as client:
-        stats = run_stream(client, list(test_split.images[:20]), fps=2000, seconds=1.0)
+        stats = run_stream(client, FrameList(list(test_split.images[:20]), fps=2000),
+                           seconds=1.0)
     assert stats.captured == stats.answered + stats.dropped  # nothing lost, nothing queued
     assert stats.dropped > 0 and stats.answered > 10
     assert stats.summary()["drop_rate"] > 0
@@ -58,8 +64,8 @@ def test_the_next_head_runs_while_the_edge_answers(edge, checkpoint, test_split)
 
                 setattr(client, stage, timed)
             results = []
-            stats = run_stream(client, list(test_split.images[:20]), fps=30, seconds=1.5,
-                               on_result=results.append)
+            stats = run_stream(client, FrameList(list(test_split.images[:20]), fps=30),
+                               seconds=1.5, on_result=results.append)
     finally:
         link.stop()
     assert stats.answered == len(results) > 5
@@ -69,3 +75,44 @@ def test_the_next_head_runs_while_the_edge_answers(edge, checkpoint, test_split)
     assert overlapping >= 3  # heads ran during the edge's waits
     # one frame at the edge at a time, each at least a round trip: a latency near 80 ms
     assert min(r.latency_ms for r in results) >= 80
+
+
+def test_a_video_file_streams_at_its_own_rate_and_every_frame_is_accounted_for(
+        checkpoint, test_split, tmp_path):
+    """A Motion-JPEG file written at 30 fps plays at 30 fps: each frame is answered or
+    dropped as stale, and the answers are those of the frames themselves."""
+    images = [np.repeat(image[..., None], 3, axis=2) for image in test_split.images[:20]]
+    video = write_video(tmp_path / "clip.avi", images, fps=30)
+    with VideoFile(video) as source, \
+            DeviceClient(None, "local", checkpoint, battery="1.0") as client:
+        assert source.fps == pytest.approx(30) and source.frame_count == 20
+        expected = [client.infer(image).label for image in test_split.images[:20]]
+        results: list = []
+        stats = run_stream(client, source, on_result=results.append)
+    assert stats.captured == 20 == stats.answered + stats.dropped
+    assert stats.seconds >= 19 / 30  # paced at the file's rate, not read as fast as it goes
+    agree = np.mean([r.result.label == expected[r.index] for r in results])
+    assert agree >= 0.8  # JPEG in the file moves a few borderline frames
+
+
+def test_the_cli_streams_a_video_and_names_a_missing_camera_or_video(test_split, tmp_path):
+    images = [np.repeat(image[..., None], 3, axis=2) for image in test_split.images[:12]]
+    video = write_video(tmp_path / "clip.avi", images, fps=24)
+    records = tmp_path / "records.jsonl"
+    result = subprocess.run([sys.executable, "-m", "device_client", "--policy", "local",
+                             "--model", "mnv2_fmnist", "--battery", "1.0", "--video",
+                             str(video), "--records", str(records), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["fps_target"] == pytest.approx(24) and summary["captured"] == 12
+    assert summary["answered"] + summary["dropped"] == 12 == summary["n"]
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(lines) == summary["answered"] and all(line["class"] for line in lines)
+    for flag, expected in ((["--camera", "7"], "/dev/video7"),
+                           (["--video", str(tmp_path / "none.mp4")], "no such file")):
+        result = subprocess.run([sys.executable, "-m", "device_client", "--policy", "local",
+                                 "--model", "mnv2_fmnist", *flag],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
