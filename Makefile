@@ -13,7 +13,7 @@ export SPLITNET_IMAGENETTE_DIR ?= $(SHARED_IMAGENETTE)
 endif
 
 .PHONY: setup demo camera-data test bench grid train train-camera imagenette lint proto clean \
-        image image-check
+        image image-check pi-check
 
 setup: $(VENV)/.installed $(DATA)
 
@@ -75,6 +75,12 @@ clean:
 # Docker, no registry; root). TORCH_INDEX / PIP_FIND_LINKS say where CPU torch comes from.
 image:
 	edge_server/build_image.sh splitnet-edge:latest
+
+# the device client installed and run on a Debian 12 arm64 userland under qemu-user (as
+# root; slow under emulation: a check people run, not part of make test)
+pi-check: setup camera-data
+	$(SUDO) apt-get install -y qemu-user-static mmdebstrap
+	$(SUDO) $(BIN)/python -m device_client.pi_check
 
 image-check: setup
 	$(BIN)/python -m edge_server.image_check --image splitnet-edge:latest

@@ -44,6 +44,7 @@ class Limits:
     it accepts is not here: it follows from the models served (``max_payload_bytes``)."""
 
     per_device_in_flight: int = 16  # one device's share of the queue, then RESOURCE_EXHAUSTED
+    over_share_delay_ms: float = 250.0  # ... sent this late, so a flood cannot spin on it
     max_concurrent_streams: int = 64  # per connection (a device needs one, plus probes)
     idle_stream_s: float = 120.0  # a stream with no input for this long is ended (OK)
     min_ping_interval_ms: int = 10_000  # closer keepalive pings are strikes ...
@@ -145,7 +146,8 @@ class EdgeServer:
             interceptors=interceptors, options=limits.grpc_options(self.max_message_bytes))
         pb_grpc.add_EdgeInferenceServicer_to_server(
             EdgeInferenceServicer(self.models, self.batcher, self.metrics,
-                                  limits.per_device_in_flight, limits.idle_stream_s),
+                                  limits.per_device_in_flight, limits.idle_stream_s,
+                                  limits.over_share_delay_ms / 1000),
             self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -82,12 +82,13 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
 
     def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded],
                  metrics: EdgeMetrics, per_device_in_flight: int = 16,
-                 idle_stream_s: float = 120.0) -> None:
+                 idle_stream_s: float = 120.0, over_share_delay_s: float = 0.25) -> None:
         self.models = models
         self.batcher = batcher
         self.metrics = metrics
         self.per_device_in_flight = per_device_in_flight
         self.idle_stream_s = idle_stream_s
+        self.over_share_delay_s = over_share_delay_s
         self._in_flight: dict[str, int] = {}  # per device; touched only in the event loop
 
     # ---------------------------------------------------------------- checks
@@ -121,6 +122,10 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         """Check, queue and await one input, within this device's share of the queue."""
         held = self._in_flight.get(device, 0)
         if held >= self.per_device_in_flight:
+            # Refused, but not at once: a device that ignores the refusal and sends again
+            # straight away would otherwise spend the event loop (and the others' latency)
+            # on refusals. A sleeping call holds no queue slot and costs next to nothing.
+            await asyncio.sleep(self.over_share_delay_s)
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"this device already has {held} requests in flight, its "
                                f"share of the edge ({self.per_device_in_flight}); wait for "

@@ -190,10 +190,10 @@ def camera_frames(tmp_path_factory):
 
 def test_a_camera_frame_is_a_file_its_bytes_or_an_array_and_gets_the_same_answer(
         camera_frames):
+    from PIL import Image
+
     from splitnet.imagefolder import decode_image
     from splitnet.zoo import checkpoint_for
-
-    from PIL import Image
 
     folder, _ = camera_frames
     path = folder / "0.jpg"

@@ -257,7 +257,8 @@ def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoi
     # each request waits 300 ms hoping to batch: the flood's calls are all in flight at once
     server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
                                       max_wait_ms=300,
-                                      limits=Limits(per_device_in_flight=2))).start()
+                                      limits=Limits(per_device_in_flight=2,
+                                                    over_share_delay_ms=500))).start()
     try:
         good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
         stub = stub_for(server.port)
@@ -265,6 +266,7 @@ def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoi
         def as_device(name: str):
             return metadata(shipped.model_id) + ((DEVICE_ID_METADATA, name),)
 
+        sent = time.perf_counter()
         flood = [stub.Infer.future(good, timeout=10, metadata=as_device("flood"))
                  for _ in range(6)]
         calm = stub.Infer.future(good, timeout=10, metadata=as_device("calm"))
@@ -279,6 +281,8 @@ def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoi
                 assert "share" in error.details()
         assert codes.count(grpc.StatusCode.OK) == 2
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
+        # the refusals came late: a flood that resends at once is slowed to their pace
+        assert time.perf_counter() - sent >= 0.5
     finally:
         server.stop(1)
 
