@@ -122,6 +122,10 @@ def run_streams(scenario: Scenario, out_dir: Path, checkpoint: Path, fps: float,
              "| policy | fps sustained | drop rate | p50 ms | p95 ms | acc | "
              "local / split / input (%) |", "|---|---|---|---|---|---|---|"]
     for name, row in sorted(rows.items(), key=lambda kv: -(kv[1]["fps_sustained"] or 0)):
+        if row["fps_sustained"] is None or row["accuracy"] is None:
+            lines.append(f"| {name} | no stream (its device worker failed: see above) "
+                         "| | | | | |")
+            continue
         share = " / ".join(f"{100 * row['placements'][p]:.0f}" for p in PLACEMENTS)
         lines.append(f"| {name} | {row['fps_sustained']:.1f} | {row['drop_rate']:.2f} | "
                      f"{row['p50_latency_ms']:.0f} | {row['p95_latency_ms']:.0f} | "
