@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "$(python3 -V)").strip()
         with step("wheel"):
             wheel = build_wheel(project, root / "opt/splitnet/wheels")
+        # pip in the rootfs reaches PyPI the way this host does: its resolver and its CAs
+        shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
         shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/host-ca.crt")
         try:
             frames = write_frames(root / "opt/splitnet/frames", args.images)
