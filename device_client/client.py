@@ -355,9 +355,12 @@ class DeviceClient:
         return self._fallback(outcome, logits, (time.perf_counter() - started) * 1000)
 
     def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
-        if exited:  # the card's head times are for inputs that do not exit
-            return
-        self.head_speed.add_sample(head_ms, self.card.device_ms(config), config)
+        """One more measurement of this device against the card: an input that exited is
+        compared with the card's time to that exit, any other with the config's head."""
+        profiled = self.planner.candidates.exit_path_ms.get(config) if exited \
+            else self.card.device_ms(config)
+        if profiled is not None:
+            self.head_speed.add_sample(head_ms, profiled, config)
 
     def _local_result(self, config: Config, logits: torch.Tensor, head_ms: float, where: str,
                       plan: Plan) -> InferenceResult:

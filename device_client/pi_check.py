@@ -125,7 +125,8 @@ def in_root(root: Path, script: str, timeout: float = 3600) -> str:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
            "PIP_CERT": "/etc/ssl/certs/host-ca.crt", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_DEFAULT_TIMEOUT": "180"}
-    return run(["chroot", str(root), "/bin/sh", "-ec", script], env=env, timeout=timeout).stdout
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"  # resolved here: env has no sbin
+    return run([chroot, str(root), "/bin/sh", "-ec", script], env=env, timeout=timeout).stdout
 
 
 def build_wheel(project: Path, into: Path) -> Path:

@@ -112,6 +112,14 @@ class Candidates:
         thresholds: list[float | None] = [None, *card.exit_thresholds]
         raw_rows = {c.split: c for c in card.configs if c.raw}
         rows: list[tuple[Config, float, float, float, float, float]] = []
+        # profiled device ms of an input that stops at the config's exit: the backbone up to
+        # the exit point, then the exit head (what a device learns its speed from then)
+        self.exit_path_ms: dict[Config, float] = {}
+
+        def to_point_ms(point: int, int8: bool, otherwise: float) -> float:
+            raw = raw_rows.get(point)
+            return ((raw.int8_head_latency_ms if int8 else raw.head_latency_ms)
+                    if raw is not None else None) or otherwise
 
         def exit_terms(point: int | None, threshold: float | None,
                        int8: bool) -> tuple[float, float]:
@@ -134,9 +142,12 @@ class Candidates:
                         continue
                     fraction, exit_ms = exit_terms(point, t, int8)
                     accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
-                    rows.append((config.with_int8(int8).with_exit(t), head_ms + exit_ms,
-                                 fraction, c.mean_bytes, c.tail_macs / 1e6,
-                                 accuracy + int8_shift))
+                    candidate = config.with_int8(int8).with_exit(t)
+                    rows.append((candidate, head_ms + exit_ms, fraction, c.mean_bytes,
+                                 c.tail_macs / 1e6, accuracy + int8_shift))
+                    if t is not None and point is not None:
+                        self.exit_path_ms[candidate] = to_point_ms(point, int8, head_ms) \
+                            + exit_ms
         local_variants = [(False, full.latency_ms, full.accuracy)]
         if full.int8_accuracy is not None and full.int8_latency_ms:
             local_variants.append((True, full.int8_latency_ms, full.int8_accuracy))
@@ -150,9 +161,9 @@ class Candidates:
                     accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
                                     if r.threshold == t) + whole_accuracy - full.accuracy
                     # exited inputs stop after the exit; the rest run the whole network
-                    raw = raw_rows.get(deepest_exit)
-                    to_exit_ms = ((raw.int8_head_latency_ms if int8 else raw.head_latency_ms)
-                                  if raw is not None else None) or whole_ms
+                    to_exit_ms = to_point_ms(deepest_exit, int8, whole_ms)
+                    self.exit_path_ms[LOCAL.with_int8(int8).with_exit(t)] = \
+                        to_exit_ms + exit_ms
                 head_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
                 rows.append((LOCAL.with_int8(int8).with_exit(t), head_ms, 1.0, 0.0, 0.0,
                              accuracy))
