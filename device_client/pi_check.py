@@ -6,6 +6,7 @@ with Debian's own tools and runs the device there, under qemu-user emulation:
     mmdebstrap --architectures=arm64 bookworm ─► rootfs (python3, venv)     cached in
                                                                             ~/.cache/splitnet/pi
     binfmt_misc + qemu-aarch64-static ─► chroot rootfs: aarch64 programs run as they would
+                                         (shown a Pi 4's /proc/cpuinfo: see PI4_CPUINFO)
     host: pip wheel . ─► splitnet-*.whl ─► rootfs /opt/splitnet/wheels
     chroot: python3 -m venv ─► pip install torch==TORCH ─► pip install 'splitnet[device]'
     host: edge server on 127.0.0.1 (qemu-user shares the host's network) ─┐
@@ -104,14 +105,30 @@ def ensure_rootfs(root: Path) -> str:
     return f"rootfs built: {root}"
 
 
+# A Raspberry Pi 4's /proc/cpuinfo (Cortex-A72, part 0xd08). qemu-user (7.2, Debian 12)
+# passes the host's x86 /proc/cpuinfo through to aarch64 programs; PyTorch's cpuinfo cannot
+# parse it and QNNPACK refuses to start ("failed to initialize QNNPACK"). The chroot is
+# shown this file instead, as a Pi would show its own.
+PI4_CPUINFO = "".join(
+    f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+    "CPU revision\t: 3\n\n" for n in range(4)) + \
+    "Hardware\t: BCM2835\nRevision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+
+
 @contextlib.contextmanager
 def mounted(root: Path) -> Iterator[None]:
-    """/proc and /dev inside the rootfs for as long as the chroot runs."""
-    points = [(["-t", "proc", "proc"], root / "proc"), (["--bind", "/dev"], root / "dev")]
+    """/proc (with a Pi 4's cpuinfo), /sys and /dev inside the rootfs while the chroot runs."""
+    cpuinfo = CACHE / "cpuinfo-rpi4"
+    cpuinfo.write_text(PI4_CPUINFO)
+    points = [(["-t", "proc", "proc"], root / "proc"), (["-t", "sysfs", "sysfs"], root / "sys"),
+              (["--bind", "/dev"], root / "dev"), (["--bind", str(cpuinfo)],
+                                                   root / "proc/cpuinfo")]
     done: list[Path] = []
     try:
         for how, where in points:
-            where.mkdir(exist_ok=True)
+            if where.name != "cpuinfo":
+                where.mkdir(exist_ok=True)
             run(["mount", *how, str(where)])
             done.append(where)
         yield
