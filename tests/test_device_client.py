@@ -360,24 +360,26 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split):
-    """A device 8x slower than this host, running a config whose exit fires on most inputs:
+@pytest.mark.parametrize("slower", [8.0, 120.0])
+def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slower):
+    """A device ``slower`` x this host, running a config whose exit fires on most inputs:
     an exited input is measured against the card's time to the exit, so the very next plan
-    knows the device is slow (learning only from inputs that did not exit, the prediction
-    stayed at the card's figure for as long as the exits fired)."""
+    knows how slow the device is. Learning only from inputs that did not exit, the
+    prediction stayed at the card's figure while the exits fired; and a clamp at 50x kept
+    a Pi Zero 2 (60-100x this host on the small model) priced too fast."""
     from experiments.devices import emulate
 
     config = Config.local(exit_threshold=0.5)
     with DeviceClient(None, "adaptive", checkpoint, battery="1.0") as client:
-        emulate(client, fp32_factor=8.0, int8_factor=8.0)
+        emulate(client, fp32_factor=slower, int8_factor=slower)
         exits = [image for image in test_split.images[:40]
                  if client.model.forward_head(images_to_input(image[None]), config)
                  .exited[0]]
         first = client.infer(exits[0], config)
         second = client.infer(exits[1], config)
-        later = [client.infer(image, config) for image in test_split.images[:40]]
+        later = [client.infer(image, config) for image in test_split.images[:20]]
     assert first.where == second.where == WHERE_EXIT
-    assert second.predicted_latency_ms > 3 * first.predicted_latency_ms
+    assert second.predicted_latency_ms > slower / 3 * first.predicted_latency_ms
     predicted = np.median([r.predicted_latency_ms for r in later])
     measured = np.median([r.latency.total_ms for r in later])
     assert abs(predicted - measured) / measured < 0.35, (predicted, measured)
