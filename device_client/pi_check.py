@@ -197,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"pip install torch=={PI_TORCH} and splitnet[device] into a venv there, "
                     "run python -m device_client against an edge server on this host, and "
                     "check the int8 (qnnpack) model there against fp32 here. Prints JSON.",
-        epilog="Slow: about 20-40 minutes the first time (the rootfs, pip under emulation), "
-               "then mostly the emulated inference. Needs qemu-user-static and mmdebstrap "
-               "(apt-get install qemu-user-static mmdebstrap).")
+        epilog="Slow: about 50 minutes on a 2-core host, 45 of them the emulated int8 "
+               "network (about a minute a frame; --images 10 shortens it); the rootfs and "
+               "the torch install are cached after the first run. Needs qemu-user-static "
+               "and mmdebstrap (apt-get install qemu-user-static mmdebstrap).")
     parser.add_argument("--images", type=int, default=40,
                         help="the fixed image set for the agreement check "
                              "(default: %(default)s)")
