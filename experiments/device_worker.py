@@ -1,6 +1,8 @@
 """One emulated device: paced inputs through a DeviceClient, records pushed over ZMQ.
 
-    runner ──spawns──► device_worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
+    runner ──spawns──► device_worker: loads, warms up ──ZMQ PUSH {"ready"}──► runner
+    runner ──stdin: t0 (monotonic time of input 0, once every device is ready)──► worker
+    worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
                                               └─ ZMQ PUSH: one JSON record per input, then
                                                  {"done": true, "device": k}
     frame-stream mode (--stream-fps): the frames as a video file at that rate (the camera)
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +33,20 @@ from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, stream_images
 
 
-def busy_factor(busy: tuple[float, float, float] | None,
-                t0: float) -> Callable[[], float]:
+class CompetingLoad:
     """A competing load taking ``share`` of the device's CPU from ``start_s`` to ``end_s``
-    after input 0: the device's own work then takes 1 / (1 − share) as long."""
-    if busy is None:
-        return lambda: 1.0
-    start_s, end_s, share = busy
+    after input 0: the device's own work then takes 1 / (1 − share) as long. Calling it
+    gives that slowdown now; none before ``t0`` (input 0's time) is set."""
 
-    def factor() -> float:
-        return 1 / (1 - share) if start_s <= time.monotonic() - t0 < end_s else 1.0
+    def __init__(self, busy: tuple[float, float, float] | None, t0: float = math.inf):
+        self.busy = busy
+        self.t0 = t0
 
-    return factor
+    def __call__(self) -> float:
+        if self.busy is None:
+            return 1.0
+        start_s, end_s, share = self.busy
+        return 1 / (1 - share) if start_s <= time.monotonic() - self.t0 < end_s else 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--rate-hz", type=float, default=10.0)
-    parser.add_argument("--t0", type=float, required=True, help="monotonic time of input 0")
     parser.add_argument("--battery", type=float, default=1.0)
     parser.add_argument("--deadline-ms", type=float, default=None)
     parser.add_argument("--accuracy-floor", type=float, default=None)
@@ -92,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                       fixed_config=fixed) as client:
         images = stream_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
-        emulate(client, args.fp32_factor, args.int8_factor,
-                busy_factor(args.busy and tuple(args.busy), args.t0))
+        load = CompetingLoad(args.busy and tuple(args.busy))
+        emulate(client, args.fp32_factor, args.int8_factor, load)
         client.warm_up()  # as a real device would at start-up, before input 0 is due
+        socket.send(json.dumps({"ready": True, "device": args.device_id}).encode())
+        line = sys.stdin.readline()  # the runner answers once every device is ready
+        if not line.strip():
+            return 1  # the runner went away
+        args.t0 = load.t0 = float(line)
         if args.stream_fps:
             _stream(client, images, args, socket)
             return 0

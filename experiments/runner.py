@@ -3,8 +3,9 @@
     edge server (subprocess, one per lane) ◄── link per device (restarted at the same trace
     offset for every policy) ◄── device worker per device (subprocess, device time emulated)
                                       └─ records ─ZMQ PUSH──► runner (PULL) ─► records.jsonl
-    lanes: the policies, in a seeded random order, dealt into ``scenario.lanes`` lanes that
-    run at the same time, each on its own edge server; within a lane, one after another.
+    lanes: ``scenario.lanes`` run at the same time, each on its own edge server; each takes
+    the next policy, in a seeded random order, when it is free (a slow policy does not hold
+    up the ones dealt after it).
 
 The runner only orchestrates: model, wire and decisions all live in the library packages.
 """
@@ -38,7 +39,8 @@ from experiments.traces import Trace
 from splitnet.progress import progress
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
-STARTUP_GRACE_S = 4.0  # device processes load torch and the model before input 0
+STARTUP_GRACE_S = 4.0  # the trace clock's provisional start, until the devices are ready
+STARTUP_TIMEOUT_S = 180.0  # a device worker that is not ready by then has failed
 _RECORDS_LOCK = threading.Lock()  # lanes append to one records file
 
 
@@ -98,7 +100,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
     started = time.monotonic()
     emulation = describe(profile, calibration)
     try:
-        t0 = time.monotonic() + STARTUP_GRACE_S
+        t0 = time.monotonic() + STARTUP_GRACE_S  # provisional: until every device is ready
         for k, link in enumerate(links):
             prefix: list[str] = []
             if kernel_link is None:
@@ -108,7 +110,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 prefix = kernel_link.exec_prefix("device")
                 edge_address = f"{kernel_link.edge_ip}:{edge_port}"
                 emulation["link_not_emulated"] = kernel_link.not_emulated
-            link.started_at = t0  # the trace clock starts with input 0
+            link.started_at = t0
             command = prefix + [
                 sys.executable, "-m", "experiments.device_worker",
                 "--edge", edge_address,
@@ -116,7 +118,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 "--device", scenario.device,
                 "--start", str(scenario.first_image + k * scenario.images),
                 "--count", str(scenario.images), "--rate-hz", str(scenario.rate_hz),
-                "--t0", str(t0), "--battery", str(scenario.battery),
+                "--battery", str(scenario.battery),
                 "--deadline-ms", str(scenario.deadline_ms),
                 "--accuracy-floor", str(scenario.accuracy_floor),
                 "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
@@ -126,11 +128,15 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 *(("--stream-fps", str(stream[0]), "--stream-seconds", str(stream[1]))
                   if stream else ()),
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
-            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
+            processes.append(subprocess.Popen(command, stdin=subprocess.PIPE,
+                                              stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
-        done = 0
         poller = zmq.Poller()
         poller.register(collector, zmq.POLLIN)
+        t0 = _start_together(processes, collector, poller)
+        for link in links:
+            link.started_at = t0  # the trace clock starts with input 0
+        done = 0
         bar = progress(range(expected), desc=f"  {policy:<14}",
                        enabled=None if show_progress else False)
         bar_iter = iter(bar)
@@ -185,6 +191,27 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                      time.monotonic() - started, emulation, streams)
 
 
+def _start_together(processes: list[subprocess.Popen[str]], collector: zmq.Socket[bytes],
+                    poller: zmq.Poller) -> float:
+    """Wait until every device worker has loaded and warmed up (each PUSHes ``ready``),
+    then give them all input 0's time on stdin; returns it. A worker that exits or is not
+    ready within ``STARTUP_TIMEOUT_S`` is left to show up as lost inputs."""
+    ready = 0
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while ready < len(processes) and time.monotonic() < deadline:
+        if poller.poll(200):
+            ready += bool(json.loads(collector.recv()).get("ready"))
+        elif any(p.poll() is not None for p in processes):
+            break
+    t0 = time.monotonic() + 0.05
+    for process in processes:
+        with contextlib.suppress(OSError):  # a worker that already exited
+            assert process.stdin is not None
+            process.stdin.write(f"{t0!r}\n")
+            process.stdin.close()
+    return t0
+
+
 Replay = Callable[[dict[str, PolicyRun]], dict[int, str]]
 
 
@@ -206,18 +233,23 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     replayed = REPLAY_POLICY in scenario.policies and replay is not None and stream is None
     runs: dict[str, PolicyRun] = {}
 
-    lanes = [policies[i::scenario.lanes] for i in range(scenario.lanes)]
-    bars = show_progress and scenario.lanes == 1  # lanes: each bar's final line only
+    lanes = max(min(scenario.lanes, len(policies)), 1)
+    bars = show_progress and lanes == 1  # lanes: each bar's final line only
+    queue = iter(policies)  # each lane takes the next policy when it is free
+    queue_lock = threading.Lock()
 
-    def run_lane(lane: list[str], port: int, kernel_link: KernelLink | None) -> None:
-        for policy in lane:
+    def run_lane(port: int, kernel_link: KernelLink | None) -> None:
+        while True:
+            with queue_lock:
+                policy = next(queue, None)
+            if policy is None:
+                return
             runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
                                       bars, kernel_link=kernel_link, stream=stream)
 
     def run_all(ports: list[int], kernel_link: KernelLink | None) -> None:
-        with ThreadPoolExecutor(len(lanes)) as pool:
-            for done in [pool.submit(run_lane, lane, port, kernel_link)
-                         for lane, port in zip(lanes, ports, strict=True)]:
+        with ThreadPoolExecutor(len(ports)) as pool:
+            for done in [pool.submit(run_lane, port, kernel_link) for port in ports]:
                 done.result()
         if replayed and replay is not None:
             schedule = out_dir / "oracle_schedule.json"
@@ -236,5 +268,5 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
             run_all([port], link)
         return runs
     with contextlib.ExitStack() as stack:
-        run_all([stack.enter_context(edge_server(checkpoint)) for _ in lanes], None)
+        run_all([stack.enter_context(edge_server(checkpoint)) for _ in range(lanes)], None)
     return runs

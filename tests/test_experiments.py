@@ -172,11 +172,12 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
 def test_a_busy_device_slows_only_inside_its_window():
     import time
 
-    from experiments.device_worker import busy_factor
+    from experiments.device_worker import CompetingLoad
 
     t0 = time.monotonic()
-    assert busy_factor((0.0, 60.0, 0.6), t0)() == pytest.approx(2.5)
-    assert busy_factor((30.0, 60.0, 0.6), t0)() == 1.0
+    assert CompetingLoad((0.0, 60.0, 0.6), t0)() == pytest.approx(2.5)
+    assert CompetingLoad((30.0, 60.0, 0.6), t0)() == 1.0
+    assert CompetingLoad((0.0, 60.0, 0.6))() == 1.0  # before input 0's time is known
     assert load_scenario("busy-device").busy == (5.0, 12.0, 0.6)
     with pytest.raises(ScenarioError, match="busy"):
         Scenario(busy=(5.0, 2.0, 0.5))

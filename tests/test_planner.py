@@ -309,3 +309,18 @@ def test_at_a_frame_rate_the_planner_prefers_what_keeps_up_and_says_when_nothing
     assert paced.latency_ms >= free.latency_ms
     planner.frame_rate_hz = 1000.0  # 1 ms per frame: nothing can
     assert not planner.plan(slow_device).sustainable
+
+
+def test_an_input_that_exits_is_priced_without_encoding_a_payload():
+    """The time to an exit is the backbone to it: a raw split's measured head also encodes
+    a large payload (13 of the camera model's 17 int8 ms), which an exited input never
+    does. Priced from it, stopping early looked dearer than running the whole network."""
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    candidates = Planner(card).candidates
+    assert candidates.exit_path_ms
+    for config, path_ms in candidates.exit_path_ms.items():
+        assert path_ms <= candidates.head_ms[candidates.index[config]] + 1e-9, config
+    assert card.full.int8_latency_ms is not None
+    for config, path_ms in candidates.exit_path_ms.items():
+        if config.placement is Placement.LOCAL and config.int8:
+            assert path_ms < card.full.int8_latency_ms, config
