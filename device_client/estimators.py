@@ -47,31 +47,40 @@ class BandwidthEstimator:
     delivery opportunities; the median ignores such outliers in either direction. A
     transfer that times out adds an upper-bound sample (bytes over the time waited), so a
     run of timeouts in an outage pulls the estimate down; fresh samples pull it back up.
+    The first sample replaces the prior: a guess must not outvote a measurement (where a
+    device sends little, a probe comes only every few seconds, and the median of the prior
+    and one probe is their mean).
     """
 
     def __init__(self, initial_bps: float = 1e6, window: int = 5,
                  min_sample_bytes: int = 1500) -> None:
         self._samples: collections.deque[float] = collections.deque([initial_bps],
                                                                    maxlen=window)
+        self._prior = True  # the only value is the initial guess
         self.min_sample_bytes = min_sample_bytes
         self.last_sample_at = float("-inf")
         self._lock = threading.Lock()
+
+    def _append(self, bps: float) -> None:
+        if self._prior:
+            self._samples.clear()
+            self._prior = False
+        self._samples.append(bps)
+        self.last_sample_at = time.monotonic()
 
     def add_sample(self, num_bytes: int, transfer_ms: float) -> bool:
         """Record a timed transfer; ignored when too small or too fast to time."""
         if num_bytes < self.min_sample_bytes or transfer_ms <= 0.5:
             return False
         with self._lock:
-            self._samples.append(num_bytes * 8 / (transfer_ms / 1000))
-            self.last_sample_at = time.monotonic()
+            self._append(num_bytes * 8 / (transfer_ms / 1000))
         return True
 
     def add_timeout(self, num_bytes: int, waited_ms: float) -> None:
         """A transfer that did not finish in ``waited_ms``: the link was at most this fast."""
         bound = max(num_bytes, self.min_sample_bytes) * 8 / max(waited_ms / 1000, 1e-3)
         with self._lock:
-            self._samples.append(min(bound, self.estimate_bps))
-            self.last_sample_at = time.monotonic()
+            self._append(min(bound, self.estimate_bps))
 
     @property
     def estimate_bps(self) -> float:

@@ -183,6 +183,16 @@ def test_bandwidth_is_the_median_of_recent_timed_transfers():
     assert bw.estimate_bps == pytest.approx(1e6)
 
 
+def test_the_first_bandwidth_sample_replaces_the_prior():
+    bw = BandwidthEstimator(initial_bps=1e6)
+    assert bw.estimate_bps == 1e6
+    bw.add_sample(10_000, 10_000 * 8 / 0.3e6 * 1000)  # one probe on a 0.3 Mbit/s link
+    assert bw.estimate_bps == pytest.approx(0.3e6)  # not the mean of guess and probe
+    bw = BandwidthEstimator(initial_bps=1e6)
+    bw.add_timeout(10_000, 2000.0)  # the first probe timed out: at most 40 kbit/s
+    assert bw.estimate_bps == pytest.approx(40e3)
+
+
 def test_bandwidth_falls_in_an_outage_and_recovers_after_it():
     bw = BandwidthEstimator(initial_bps=2e6, window=5)
     for _ in range(5):
