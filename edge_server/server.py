@@ -43,7 +43,7 @@ class Limits:
     """Every bound the server puts on its clients, with its default. The largest message
     it accepts is not here: it follows from the models served (``max_payload_bytes``)."""
 
-    per_device_in_flight: int = 16  # one device's share of the queue, then RESOURCE_EXHAUSTED
+    per_device_in_flight: int = 8  # one device's share of the queue, then RESOURCE_EXHAUSTED
     over_share_delay_ms: float = 250.0  # ... sent this late, so a flood cannot spin on it
     max_concurrent_streams: int = 64  # per connection (a device needs one, plus probes)
     idle_stream_s: float = 120.0  # a stream with no input for this long is ended (OK)

@@ -81,7 +81,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     """Serves the tails and full networks of every model in ``models``."""
 
     def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded],
-                 metrics: EdgeMetrics, per_device_in_flight: int = 16,
+                 metrics: EdgeMetrics, per_device_in_flight: int = 8,
                  idle_stream_s: float = 120.0, over_share_delay_s: float = 0.25) -> None:
         self.models = models
         self.batcher = batcher

@@ -268,6 +268,31 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
     assert learned >= 5
 
 
+def test_identical_device_work_is_priced_at_its_least_cpu_time():
+    """A shared host's CPU time for the same work rises with what else runs; a device runs
+    alone. Identical work (the same key) costs the least CPU time it has taken so far."""
+    import time
+
+    from experiments.devices import stretch
+
+    def work(ms: float) -> None:
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+
+    least: dict = {}
+    same = stretch(work, lambda: 5.0, lambda args, out: "same", least)
+    other = stretch(work, lambda: 5.0, lambda args, out: ("other", args[0]), least)
+    same(10.0)  # 50 ms
+    started = time.perf_counter()
+    same(20.0)  # as if contention had doubled its CPU time: still priced at 10 ms of CPU
+    assert time.perf_counter() - started < 0.085
+    started = time.perf_counter()
+    other(20.0)  # other work is priced as itself
+    assert time.perf_counter() - started >= 5 * 0.020 * 0.95
+    assert least["same"] < 0.015 and least[("other", 20.0)] >= 0.0195
+
+
 def test_lanes_calibrating_at_once_on_a_fresh_host_measure_it_once(tmp_path):
     """Two lanes start on a host with no calibration cache: both get the same times, from
     one measurement (FX tracing, which the int8 time needs, is not thread-safe)."""
