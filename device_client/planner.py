@@ -198,6 +198,10 @@ class Candidates:
         self.has_exit = np.array([c.exit_threshold is not None for c in self.configs])
         self.is_int8 = np.array([c.int8 for c in self.configs])
         self.full_accuracy = float(full.accuracy)
+        # fixed per candidate, so not recomputed for every plan (one is made per frame)
+        self.packets = np.ceil((self.payload_bytes + WIRE_OVERHEAD_BYTES) / MTU_BYTES)
+        self.sent_share = np.where(self.is_local, 0.0, 1 - self.exit_fraction)
+        self.tail_ms_per_mmac = device_ms_per_mmac / np.where(self.is_int8, int8_speedup, 1.0)
 
 
 class Planner:
@@ -280,11 +284,10 @@ class Planner:
         for config, factor in est.config_speed_factors.items():
             factors[c.by_base.get(config, [])] = factor
         device_ms = c.head_ms * factors
-        packets = np.ceil((c.payload_bytes + WIRE_OVERHEAD_BYTES) / MTU_BYTES)
         packet_ms = MTU_BYTES * 8 / max(est.bandwidth_bps, 1.0) * 1000
-        transfer_ms = np.where(c.payload_bytes > 0, (packets - 0.5) * packet_ms, 0.0)
+        transfer_ms = np.where(c.payload_bytes > 0, (c.packets - 0.5) * packet_ms, 0.0)
         edge_ms = est.server_queue_ms + c.tail_mmacs * est.edge_ms_per_mmac
-        sent = np.where(c.is_local, 0.0, 1 - c.exit_fraction)
+        sent = c.sent_share
         remote_ms = np.where(c.is_local, 0.0, transfer_ms + est.rtt_ms + edge_ms)
         # what finishing on the device costs if the edge fails: the tail in the head's
         # precision (at that precision's speed), or the policy's local choice
@@ -292,7 +295,7 @@ class Planner:
             LOCAL.with_int8(flag), est.precision_speed_factors.get(flag, est.head_speed_factor))
             for flag in (False, True)}
         tail_factor = np.where(c.is_int8, whole_factor[True], whole_factor[False])
-        ms_per_mmac = c.device_ms_per_mmac / np.where(c.is_int8, c.int8_speedup, 1.0)
+        ms_per_mmac = c.tail_ms_per_mmac
         local_ms = float(device_ms[self._feasible(self.local_only, device_ms)].min())
         fallback_ms = np.where(c.is_local, 0.0, np.where(
             c.is_offload, local_ms, c.tail_mmacs * ms_per_mmac * tail_factor))
