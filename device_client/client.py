@@ -185,7 +185,7 @@ class DeviceClient:
         """Run the policy's local config once on a blank frame (after one untimed run) and
         seed the device-speed estimate with it: the card was profiled on another machine,
         and without this the first inputs are planned as if the device were that one.
-        Returns the measured ms."""
+        Then measure the link afresh. Returns the measured ms."""
         x = torch.zeros(1, *self.model.spec.input_shape)
         config = self._local_config(self.estimates()).without_exit()
         with torch.no_grad():
@@ -194,6 +194,9 @@ class DeviceClient:
             self.model.forward_head(x, config)
         measured_ms = (time.perf_counter() - started) * 1000
         self.head_speed.add_sample(measured_ms, self.card.device_ms(config), config)
+        # probes taken while this process loaded its models timed the loading (the GIL,
+        # the CPU) as much as the link: the monitor measures the link again now
+        self.bandwidth.restart()
         return measured_ms
 
     # ---------------------------------------------------------------- estimates

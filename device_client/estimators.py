@@ -54,12 +54,22 @@ class BandwidthEstimator:
 
     def __init__(self, initial_bps: float = 1e6, window: int = 5,
                  min_sample_bytes: int = 1500) -> None:
+        self.initial_bps = initial_bps
         self._samples: collections.deque[float] = collections.deque([initial_bps],
                                                                    maxlen=window)
         self._prior = True  # the only value is the initial guess
         self.min_sample_bytes = min_sample_bytes
         self.last_sample_at = float("-inf")
         self._lock = threading.Lock()
+
+    def restart(self) -> None:
+        """Forget every sample (back to the prior, and stale at once, so the next probe
+        is due): for samples that timed a loaded process, not the link."""
+        with self._lock:
+            self._samples.clear()
+            self._samples.append(self.initial_bps)
+            self._prior = True
+            self.last_sample_at = float("-inf")
 
     def _append(self, bps: float) -> None:
         if self._prior:

@@ -191,6 +191,10 @@ def test_the_first_bandwidth_sample_replaces_the_prior():
     bw = BandwidthEstimator(initial_bps=1e6)
     bw.add_timeout(10_000, 2000.0)  # the first probe timed out: at most 40 kbit/s
     assert bw.estimate_bps == pytest.approx(40e3)
+    bw.restart()  # that probe timed a loading process: forgotten, and a probe is due
+    assert bw.estimate_bps == 1e6 and bw.stale(5.0)
+    bw.add_sample(10_000, 10_000 * 8 / 2e6 * 1000)
+    assert bw.estimate_bps == pytest.approx(2e6)
 
 
 def test_bandwidth_falls_in_an_outage_and_recovers_after_it():
