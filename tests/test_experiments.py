@@ -330,6 +330,7 @@ def test_grid_targets_are_computed_from_the_cells_and_can_fail():
         "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
         "adaptive_over_best_peer_worst_cell", "bandwidth_median_relative_error_worst_cell"))
     assert targets["geomean_latency_local_exit_over_adaptive"]["measured"] > 1
+    assert targets["accuracy_points_below_local_all_cells"]["measured"] == 0
     bad = [cell("Verizon-LTE-short.up", 35.0, 20.0, {"local": 1.0})]
     targets = grid_targets(bad)
     for key in ("oracle_placement_best_share", "oracle_switches_on_driving_trace",
