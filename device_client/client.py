@@ -53,6 +53,9 @@ WHERE_EXIT = "device-exit"
 WHERE_EDGE = "edge"
 WHERE_LOCAL = "local"
 MIN_OFFLOAD_TIMEOUT_MS = 200.0
+# a padded probe whose padding crossed the link faster than this met a burst of delivery
+# opportunities, not the link's rate; the device sends a larger one
+MIN_TIMED_PROBE_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,12 @@ class DeviceClient:
             offload_failure_rate=self.failures.rate)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
-        """An empty probe (RTT), then a padded one (RTT + padding / bandwidth)."""
+        """An empty probe (RTT), then a padded one (RTT + padding / bandwidth).
+
+        A cellular uplink delivers in bursts: a few kB can cross in one burst, far faster
+        than the link's rate. A padding that took under MIN_TIMED_PROBE_MS is no sample;
+        the probe is sent again four times larger, up to MAX_PROBE_PADDING_BYTES.
+        """
         assert self.link is not None
         empty_ms, load = self.link.probe(0, timeout_s)
         self.rtt.add_sample(empty_ms)
@@ -219,15 +227,20 @@ class DeviceClient:
         if padding_bytes is None:  # about 50 ms of transfer at the current estimate
             padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000,
                                         MAX_PROBE_PADDING_BYTES))
-        sent_at = time.perf_counter()
-        try:
-            padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
-        except EdgeError as error:
-            if error.timed_out:  # still news: the link is at most this fast
-                waited_ms = (time.perf_counter() - sent_at) * 1000
-                self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
-            raise
-        self.bandwidth.add_sample(padding_bytes, padded_ms - empty_ms)
+        while True:
+            sent_at = time.perf_counter()
+            try:
+                padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
+            except EdgeError as error:
+                if error.timed_out:  # still news: the link is at most this fast
+                    waited_ms = (time.perf_counter() - sent_at) * 1000
+                    self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
+                raise
+            transfer_ms = padded_ms - empty_ms
+            if transfer_ms >= MIN_TIMED_PROBE_MS or padding_bytes >= MAX_PROBE_PADDING_BYTES:
+                break
+            padding_bytes = min(4 * padding_bytes, MAX_PROBE_PADDING_BYTES)
+        self.bandwidth.add_sample(padding_bytes, transfer_ms)
 
     def _monitor_loop(self) -> None:
         while not self._stop.wait(0.05):

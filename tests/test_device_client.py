@@ -303,6 +303,29 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
 
 
+def test_a_probe_that_crossed_in_one_burst_is_sent_again_larger(edge, checkpoint):
+    """An uplink that delivers 5 packets (7.5 kB) at once every 10 ms: 6 Mbit/s on average.
+    A 6 kB probe crosses in one burst (its time is only the wait for the burst), so the
+    device sends a larger one and estimates the average rate."""
+    from experiments.link import UserspaceLink
+    from experiments.traces import Trace
+
+    bursts = np.repeat(np.arange(10, 10_001, 10), 5)  # 5 opportunities every 10th ms
+    link = UserspaceLink(Trace.from_opportunities("bursty", bursts), edge.port,
+                         one_way_delay_ms=2).start()
+    try:
+        with DeviceClient(f"127.0.0.1:{link.port}", "adaptive", checkpoint,
+                          battery="1.0", monitor=False) as client:
+            sent_before = link.bytes_up
+            client.probe_once(padding_bytes=6000)
+            estimate = client.bandwidth.estimate_bps
+            sent = link.bytes_up - sent_before
+    finally:
+        link.stop()
+    assert sent > 4 * 6000, "no larger probe followed the one that crossed in a burst"
+    assert 3e6 < estimate < 12e6, f"estimated {estimate / 1e6:.1f} Mbit/s on a 6 Mbit/s link"
+
+
 @pytest.mark.parametrize("source", ["images", "video"])
 def test_the_service_runs_from_a_config_file_and_answers_every_frame_it_started(
         edge, checkpoint, test_split, tmp_path, source):
