@@ -141,12 +141,19 @@ class HeadSpeedEstimator:
     fp32 one, a cache-bound early layer and a compute-bound late one). A config not run
     yet uses the running factor of its precision (int8 or fp32), or the factor over every
     sample when that precision has not run either.
+
+    Each factor is the median of its most recent samples: a device stalls now and then (a
+    garbage collection, another process waking), and one stalled input must not move the
+    plan (in a grid cell, one input that took 161 ms against the usual 27 sent the adaptive
+    policy to another config for the rest of the run); a lasting change moves it after
+    three inputs.
     """
 
-    def __init__(self, initial: float = 1.0, weight: float = 0.2) -> None:
+    def __init__(self, initial: float = 1.0, window: int = 5) -> None:
         self.factor = initial
-        self.weight = weight
+        self.window = window
         self.samples = 0
+        self._recent: dict[Any, collections.deque[float]] = {}
         self._per_config: dict[Config, float] = {}
         self._per_precision: dict[bool, float] = {}
 
@@ -158,16 +165,17 @@ class HeadSpeedEstimator:
         # profiled on: the bounds only drop absurd samples (a clamp at 50 hid that)
         ratio = min(max(measured_ms / profiled_ms, 0.001), 1000.0)
         # the first measurement replaces the prior (the card's machine is not this one)
-        self.factor = ratio if self.samples == 0 else \
-            (1 - self.weight) * self.factor + self.weight * ratio
+        self.factor = self._median_with("all", ratio)
         self.samples += 1
         if config is not None:
-            self._update(self._per_config, config.without_exit(), ratio)
-            self._update(self._per_precision, config.int8, ratio)
+            base = config.without_exit()
+            self._per_config[base] = self._median_with(("config", base), ratio)
+            self._per_precision[config.int8] = self._median_with(("int8", config.int8), ratio)
 
-    def _update(self, factors: dict[Any, float], key: Any, ratio: float) -> None:
-        old = factors.get(key)
-        factors[key] = ratio if old is None else (1 - self.weight) * old + self.weight * ratio
+    def _median_with(self, key: Any, ratio: float) -> float:
+        recent = self._recent.setdefault(key, collections.deque(maxlen=self.window))
+        recent.append(ratio)
+        return float(statistics.median(recent))
 
     @property
     def per_config(self) -> dict[Config, float]:

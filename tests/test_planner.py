@@ -220,6 +220,18 @@ def test_rtt_and_head_speed_follow_their_samples():
     assert speed.factor == pytest.approx(3.0, rel=0.01)
 
 
+def test_one_stalled_input_does_not_move_the_device_speed_but_a_lasting_change_does():
+    config = Config(split=2, width=4, bits=4)
+    speed = HeadSpeedEstimator()
+    for _ in range(10):
+        speed.add_sample(30.0, 10.0, config)
+    speed.add_sample(150.0, 10.0, config)  # a garbage collection, another process waking
+    assert speed.factor == speed.per_config[config] == speed.per_precision[False] == 3.0
+    for _ in range(3):  # another process now shares the CPU
+        speed.add_sample(60.0, 10.0, config)
+    assert speed.factor == speed.per_config[config] == 6.0
+
+
 def test_a_config_that_has_run_is_priced_by_its_own_measured_speed(card):
     """A busy or different device slows configs unevenly: once a config has run, the
     planner prices it (with or without its exit) by its own factor, the rest by the
