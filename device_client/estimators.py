@@ -53,8 +53,9 @@ class BandwidthEstimator:
     """
 
     def __init__(self, initial_bps: float = 1e6, window: int = 5,
-                 min_sample_bytes: int = 1500) -> None:
+                 min_sample_bytes: int = 1500, settle_samples: int = 3) -> None:
         self.initial_bps = initial_bps
+        self.settle_samples = min(settle_samples, window)
         self._samples: collections.deque[float] = collections.deque([initial_bps],
                                                                    maxlen=window)
         self._prior = True  # the only value is the initial guess
@@ -96,8 +97,14 @@ class BandwidthEstimator:
     def estimate_bps(self) -> float:
         return float(statistics.median(self._samples))
 
-    def stale(self, max_age_s: float) -> bool:
-        return time.monotonic() - self.last_sample_at > max_age_s
+    def stale(self, max_age_s: float, settle_s: float = 0.2) -> bool:
+        """Time for a probe: the latest sample is older than ``max_age_s``; or, until
+        ``settle_samples`` have come since the start, ``settle_s`` after the last (one
+        probe can land on a burst or in a gap, and the median needs a few)."""
+        age = time.monotonic() - self.last_sample_at
+        with self._lock:
+            measured = 0 if self._prior else len(self._samples)
+        return age > max_age_s or (measured < self.settle_samples and age > settle_s)
 
 
 class RttEstimator:

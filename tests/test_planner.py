@@ -197,6 +197,19 @@ def test_the_first_bandwidth_sample_replaces_the_prior():
     assert bw.estimate_bps == pytest.approx(2e6)
 
 
+def test_a_fresh_bandwidth_estimate_wants_three_probes_soon_then_one_now_and_then():
+    """Where a device sends nothing, probes alone feed the estimate: one can land on a
+    burst, so three come 0.2 s apart first; then one when the latest is 5 s old."""
+    bw = BandwidthEstimator(initial_bps=1e6)
+    for _ in range(3):
+        assert bw.stale(5.0, settle_s=0.0)
+        bw.add_sample(10_000, 10_000 * 8 / 2e6 * 1000)
+        assert not bw.stale(5.0)  # the last sample is under 0.2 s old
+    assert not bw.stale(5.0, settle_s=0.0)
+    bw.restart()
+    assert bw.stale(5.0, settle_s=0.0)
+
+
 def test_bandwidth_falls_in_an_outage_and_recovers_after_it():
     bw = BandwidthEstimator(initial_bps=2e6, window=5)
     for _ in range(5):
