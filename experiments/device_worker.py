@@ -27,7 +27,7 @@ import zmq
 
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
-from experiments.devices import PROFILES, emulate
+from experiments.devices import PROFILES, LeastCpu, emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
 from splitnet.workloads import default_cache_dir, stream_images
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         images = stream_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
             args.start:args.start + args.count]
         load = CompetingLoad(args.busy and tuple(args.busy))
-        emulate(client, args.fp32_factor, args.int8_factor, load)
+        least_cpu = emulate(client, args.fp32_factor, args.int8_factor, load,
+                            LeastCpu(client.model.spec.name))
         client.warm_up()  # as a real device would at start-up, before input 0 is due
         socket.send(json.dumps({"ready": True, "device": args.device_id}).encode())
         line = sys.stdin.readline()  # the runner answers once every device is ready
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args.t0 = load.t0 = float(line)
         if args.stream_fps:
             _stream(client, images, args, socket)
+            least_cpu.save()
             return 0
         for i, image in enumerate(images):
             due = args.t0 + i / args.rate_hz
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                           t_due=due, t_start=started, t_end=time.monotonic(),
                           edge_up=client.health.up)
             socket.send(json.dumps(record).encode())
+        least_cpu.save()  # what this device found, for the devices after it
     socket.send(json.dumps({"done": True, "device": args.device_id}).encode())
     socket.close()
     return 0

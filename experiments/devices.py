@@ -5,9 +5,10 @@
                             this host's engine), cached in runs/calibration.json
     factor(precision)     = device ms / host ms, for that precision
 
-    device work (a model call, an image or feature encode), c = its CPU time on this thread
-    (for a model call: the least CPU time the same call has taken, see ``stretch``),
-    w = its wall time  ─►  sleep max(f·c − w, 0)  ─►  it took f·c: proportional to the work
+    device work (a model call, an image or feature encode), c = the least CPU time the same
+    work has taken on this host (this thread's, shared by every emulated device through
+    runs/least_cpu.json; see ``stretch`` and ``LeastCpu``), w = its wall time
+        ─►  sleep max(f·c − w, 0)  ─►  it took f·c: proportional to the work
 
 Each piece of work is priced in the precision it runs in: an int8 device head at the int8
 factor, everything else at the fp32 one. Like with like: the int8 anchor is compared with
@@ -49,6 +50,7 @@ from device_client.energy import RPI4, PowerProfile
 
 CALIBRATION_FILE = Path("runs/calibration.json")
 CALIBRATION_VERSION = 2
+LEAST_CPU_FILE = Path("runs/least_cpu.json")
 
 
 @dataclass(frozen=True)
@@ -181,26 +183,70 @@ def calibrate(profile: DeviceProfile, cache: Path = CALIBRATION_FILE) -> Calibra
 SameWork = Callable[[tuple[Any, ...], Any], Hashable]
 
 
+class LeastCpu:
+    """The least CPU time each piece of device work has taken on this host, shared by
+    every emulated device of a model through a file.
+
+    The host's CPU time for the same convolutions rises with what else it runs (caches,
+    memory bandwidth): in a grid cell, where each policy's device is its own process beside
+    another lane, the int8 network's exit path was priced from 19.4 to 26.8 ms on an
+    emulated Pi 4 depending on the process, the same work. A device runs alone: its work is
+    priced at the least this host has taken for it, in any process. Each process starts
+    from the file and merges what it found back into it (``save``, under a lock).
+    """
+
+    def __init__(self, scope: str, path: Path | None = LEAST_CPU_FILE) -> None:
+        self.scope, self.path = scope, path
+        self.seconds: dict[str, float] = self._read().get(scope, {}) if path else {}
+
+    def price(self, work: Hashable, used_s: float) -> float:
+        """The least CPU seconds ``work`` has taken, this call's ``used_s`` included."""
+        key = repr(work)
+        least = self.seconds[key] = min(self.seconds.get(key, used_s), used_s)
+        return least
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            saved = self._read()
+            mine = saved.setdefault(self.scope, {})
+            for key, seconds in self.seconds.items():
+                mine[key] = min(mine.get(key, seconds), seconds)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": CALIBRATION_VERSION, "scopes": saved}))
+            tmp.replace(self.path)
+
+    def _read(self) -> dict[str, dict[str, float]]:
+        assert self.path is not None
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved.get("scopes", {}) if saved.get("version") == CALIBRATION_VERSION else {}
+
+
 def stretch(work: Callable[..., Any], factor: Callable[[], float],
             same_work: SameWork | None = None,
-            least_cpu: dict[Hashable, float] | None = None) -> Callable[..., Any]:
+            least_cpu: LeastCpu | None = None) -> Callable[..., Any]:
     """``work`` made to take ``factor()`` × its CPU time on this thread (see the module
     docstring); if the host was slower than that, it took what it took.
 
-    ``same_work(args, out)`` names the work a call did, when identical work recurs (a model
-    call: the same function, config and shapes, and whether an exit fired). Such a call is
-    priced at the least CPU time that work has taken so far (kept in ``least_cpu``), not at
-    its own: the host's CPU time for the same convolutions rises with what else it runs
-    (caches, memory bandwidth; up to a third with two grid lanes), and a device runs alone.
-    Work whose cost depends on the data (image and payload encoders) is priced as measured.
+    ``same_work(args, out)`` names the work a call did (a model call: the function, config
+    and shapes, and whether an exit fired; an encoder: what it produced). The call is then
+    priced at the least CPU time that work has taken on this host (``least_cpu``), not at
+    its own: see ``LeastCpu``.
     """
     def stretched(*args: Any, **kwargs: Any) -> Any:
         cpu, wall = time.thread_time(), time.perf_counter()
         out = work(*args, **kwargs)
         used = time.thread_time() - cpu
         if same_work is not None and least_cpu is not None:
-            key = same_work(args, out)
-            used = least_cpu[key] = min(least_cpu.get(key, used), used)
+            used = least_cpu.price(same_work(args, out), used)
         target = used * factor()
         remaining = target - (time.perf_counter() - wall)
         if remaining > 0:
@@ -211,15 +257,20 @@ def stretch(work: Callable[..., Any], factor: Callable[[], float],
 
 
 def emulate(client: Any, fp32_factor: float, int8_factor: float,
-            load: Callable[[], float] = lambda: 1.0) -> None:
+            load: Callable[[], float] = lambda: 1.0,
+            least_cpu: LeastCpu | None = None) -> LeastCpu:
     """Make ``client`` (a DeviceClient in this process) run at the calibrated device's speed:
     its model calls and its encoders, each at its precision's factor, times ``load()`` (a
-    competing load on the device)."""
+    competing load on the device). Returns the table of least CPU times it prices from
+    (``least_cpu``, else one for this process alone); ``save`` it when done."""
+    import hashlib
+
     import device_client.client as client_module
     from splitnet.config import Config
 
     model = client.model
-    least_cpu: dict[Hashable, float] = {}  # per kind of model call (see ``stretch``)
+    if least_cpu is None:
+        least_cpu = LeastCpu(model.spec.name, path=None)
 
     def head_work(args: tuple[Any, ...], out: Any) -> Hashable:
         x, config = args
@@ -240,11 +291,18 @@ def emulate(client: Any, fp32_factor: float, int8_factor: float,
     for name in ("backbone", "logits_from"):
         setattr(model, name, stretch(getattr(model, name), lambda: fp32_factor * load(),
                                      call_work(name), least_cpu))
-    # this process is the emulated device: its encoders run at the device's speed too
+    # this process is the emulated device: its encoders run at the device's speed too; the
+    # same output is the same work (the same frame at the same quality, the same code)
+    def output_work(name: str) -> SameWork:
+        return lambda args, out: (name, hashlib.blake2b(out, digest_size=16).hexdigest())
+
     client_module.encode_image = stretch(client_module.encode_image,
-                                         lambda: fp32_factor * load())
+                                         lambda: fp32_factor * load(),
+                                         output_work("encode_image"), least_cpu)
     client_module.codec.encode = stretch(client_module.codec.encode,
-                                         lambda: fp32_factor * load())
+                                         lambda: fp32_factor * load(),
+                                         output_work("codec.encode"), least_cpu)
+    return least_cpu
 
 
 def describe(profile: DeviceProfile, calibration: Calibration) -> dict[str, Any]:
