@@ -178,6 +178,7 @@ def soak(minutes: float, model: str) -> dict[str, Any]:
     records: list[tuple[float, str, str, float]] = []
     for _ in processes:
         records += results.get(timeout=seconds + 300)
+    clients_done_s = time.monotonic() - watch_started
     for p in processes:
         p.join(timeout=30)
     stop.set()
@@ -186,7 +187,7 @@ def soak(minutes: float, model: str) -> dict[str, Any]:
                     **_process_metrics(metrics_port)})
     alive = server.poll() is None
     stop_edge_process(server)
-    return _report(records, samples, alive, minutes)
+    return _report(records, samples, alive, minutes, clients_done_s)
 
 
 def _process_metrics(metrics_port: int) -> dict[str, float]:
@@ -205,7 +206,7 @@ def _process_metrics(metrics_port: int) -> dict[str, float]:
 
 
 def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str, float]],
-            alive: bool, minutes: float) -> dict[str, Any]:
+            alive: bool, minutes: float, clients_done_s: float) -> dict[str, Any]:
     statuses: dict[str, Counter[str]] = defaultdict(Counter)
     per_minute: dict[int, list[float]] = defaultdict(list)
     by_flood: dict[bool, list[float]] = {False: [], True: []}
@@ -221,8 +222,9 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
                for minute, v in sorted(per_minute.items())}
     after_first = [s for s in samples if s["t_s"] >= 60] or samples
     rss = [s["rss_mb"] for s in after_first]
-    # while the clients run (the last sample is taken after they have hung up)
-    fds = [s["open_fds"] for s in after_first[:-1] or after_first]
+    # while the clients run: once they have hung up, their connections' FDs close
+    fds = [s["open_fds"] for s in after_first if s["t_s"] < clients_done_s] or \
+        [s["open_fds"] for s in after_first]
     rss_growth = (rss[-1] - rss[0]) / rss[0] if rss and rss[0] else float("nan")
     bad_valid = sum(n for status, n in statuses["valid"].items()
                     if status not in ("OK", "RESOURCE_EXHAUSTED", "CANCELLED"))
