@@ -37,7 +37,7 @@ from experiments.scenario import (
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config
-from splitnet.workloads import default_cache_dir, stream_images
+from splitnet.workloads import default_cache_dir, stream_labels
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for, list_zoo, load_card
 
 JSON_FIELDS = ("accuracy", "mean_latency_ms", "ci95_latency_ms", "p95_latency_ms",
@@ -51,7 +51,7 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     import numpy as np
 
     card = load_card(checkpoint)
-    labels = stream_images(card.arch, cache_dir=default_cache_dir()).labels
+    labels = stream_labels(card.arch, cache_dir=default_cache_dir())
     started = time.monotonic()
     trace = Trace.load(scenario.trace, scenario.scale)
     predicted: dict[str, Any] = {}
@@ -105,7 +105,7 @@ def run_streams(scenario: Scenario, out_dir: Path, checkpoint: Path, fps: float,
     scenario = scenario.with_options(
         policies=[p for p in scenario.policies if p != REPLAY_POLICY])
     runs = run_scenario(scenario, out_dir, checkpoint, stream=(fps, seconds))
-    labels = stream_images(load_card(checkpoint).arch, cache_dir=default_cache_dir()).labels
+    labels = stream_labels(load_card(checkpoint).arch, cache_dir=default_cache_dir())
     rows: dict[str, Any] = {}
     for name, run in runs.items():
         stats = run.stream[0] if run.stream else {}

@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     with DeviceClient(args.edge, client_policy, args.checkpoint, battery=f"sim:{args.battery}",
                       power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
                       fixed_config=fixed) as client:
-        images = stream_images(client.model.spec.name, cache_dir=default_cache_dir()).images[
-            args.start:args.start + args.count]
+        images = stream_images(client.model.spec.name, cache_dir=default_cache_dir(),
+                               window=slice(args.start, args.start + args.count)).images
         load = CompetingLoad(args.busy and tuple(args.busy))
         least_cpu = emulate(client, args.fp32_factor, args.int8_factor, load,
                             LeastCpu(client.model.spec.name))

@@ -58,9 +58,13 @@ def test_card_and_evaluation_halves_are_fixed_and_disjoint():
 
 
 def test_the_stream_is_every_eval_image_once_in_a_fixed_mixed_order():
-    from splitnet.workloads import eval_images, stream_images
+    from splitnet.workloads import eval_images, stream_images, stream_labels
 
     scored, stream = eval_images("mnv2_fmnist"), stream_images("mnv2_fmnist")
     assert sorted(stream.labels.tolist()) == sorted(scored.labels.tolist())
     assert (stream.labels == stream_images("mnv2_fmnist").labels).all()  # fixed
     assert len(set(stream.labels[:50].tolist())) == 10  # the first inputs mix every class
+    window = stream_images("mnv2_fmnist", window=slice(5, 9))  # a run's stretch of it
+    assert (window.images == stream.images[5:9]).all()
+    assert (window.labels == stream.labels[5:9]).all()
+    assert (stream_labels("mnv2_fmnist") == stream.labels).all()
