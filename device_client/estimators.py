@@ -129,6 +129,7 @@ class ServerLoadEstimator:
         self.queue_ms = 0.0
         self.ms_per_mmac = initial_ms_per_mmac
         self.updated_at = float("-inf")
+        self._measured = False  # the first measurement replaces the guess
 
     def update_queue(self, queue_ms: float) -> None:
         self.queue_ms = 0.7 * self.queue_ms + 0.3 * max(queue_ms, 0.0)
@@ -136,7 +137,10 @@ class ServerLoadEstimator:
 
     def update_compute(self, compute_ms: float, tail_mmacs: float) -> None:
         if tail_mmacs > 0 and compute_ms > 0:
-            self.ms_per_mmac = 0.8 * self.ms_per_mmac + 0.2 * compute_ms / tail_mmacs
+            measured = compute_ms / tail_mmacs
+            self.ms_per_mmac = measured if not self._measured else \
+                0.8 * self.ms_per_mmac + 0.2 * measured
+            self._measured = True
 
 
 class HeadSpeedEstimator:

@@ -303,6 +303,19 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
 
 
+def test_warming_up_measures_the_edge_before_the_first_input(edge, checkpoint):
+    """The prior guesses the edge's speed from the card's host; warm-up offloads one blank
+    frame, so the first input is planned with the edge's measured speed."""
+    with DeviceClient(f"127.0.0.1:{edge.port}", "adaptive", checkpoint, battery="1.0",
+                      monitor=False) as client:
+        guess = client.server.ms_per_mmac
+        client.warm_up()
+        measured = client.server.ms_per_mmac
+    assert measured != guess
+    full_mmacs = client.card.full.macs / 1e6
+    assert 0 < measured * full_mmacs < 1000  # the whole network on the edge, in ms
+
+
 def test_a_probe_that_crossed_in_one_burst_is_sent_again_larger(edge, checkpoint):
     """An uplink that delivers 5 packets (7.5 kB) at once every 10 ms: 6 Mbit/s on average.
     A 6 kB probe crosses in one burst (its time is only the wait for the burst), so the

@@ -12,6 +12,7 @@ from device_client.estimators import (
     Estimates,
     HeadSpeedEstimator,
     RttEstimator,
+    ServerLoadEstimator,
 )
 from device_client.fallback import EdgeHealth
 from device_client.planner import POLICIES, Planner, battery_weight
@@ -231,6 +232,14 @@ def test_rtt_and_head_speed_follow_their_samples():
     for _ in range(40):
         speed.add_sample(30.0, 10.0)
     assert speed.factor == pytest.approx(3.0, rel=0.01)
+
+
+def test_the_first_measured_edge_speed_replaces_the_guess():
+    server = ServerLoadEstimator(initial_ms_per_mmac=0.01)
+    server.update_compute(100.0, 1000.0)  # the edge took 100 ms for 1,000 MMAC
+    assert server.ms_per_mmac == pytest.approx(0.1)
+    server.update_compute(50.0, 1000.0)  # later ones are averaged in
+    assert 0.05 < server.ms_per_mmac < 0.1
 
 
 def test_one_stalled_input_does_not_move_the_device_speed_but_a_lasting_change_does():
