@@ -180,7 +180,7 @@ GRID_DEVICES = ("rpi4", "pizero2")
 GRID_RTTS_MS = (10.0, 40.0)  # a Wi-Fi or 5G edge; an LTE one
 GRID_IMAGES = 50  # per repetition: 150 inputs per cell over 3 runs
 GRID_REPETITIONS = 3
-GRID_LANES = 2  # two policies at a time: the grid fits in 90 minutes on 2 cores
+GRID_LANES = 2  # two policies at a time, one per core of a 2-core machine
 
 
 def grid(base: Scenario) -> list[Scenario]:
