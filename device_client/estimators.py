@@ -163,7 +163,6 @@ class HeadSpeedEstimator:
     def __init__(self, initial: float = 1.0, window: int = 5) -> None:
         self.factor = initial
         self.window = window
-        self.samples = 0
         self._recent: dict[Any, collections.deque[float]] = {}
         self._per_config: dict[Config, float] = {}
         self._per_precision: dict[bool, float] = {}
@@ -177,7 +176,6 @@ class HeadSpeedEstimator:
         ratio = min(max(measured_ms / profiled_ms, 0.001), 1000.0)
         # the first measurement replaces the prior (the card's machine is not this one)
         self.factor = self._median_with("all", ratio)
-        self.samples += 1
         if config is not None:
             base = config.without_exit()
             self._per_config[base] = self._median_with(("config", base), ratio)
