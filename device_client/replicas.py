@@ -2,9 +2,10 @@
 a replica fails on is retried on another while its time lasts.
 
     infer(request, timeout) ──► pick: replicas up (or due a re-probe), least loaded first
-          │                        load = the replica's last reported queue ms (if fresh)
-          │                               + this device's requests in flight there × service ms
-          │                        ties (to the millisecond) ─► round robin
+          │                        load = requests ahead there: its last reported queue ms
+          │                               ÷ its service ms (fading as the report ages)
+          │                               + this device's requests in flight there
+          │                        ties (to the whole request) ─► round robin
           ├─ reply ──► record its load report ──► return
           └─ replica failed (unreachable, stream broken, queue full) ──► mark it down
                  (backoff, as EdgeHealth) ──► next replica with the time left ──► …
@@ -59,7 +60,7 @@ def resolve_targets(edge: str) -> list[str]:
     return [edge]  # a gRPC target of its own (unix:, ipv4:a,b with gRPC's round robin)
 
 
-LOAD_FRESH_S = 2.0  # a load report older than this says nothing about the queue now
+LOAD_FRESH_S = 2.0  # a load report this old says nothing about the queue now
 
 
 @dataclass
@@ -76,14 +77,18 @@ class Replica:
     failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def expected_wait_ms(self, now: float) -> int:
-        """The replica's reported queueing while fresh, plus what this device already has
-        there, in whole milliseconds: closer replicas are a tie, which round robin breaks
-        (else a replica that once reported a little more queueing would never be chosen)."""
-        if self.load is None:
-            return self.in_flight
-        queue_ms = self.load.queue_ms_recent if now - self.load_at < LOAD_FRESH_S else 0.0
-        return round(queue_ms + self.in_flight * max(self.load.service_ms, 1.0))
+    def requests_ahead(self, now: float) -> int:
+        """What an input sent now would wait behind there, in whole requests: the replica's
+        reported queueing (in units of its service time, trusted less as the report ages,
+        since only a chosen replica gets a new one) plus what this device already has there.
+        Closer replicas are a tie, which round robin breaks; without the ageing, a replica
+        that once reported a little more queueing would be shunned until its report expired
+        while the other's kept being renewed."""
+        queued = 0.0
+        if self.load is not None:
+            trust = max(0.0, 1.0 - (now - self.load_at) / LOAD_FRESH_S)
+            queued = trust * self.load.queue_ms_recent / max(self.load.service_ms, 1.0)
+        return round(queued + self.in_flight)
 
 
 class EdgePool:
@@ -115,7 +120,7 @@ class EdgePool:
         turn = next(self._turn)
         n = len(self.replicas)
         rotated = [self.replicas[(turn + i) % n] for i in range(n)]
-        up = sorted((r for r in rotated if r.health.up), key=lambda r: r.expected_wait_ms(now))
+        up = sorted((r for r in rotated if r.health.up), key=lambda r: r.requests_ahead(now))
         due = [r for r in rotated if r.health.probe_due(now)]
         return up + due
 

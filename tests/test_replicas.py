@@ -8,9 +8,11 @@ import threading
 import pytest
 
 from device_client.client import WHERE_EDGE, DeviceClient
-from device_client.replicas import resolve_targets
+from device_client.fallback import EdgeHealth
+from device_client.replicas import LOAD_FRESH_S, Replica, resolve_targets
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.config import Config
+from splitnet.messages import LoadReport
 
 FIXED = Config(split=3, width=4, bits=4)
 
@@ -32,6 +34,20 @@ def test_targets_are_a_list_a_dns_name_or_one_address():
     assert resolve_targets("ipv4:10.0.0.1:1,10.0.0.2:2") == ["ipv4:10.0.0.1:1,10.0.0.2:2"]
     with pytest.raises(ValueError, match="HOST:PORT"):
         resolve_targets("dns:///localhost")
+
+
+def test_a_replicas_reported_queue_counts_in_requests_and_fades_as_the_report_ages():
+    replica = Replica("edge:1", link=None, health=EdgeHealth())  # type: ignore[arg-type]
+    assert replica.requests_ahead(0.0) == 0  # nothing known: no wait
+    replica.load, replica.load_at = LoadReport(queue_ms_recent=12.0, service_ms=4.0), 10.0
+    assert replica.requests_ahead(10.0) == 3  # 12 ms of queue = 3 requests of 4 ms
+    assert replica.requests_ahead(10.0 + LOAD_FRESH_S / 2) == 2  # half trusted: 1.5 → 2
+    assert replica.requests_ahead(10.0 + LOAD_FRESH_S * 0.9) == 0
+    assert replica.requests_ahead(10.0 + LOAD_FRESH_S * 5) == 0  # never negative
+    replica.in_flight = 2
+    assert replica.requests_ahead(10.0) == 5
+    replica.load = LoadReport(queue_ms_recent=0.4, service_ms=0.1)  # sub-ms service: 1 ms
+    assert replica.requests_ahead(10.0) == 2
 
 
 def test_several_devices_spread_their_inputs_over_the_replicas(checkpoint, shipped,
