@@ -249,10 +249,12 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_server.soak", description=__doc__.split("\n\n")[0] + ". " +
+        prog="python -m edge_server.soak", description=__doc__.split("\n\n")[0] + " " +
         "8 client processes with 64 streams (valid, malformed and unknown-config requests, "
         "hang-ups mid-stream) and one flooding device, against one server process.")
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="how long to soak (default: %(default)s; the first minute is "
+                             "warm-up, left out of the RSS growth)")
     parser.add_argument("--model", default="mnv2_fmnist",
                         help="the zoo model served (default: %(default)s, the light one: "
                              "the soak is about the server, not the model)")

@@ -75,7 +75,8 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     oracle_row.update(deadline_miss_rate=None, fallbacks=0, lost=0)
     summary = build_summary(scenario, runs, labels, oracle_row)
     summary["run_seconds"] = time.monotonic() - started
-    duration = scenario.images / scenario.rate_hz
+    duration = max([scenario.images / scenario.rate_hz]
+                   + [r["t"] for run in runs.values() for r in run.records])
     times = np.arange(0, math.ceil(duration) + 1)
     capacity = np.array([trace.capacity_bps((scenario.trace_start_s + t) * 1000,
                                             (scenario.trace_start_s + t + 1) * 1000)
@@ -288,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     grid_parser.add_argument("--models", type=lambda s: s.split(","), default=None,
                              help=f"comma-separated zoo models (default: {DEFAULT_MODEL},"
                                   f"{SMALL_MODEL})")
+    grid_parser.add_argument("--cells", type=lambda s: s.split(","), default=None,
+                             metavar="PATTERNS",
+                             help="run only the cells whose name holds one of these "
+                                  "comma-separated strings, e.g. ATT-LTE-driving or "
+                                  "pizero2-rtt10 (default: every cell)")
     stream_parser = sub.add_parser(
         "stream", help="a camera's frame stream through each policy",
         description="Each policy gets a camera's frames at a fixed rate (15 fps by default) "
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         report = []
         for model in models:
             cells = []
-            for cell in grid(base):
+            for cell in grid(base, args.cells):
                 print(f"== {model}: {cell.name}", file=sys.stderr)
                 cells.append(run_repeated(cell, args.out / model / cell.name,
                                           checkpoint_for(model)))

@@ -1,6 +1,8 @@
 """The oracle: the best choice in hindsight, per time window, from the profile and the trace.
 
-    for each window of the run (1 s):  true capacity from the trace
+    for each window of the run (1 s), the window in which the adaptive run took each input
+    up (not when it was due: a slow device falls behind the arrivals):
+        true capacity from the trace
         + the device's measured speed per config (head ms ÷ profiled ms, from this run's
           records; a config not run takes its precision's median)
         + the edge's measured speed (server ms per tail MMAC) + the scenario's RTT

@@ -158,7 +158,9 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             # the true capacity around this input: one second centred on its start
             message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
                                                              message["t_start"] + 0.5)
-            message["t"] = message.get("t_due", message["t_start"]) - t0
+            # when the device took the input up, which is when the link mattered to it (a
+            # device that cannot keep up with the arrivals takes inputs up after they are due)
+            message["t"] = message["t_start"] - t0
             records.append(message)
             next(bar_iter, None)
         for _ in bar_iter:  # close the bar even if inputs were lost

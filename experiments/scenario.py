@@ -183,8 +183,14 @@ GRID_REPETITIONS = 3
 GRID_LANES = 2  # two policies at a time, one per core of a 2-core machine
 
 
-def grid(base: Scenario) -> list[Scenario]:
+def grid(base: Scenario, only: list[str] | None = None) -> list[Scenario]:
     """The comparison grid: 3 shipped traces × 2 device profiles × 2 edge RTTs, at the
-    traces' own scale, every policy in each cell."""
-    return [replace(base, name=f"{Path(t).stem}-{d}-rtt{r:g}", trace=t, device=d, rtt_ms=r)
-            for t, d, r in itertools.product(GRID_TRACES, GRID_DEVICES, GRID_RTTS_MS)]
+    traces' own scale, every policy in each cell; with ``only``, the cells whose name holds
+    one of those strings. Raises ScenarioError if that leaves none."""
+    cells = [replace(base, name=f"{Path(t).stem}-{d}-rtt{r:g}", trace=t, device=d, rtt_ms=r)
+             for t, d, r in itertools.product(GRID_TRACES, GRID_DEVICES, GRID_RTTS_MS)]
+    chosen = [c for c in cells if not only or any(p in c.name for p in only)]
+    if not chosen:
+        raise ScenarioError(f"no grid cell matches {','.join(only or [])}; the cells are "
+                            f"{', '.join(c.name for c in cells)}")
+    return chosen

@@ -158,6 +158,13 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
     cells = grid(default)
     assert len(cells) == 12 and len({c.name for c in cells}) == 12
     assert {c.rtt_ms for c in cells} == {10.0, 40.0} and {c.scale for c in cells} == {1.0}
+    driving = grid(default, ["ATT-LTE-driving", "Verizon-LTE-short-pizero2-rtt10"])
+    assert [c.name for c in driving] == [
+        "ATT-LTE-driving-rpi4-rtt10", "ATT-LTE-driving-rpi4-rtt40",
+        "ATT-LTE-driving-pizero2-rtt10", "ATT-LTE-driving-pizero2-rtt40",
+        "Verizon-LTE-short-pizero2-rtt10"]
+    with pytest.raises(ScenarioError, match="no grid cell matches Sprint.*ATT-LTE-driving"):
+        grid(default, ["Sprint"])
     second = default.repetition(1)
     assert second.trace_start_s == default.trace_start_s + default.images / default.rate_hz + 10
     assert second.seed == default.seed + 1 and second.name.endswith("rep2")
@@ -235,6 +242,11 @@ def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
     assert len(records) == 36 and {"config", "where", "head_ms", "transfer_ms", "server_ms",
                                     "energy_mj", "true_capacity_bps",
                                     "bandwidth_estimate_bps", "fallback"} <= set(records[0])
+    for policy in ("adaptive", "local", "oracle-replay"):  # ``t``: when it was taken up
+        ran = sorted((r for r in records if r["policy"] == policy), key=lambda r: r["index"])
+        assert ran[0]["t"] >= 0 and all(a["t"] < b["t"] for a, b in zip(ran, ran[1:]))
+        assert all(r["t"] - r["t_start"] == pytest.approx(ran[0]["t"] - ran[0]["t_start"])
+                   for r in ran)
     for name in ("summary.md", "summary.csv", "latency_over_time.png",
                  "adaptive_choices.png", "accuracy_vs_bytes.png"):
         assert (out / name).is_file(), name
