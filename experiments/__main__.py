@@ -317,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         "lanes")}
     try:
         base = load_scenario(args.scenario).with_options(**options)
-        # this host's calibration (once, then cached) before any device, edge or decoding
-        # runs: measured beside them, the fp32 anchor's least CPU time came out 1.7x high
+        # this host's anchors before any device, edge or decoding runs: measured beside
+        # them, the fp32 anchor's least CPU time came out 1.7x high (each run measures
+        # them again, before its lanes start, and the least is kept)
         host_times()
         if args.command == "run":
             out = args.out or Path("runs") / base.name

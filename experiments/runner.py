@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from edge_server.launch import start_edge_process, stop_edge_process
-from experiments.devices import PROFILES, calibrate, describe
+from experiments.devices import PROFILES, calibrate, describe, host_times
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
 from experiments.oracle import REPLAY_POLICY
@@ -227,6 +227,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     into the oracle's per-input configs, which are then run for real. ``stream`` (fps,
     seconds): each policy gets a camera's frame stream instead (no replay then).
     """
+    host_times()  # the anchors again, while nothing else runs (see experiments.devices)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
     records_path.write_text("")
