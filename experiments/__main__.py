@@ -278,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                     "profiles (rpi4, pizero2) x 2 edge RTTs (10 ms, 40 ms), every policy "
                     f"and the oracle replay in each cell, {GRID_REPETITIONS} runs of "
                     f"{GRID_IMAGES} inputs per cell at different trace offsets, "
-                    f"{GRID_LANES} policies at a time (each with its own edge server).")
-    grid_parser.set_defaults(images=GRID_IMAGES, repetitions=GRID_REPETITIONS,
-                             lanes=GRID_LANES)
+                    "several policies at a time (each with its own edge server: "
+                    + ", ".join(f"{n} on {d}" for d, n in GRID_LANES.items()) + ").")
+    grid_parser.set_defaults(images=GRID_IMAGES, repetitions=GRID_REPETITIONS)
     grid_parser.add_argument("scenario", nargs="?", default="default",
                              help="base scenario whose other settings every cell shares")
     add_scenario_options(grid_parser)
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         report = []
         for model in models:
             cells = []
-            for cell in grid(base, args.cells):
+            for cell in grid(base, args.cells, args.lanes):
                 print(f"== {model}: {cell.name}", file=sys.stderr)
                 cells.append(run_repeated(cell, args.out / model / cell.name,
                                           checkpoint_for(model)))

@@ -163,6 +163,8 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
         "ATT-LTE-driving-rpi4-rtt10", "ATT-LTE-driving-rpi4-rtt40",
         "ATT-LTE-driving-pizero2-rtt10", "ATT-LTE-driving-pizero2-rtt40",
         "Verizon-LTE-short-pizero2-rtt10"]
+    assert [c.lanes for c in driving] == [2, 2, 4, 4, 4]  # a Pi Zero 2's device mostly sleeps
+    assert {c.lanes for c in grid(default, None, 1)} == {1}
     with pytest.raises(ScenarioError, match="no grid cell matches Sprint.*ATT-LTE-driving"):
         grid(default, ["Sprint"])
     second = default.repetition(1)
