@@ -24,7 +24,7 @@ from experiments.report import (
     plot,
     write_tables,
 )
-from experiments.runner import PolicyRun, run_scenario
+from experiments.runner import PolicyRun, StoppedError, run_scenario, stop_on_signals
 from experiments.scenario import (
     GRID_IMAGES,
     GRID_LANES,
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "trace", "scale", "trace_start_s", "rtt_ms", "loss", "device", "images", "devices",
         "rate_hz", "battery", "deadline_ms", "policies", "link", "repetitions", "busy",
         "lanes")}
+    stop_on_signals()  # a stopped run takes its edge servers and device workers with it
     try:
         base = load_scenario(args.scenario).with_options(**options)
         # this host's anchors before any device, edge or decoding runs: measured beside
@@ -362,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             KernelLinkUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StoppedError as stopped:
+        print(f"{stopped}: its edge servers and device workers were stopped too; the "
+              "records of the policies that finished are in the output folder",
+              file=sys.stderr)
+        return stopped.exit_code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import zmq
@@ -42,6 +44,32 @@ from splitnet.zoo import DEFAULT_CHECKPOINT
 STARTUP_GRACE_S = 4.0  # the trace clock's provisional start, until the devices are ready
 STARTUP_TIMEOUT_S = 180.0  # a device worker that is not ready by then has failed
 _RECORDS_LOCK = threading.Lock()  # lanes append to one records file
+_STOPPING = threading.Event()  # set by SIGTERM or SIGINT: lanes take no further policy
+_WORKERS: set[subprocess.Popen[str]] = set()  # device workers running now
+
+
+class StoppedError(Exception):
+    """The run was stopped by a signal (its edge servers and device workers are gone)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+def stop_on_signals() -> None:
+    """On SIGTERM or SIGINT (Ctrl-C), stop cleanly: kill the device workers, take no
+    further policy, and let every edge server and link stop on the way out (raises
+    ``StoppedError`` in the main thread). Without this, a stopped grid left its edge servers
+    running. Call it from the main thread."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        _STOPPING.set()
+        for process in list(_WORKERS):
+            with contextlib.suppress(OSError):
+                process.kill()
+        raise StoppedError(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
 
 
 @dataclass
@@ -128,9 +156,12 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 *(("--stream-fps", str(stream[0]), "--stream-seconds", str(stream[1]))
                   if stream else ()),
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
+            if _STOPPING.is_set():
+                break
             processes.append(subprocess.Popen(command, stdin=subprocess.PIPE,
                                               stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
+            _WORKERS.add(processes[-1])
         poller = zmq.Poller()
         poller.register(collector, zmq.POLLIN)
         t0 = _start_together(processes, collector, poller)
@@ -177,6 +208,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         for process in processes:
             if process.poll() is None:
                 process.kill()
+            _WORKERS.discard(process)
         bytes_up = sum(link.bytes_up - before[0]
                        for link, before in zip(links, counters_before, strict=True))
         bytes_down = sum(link.bytes_down - before[1]
@@ -245,7 +277,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
         while True:
             with queue_lock:
                 policy = next(queue, None)
-            if policy is None:
+            if policy is None or _STOPPING.is_set():
                 return
             runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
                                       bars, kernel_link=kernel_link, stream=stream)
@@ -254,6 +286,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
         with ThreadPoolExecutor(len(ports)) as pool:
             for done in [pool.submit(run_lane, port, kernel_link) for port in ports]:
                 done.result()
+        if _STOPPING.is_set():
+            raise StoppedError(signal.SIGTERM)
         if replayed and replay is not None:
             schedule = out_dir / "oracle_schedule.json"
             schedule.write_text(json.dumps(replay(runs)))

@@ -255,6 +255,61 @@ def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
         assert (out / name).is_file(), name
 
 
+def _process_parents() -> dict[int, int]:
+    """{pid: parent pid} of every live (not zombie) process, from /proc."""
+    from pathlib import Path
+
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if state != "Z":
+            parents[int(stat.parent.name)] = int(parent)
+    return parents
+
+
+def _live_processes() -> set[int]:
+    return set(_process_parents())
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process under ``pid``."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _process_parents().items():
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_a_stopped_run_takes_its_edge_servers_and_device_workers_with_it(tmp_path, checkpoint):
+    import os
+    import signal
+
+    run = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "run", "--trace", "Verizon-LTE-short.up",
+         "--n", "400", "--rate-hz", "20", "--policies", "adaptive,local", "--lanes", "2",
+         "--out", str(tmp_path / "run"), "--checkpoint", str(checkpoint)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < 4 and time.monotonic() < deadline:  # 2 edge servers, 2 devices
+        seen |= _descendants(run.pid)
+        time.sleep(0.2)
+    assert len(seen) >= 4, run.stderr.read() if run.poll() is not None else seen
+    os.kill(run.pid, signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
+    assert not seen & _live_processes()
+
+
+
 def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpoint,
                                                                           test_split):
     """The device's model calls take factor × their CPU time, at the factor of their
