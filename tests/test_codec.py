@@ -28,6 +28,19 @@ def test_round_trip_is_exact(bits, shape):
     torch.testing.assert_close(back.dequantize(), code.dequantize())
 
 
+def test_codes_pack_most_significant_bit_first_with_zero_padding():
+    assert codec.pack_codes(np.array([3, 0, 1], np.uint8), 2) == bytes([0b11_00_01_00])
+    assert codec.pack_codes(np.array([9, 4, 15], np.uint8), 4) == bytes([0x94, 0xF0])
+    packed = bytes([0b11_00_01_10, 0x94])
+    assert codec.unpack_codes(packed, 2, 5).tolist() == [3, 0, 1, 2, 2]
+    assert codec.unpack_codes(packed, 4, 3).tolist() == [12, 6, 9]
+    rng = np.random.default_rng(0)
+    for bits in (2, 4, 8):
+        codes = rng.integers(0, 2 ** bits, 1001).astype(np.uint8)
+        reference = np.packbits(np.unpackbits(codes[:, None], axis=1)[:, 8 - bits:])
+        assert codec.pack_codes(codes, bits) == reference.tobytes()
+
+
 def test_real_activations_round_trip_within_half_a_quantization_step():
     x = torch.randn(2, 16, 7, 7) * 3
     for source, q in ((x, quantize_min_max(x, 8)),
