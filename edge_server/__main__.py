@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from edge_server.engine import PRECISIONS
 from edge_server.server import EdgeServer, Limits, ServerOptions
 from splitnet.checkpoint import CheckpointError
 from splitnet.tokens import (
@@ -80,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
                                                       for f in fields(Limits)))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: all cores)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="what the models' edge parts run in (default: %(default)s: each "
+                             "model's own, except that a bf16 model runs in fp32 on a CPU "
+                             "where bf16 is not clearly faster, such as one without AMX; "
+                             "timed at start-up, the choice logged)")
     parser.add_argument("--grace-s", type=float, default=5.0,
                         help="seconds in-flight requests get to finish on shutdown")
     args = parser.parse_args(argv)
@@ -113,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=token,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         load_pub=args.load_pub,
-        torch_threads=args.threads, metrics_port=args.metrics_port,
+        torch_threads=args.threads, precision=args.precision, metrics_port=args.metrics_port,
         metrics_address=args.metrics_address, limits=limits)
     return options, args.grace_s
 

@@ -79,6 +79,7 @@ class ServerOptions:
     tls_client_ca: Path | None = None  # mutual TLS: devices must show a cert this CA signed
     load_pub: str | None = None  # e.g. "tcp://127.0.0.1:50052"
     torch_threads: int | None = None
+    precision: str = "auto"  # the edge parts' precision (edge_server.engine.PRECISIONS)
     metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port)
     metrics_address: str = "0.0.0.0"
     limits: Limits = field(default_factory=Limits)
@@ -107,7 +108,8 @@ class EdgeServer:
             torch.set_num_threads(options.torch_threads)
         self.options = options
         checkpoints = options.checkpoints or tuple(ZOO_DIR / f"{m}.pt" for m in list_zoo())
-        self.models = ModelSet(_load_checked(path) for path in checkpoints)
+        self.models = ModelSet((_load_checked(path) for path in checkpoints),
+                               options.precision)
         self.metrics = EdgeMetrics(
             lambda: self.batcher.depth,
             [(e.model_id, e.model.spec.name) for e in self.models.engines.values()])

@@ -97,7 +97,7 @@ def test_one_server_serves_every_zoo_model_and_names_them(test_split):
             expected = torch.softmax(loaded.model(images_to_input(sent), config), 1)[0]
             assert reply.config == config and reply.label == int(expected.argmax())
             torch.testing.assert_close(torch.tensor(reply.probabilities), expected,
-                                       atol=0.03, rtol=0)  # the camera edge runs in bf16
+                                       atol=0.03, rtol=0)  # the camera edge may run in bf16
         good = request_for(fmnist.model, test_split.images[0], BOTTLENECK).to_message()
         code, details = _status(lambda: stub.Infer(good, timeout=5,
                                                    metadata=metadata("resnet50-0000")))
@@ -106,6 +106,22 @@ def test_one_server_serves_every_zoo_model_and_names_them(test_split):
         assert fmnist.model_id in details and camera.model_id in details
     finally:
         server.stop(1)
+
+
+def test_the_edge_runs_bf16_only_where_this_cpu_runs_it_clearly_faster(shipped):
+    from edge_server.engine import Engine
+
+    camera = load_checkpoint(checkpoint_for("resnet18_imagenette"))
+    assert camera.model.spec.edge_precision == "bf16"
+    chosen = Engine(camera)  # "auto": timed here
+    ms = chosen.precision_ms
+    assert set(ms) == {"fp32", "bf16"} and all(v > 0 for v in ms.values())
+    assert (chosen.precision == "bf16") == (ms["bf16"] < 0.9 * ms["fp32"])
+    assert Engine(camera, "bf16").precision == "bf16"  # as told, untimed
+    assert Engine(camera, "fp32").precision_ms == {}
+    assert Engine(shipped).precision == "fp32"  # an fp32 model is not timed
+    with pytest.raises(ValueError, match="fp16"):
+        Engine(camera, "fp16")
 
 
 @pytest.mark.parametrize("config", [BOTTLENECK, RAW, Config(split=2, width=1, bits=2),
