@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                              "TLS (with --tls-key and --tls-ca)")
     parser.add_argument("--tls-key", type=Path, default=None,
                         help="this device's PEM private key (with --tls-cert)")
+    parser.add_argument("--probe-interval-s", type=float, default=5.0, metavar="S",
+                        help="while inputs send too little to time the uplink, probe it "
+                             "once every S seconds (default: %(default)s; each probe sends "
+                             "~50 ms of traffic: about 20 MB an hour on a 5-10 Mbit/s LTE "
+                             "uplink, see `python -m experiments.probe_study`)")
     parser.add_argument("--deadline-ms", type=float, default=None,
                         help="per-input latency deadline; late offloads finish locally")
     parser.add_argument("--accuracy-floor", type=float, default=None,
@@ -180,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                                           args.tls_ca is not None, args.insecure)
         if problem:
             parser.error(problem)
+    if not 0.2 <= args.probe_interval_s <= 3600:
+        parser.error(f"--probe-interval-s {args.probe_interval_s:g}: give 0.2 to 3600 seconds")
     if args.camera is not None and args.video is not None:
         parser.error("--camera and --video are two frame sources; give one")
     if (args.camera is not None or args.video is not None) and args.images is not None:
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.deadline_ms, args.accuracy_floor, args.battery,
                               fixed_config=fixed, load_feed=args.load_feed,
                               tls_identity=(args.tls_cert, args.tls_key) if args.tls_cert
-                              else None)
+                              else None, probe_interval_s=args.probe_interval_s)
         if args.camera is not None or args.video is not None:
             source = open_source(args.camera, args.video, args.loop)
         else:

@@ -66,6 +66,7 @@ class ServiceConfig:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    probe_interval_s: float = 5.0  # idle bandwidth probes (see the README's data cost)
     loop: bool = False
     rate_hz: float = 2.0
     stdout: bool = True
@@ -73,7 +74,7 @@ class ServiceConfig:
 
 
 SECTIONS = {"device": ("edge", "model", "policy", "battery", "token_file", "tls_ca",
-                       "tls_cert", "tls_key"),
+                       "tls_cert", "tls_key", "probe_interval_s"),
             "source": ("camera", "video", "images", "loop", "rate_hz"),
             "results": ("stdout", "zmq_pub")}
 
@@ -121,6 +122,8 @@ def load_service_config(path: Path) -> ServiceConfig:
         raise ServiceConfigError(f"{path}: camera must be a number, e.g. camera = 0")
     if not 0 < float(config.rate_hz) <= 100:
         raise ServiceConfigError(f"{path}: rate_hz must be in (0, 100]")
+    if not 0.2 <= float(config.probe_interval_s) <= 3600:
+        raise ServiceConfigError(f"{path}: probe_interval_s must be in [0.2, 3600] seconds")
     return config
 
 
@@ -168,7 +171,8 @@ def run_service(config: ServiceConfig, out: TextIO = sys.stdout) -> int:
 
     with DeviceClient(config.edge, config.policy, checkpoint_for(config.model),
                       read_token(config.token_file), config.tls_ca, battery=config.battery,
-                      tls_identity=identity) as client:
+                      tls_identity=identity,
+                      probe_interval_s=float(config.probe_interval_s)) as client:
         client.warm_up()
         if config.images is not None:
             status = _run_folder(client, config, stop, emit)

@@ -144,6 +144,10 @@ def test_cli_rejects_a_bad_config_without_a_traceback(checkpoint):
          "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "split9/w3" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "device_client", "--probe-interval-s", "0", "--checkpoint",
+         str(checkpoint)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--probe-interval-s 0: give 0.2 to 3600" in result.stderr
 
 
 # What `pip install 'splitnet[device]'` brings (pyproject.toml), and the modules those
@@ -394,6 +398,15 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown keys ['colour']" in result.stderr
     assert "Traceback" not in result.stderr
+    from device_client.service import ServiceConfigError, load_service_config
+
+    (tmp_path / "frames").mkdir()
+    config.write_text('[device]\nedge = "127.0.0.1:1"\nprobe_interval_s = 0.01\n'
+                      '[source]\nimages = "frames"\n')
+    with pytest.raises(ServiceConfigError, match="probe_interval_s must be in"):
+        load_service_config(config)
+    config.write_text(config.read_text().replace("0.01", "60"))
+    assert load_service_config(config).probe_interval_s == 60
 
 
 @pytest.mark.parametrize("slower", [8.0, 120.0])
