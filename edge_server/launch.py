@@ -1,7 +1,8 @@
 """Start ``python -m edge_server`` as a child process and learn the port it bound.
 
     start_edge_process(checkpoint, host) ─► Popen(python -m edge_server --address host:0)
-                                         ─► reads "serving <model ids> on port N" ─► (process, N)
+                                         ─► reads its output up to "serving <model ids> on port
+                                            N" ─► (process, N)
 
 Binding port 0 and reading the answer avoids the race of picking a free port first.
 Used by the benchmarks and the experiment runner.
@@ -23,13 +24,14 @@ def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
         [*prefix, sys.executable, "-m", "edge_server", "--address", f"{host}:{port}",
          "--checkpoint", str(checkpoint), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline() if process.stdout else ""
-    match = re.search(r"serving .+ on port (\d+)", line)
-    if match is None:
-        process.kill()
-        rest = process.stdout.read() if process.stdout else ""
-        raise RuntimeError(f"edge server did not start: {(line + rest).strip()[-2000:]}")
-    return process, int(match.group(1))
+    seen = ""  # log lines before it (the edge precision chosen, for one), for the error
+    for line in process.stdout or ():
+        match = re.search(r"serving .+ on port (\d+)", line)
+        if match is not None:
+            return process, int(match.group(1))
+        seen += line
+    process.kill()
+    raise RuntimeError(f"edge server did not start: {seen.strip()[-2000:]}")
 
 
 def stop_edge_process(process: subprocess.Popen[str], timeout_s: float = 15.0) -> None:
