@@ -14,8 +14,8 @@
 Both least times live in one table, runs/least_cpu.json, for this host only (its boot):
 the anchor is then the least of as many runs as the work, measured under the same
 conditions. When the anchor was measured once and cached while the work's least kept
-falling with every run, the same session's Pi Zero 2 ran the same local network in 238 ms
-in one grid and 169 ms in a run one session later.
+falling with every run, this host's emulated Pi Zero 2 ran the same exit path
+(`local-exit`) in 238 ms in one grid and 169 ms in a run one session later.
 
 Each piece of work is priced in the precision it runs in: an int8 device head at the int8
 factor, everything else at the fp32 one. Like with like: the int8 anchor is compared with
