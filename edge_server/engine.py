@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -22,6 +22,7 @@ from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, ConfigError, Placement
 from splitnet.input_codecs import decode_image
 from splitnet.messages import model_tag
+from splitnet.model.split_model import SplitModel
 from splitnet.preprocess import images_to_input
 from splitnet.quantize import QuantizedTensor
 
@@ -36,21 +37,21 @@ class UnknownModelError(LookupError):
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def faster_precision(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...],
-                     repeats: int = 5) -> tuple[str, dict[str, float]]:
-    """"bf16" if it runs ``model`` (batch 1) clearly faster on this CPU (by 10 %), else
+def faster_precision(model: SplitModel, repeats: int = 5) -> tuple[str, dict[str, float]]:
+    """"bf16" if it runs ``model``'s whole network (batch 1) clearly faster on this CPU (by
+    10 %), else
     "fp32"; and the least ms of each (interleaved). bf16 autocast is ~3× faster where the
     CPU has AMX, and slower where it has not: on an AVX-512 host without AMX the camera
     model took 67 ms in bf16 against 60 in fp32. The margin keeps the choice from
     flickering with the load on a host where the two are close."""
-    x = torch.zeros(1, *input_shape)
+    x = torch.zeros(1, *model.spec.input_shape)
     least = {"fp32": math.inf, "bf16": math.inf}
     with torch.no_grad():
         for _ in range(repeats + 1):  # the first round warms up, untimed
             for precision in least:
                 started = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    model(x)
+                with model.edge_autocast(precision):
+                    model.backbone(x)
                 least[precision] = min(least[precision], (time.perf_counter() - started) * 1000)
     return ("bf16" if least["bf16"] < 0.9 * least["fp32"] else "fp32"), least
 
@@ -71,8 +72,7 @@ class Engine:
         if precision == "auto":
             self.precision = self.model.spec.edge_precision
             if self.precision == "bf16":
-                self.precision, self.precision_ms = faster_precision(
-                    self.model.backbone, self.model.spec.input_shape)
+                self.precision, self.precision_ms = faster_precision(self.model)
             logging.getLogger(__name__).info(
                 "model %s runs its edge part in %s%s", self.model_id, self.precision,
                 "".join(f"; {k} {v:.1f} ms" for k, v in self.precision_ms.items()))
@@ -106,19 +106,16 @@ class Engine:
             return images_to_input(image[None])
         raise ConfigError(f"{config} cannot be served by the edge")
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
     @torch.no_grad()
     def run_batch(self, config: Config, inputs: list[Decoded]) -> torch.Tensor:
         """Probabilities for a batch of decoded inputs that share ``config``."""
         if config.placement is Placement.SPLIT:
             codes = [i for i in inputs if isinstance(i, QuantizedTensor)]
-            with self._autocast():
+            with self.model.edge_autocast(self.precision):
                 logits = self.model.forward_tail(QuantizedTensor.cat(codes), config).float()
         else:
             images = [i for i in inputs if isinstance(i, torch.Tensor)]
-            with self._autocast():
+            with self.model.edge_autocast(self.precision):
                 logits = self.model.backbone(torch.cat(images)).float()
         return torch.softmax(logits, dim=1)
 

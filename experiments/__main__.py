@@ -343,12 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {"models": {}}
         report = []
         started = time.monotonic()
-        plan = [(model, cell) for model in models for cell in grid(base, args.cells, args.lanes)]
+        chosen = grid(base, args.cells, args.lanes)
+        done = 0
         for model in models:
             cells: list[dict[str, Any]] = []
-            for cell in (c for m, c in plan if m == model):
-                done = sum(len(r["cells"]) for r in result["models"].values()) + len(cells)
-                print(f"== {model}: {cell.name} (cell {done + 1} of {len(plan)}, "
+            for cell in chosen:
+                done += 1
+                print(f"== {model}: {cell.name} (cell {done} of {len(models) * len(chosen)}, "
                       f"{(time.monotonic() - started) / 60:.0f} min so far)", file=sys.stderr)
                 cells.append(run_repeated(cell, args.out / model / cell.name,
                                           checkpoint_for(model)))

@@ -190,17 +190,19 @@ def host_times(path: Path | None = LEAST_CPU_FILE, measure: bool = True) -> tupl
     thread, in the table at ``path``; ``measure`` runs it again first (and keeps the least).
     Call it with ``measure`` where nothing else runs: at the start of a run."""
     with _HOST_TIMES_LOCK:
-        least = LeastCpu(ANCHORS, path)
-        if measure or not {repr("fp32"), repr("int8")} <= set(least.seconds):
+        table = LeastCpu(ANCHORS, path)
+        if measure or table.least("fp32") is None or table.least("int8") is None:
             if not _ANCHOR_NETS:
                 _ANCHOR_NETS["fp32"] = mobilenet_v2()
                 _ANCHOR_NETS["int8"] = quantized(_ANCHOR_NETS["fp32"])
             for precision, net in _ANCHOR_NETS.items():
                 # as many runs as a policy's device prices its work from, or the anchor's
                 # least lags the work's: 30 runs more, and the int8 anchor fell by 8 %
-                least.price(precision, least_cpu_ms(net, repeats=ANCHOR_REPEATS) / 1000)
-            least.save()
-        return (least.seconds[repr("fp32")] * 1000, least.seconds[repr("int8")] * 1000)
+                table.price(precision, least_cpu_ms(net, repeats=ANCHOR_REPEATS) / 1000)
+            table.save()
+        fp32_s, int8_s = table.least("fp32"), table.least("int8")
+        assert fp32_s is not None and int8_s is not None
+        return fp32_s * 1000, int8_s * 1000
 
 
 def calibrate(profile: DeviceProfile, path: Path | None = LEAST_CPU_FILE) -> Calibration:
@@ -236,6 +238,10 @@ class LeastCpu:
         key = repr(work)
         least = self.seconds[key] = min(self.seconds.get(key, used_s), used_s)
         return least
+
+    def least(self, work: Hashable) -> float | None:
+        """The least CPU seconds ``work`` has taken so far, if it has run."""
+        return self.seconds.get(repr(work))
 
     def save(self) -> None:
         if self.path is None:

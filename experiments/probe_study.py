@@ -59,7 +59,7 @@ PLANS = (ProbePlan(5.0, 50.0, 5),  # the device client's defaults
 def transfer_ms(trace: Trace, start_ms: float, num_bytes: int) -> float:
     """How long ``num_bytes`` sent at ``start_ms`` take to cross: until the opportunity
     that carries their last packet."""
-    last = trace._cumulative(start_ms) + math.ceil(num_bytes / PACKET_BYTES) - 1
+    last = trace.opportunities_between(0, start_ms) + math.ceil(num_bytes / PACKET_BYTES) - 1
     loops, index = divmod(last, len(trace.opportunities_ms))
     return loops * trace.period_ms + float(trace.opportunities_ms[index]) - start_ms
 

@@ -45,6 +45,7 @@ STARTUP_GRACE_S = 4.0  # the trace clock's provisional start, until the devices 
 STARTUP_TIMEOUT_S = 180.0  # a device worker that is not ready by then has failed
 _RECORDS_LOCK = threading.Lock()  # lanes append to one records file
 _STOPPING = threading.Event()  # set by SIGTERM or SIGINT: lanes take no further policy
+_STOPPED_BY: list[int] = []  # which of them
 _WORKERS: set[subprocess.Popen[str]] = set()  # device workers running now
 
 
@@ -62,6 +63,7 @@ def stop_on_signals() -> None:
     ``StoppedError`` in the main thread). Without this, a stopped grid left its edge servers
     running. Call it from the main thread."""
     def stop(signum: int, frame: FrameType | None) -> None:
+        _STOPPED_BY.append(signum)
         _STOPPING.set()
         for process in list(_WORKERS):
             with contextlib.suppress(OSError):
@@ -287,7 +289,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
             for done in [pool.submit(run_lane, port, kernel_link) for port in ports]:
                 done.result()
         if _STOPPING.is_set():
-            raise StoppedError(signal.SIGTERM)
+            raise StoppedError(_STOPPED_BY[0])
         if replayed and replay is not None:
             schedule = out_dir / "oracle_schedule.json"
             schedule.write_text(json.dumps(replay(runs)))

@@ -336,10 +336,11 @@ class SplitModel(nn.Module):
             h = self.bottleneck(config.split).decode(h)
         return self.logits_from(h, config.split)
 
-    def edge_autocast(self) -> torch.autocast:
-        """The precision the edge runs its part in (``spec.edge_precision``)."""
+    def edge_autocast(self, precision: str | None = None) -> torch.autocast:
+        """The edge's part in ``precision`` ("bf16" or "fp32"; default: the spec's
+        ``edge_precision``)."""
         return torch.autocast("cpu", dtype=torch.bfloat16,
-                              enabled=self.spec.edge_precision == "bf16")
+                              enabled=(precision or self.spec.edge_precision) == "bf16")
 
     def forward(self, x: torch.Tensor, config: Config) -> torch.Tensor:  # type: ignore[override]
         """Both sides in one process: the logits head-then-tail would produce."""
