@@ -71,9 +71,13 @@ def test_several_clients_at_once(edge, checkpoint, test_split):
 
     outcomes: list[list] = []
 
+    # Four clients in one process share the GIL with the edge: on a busy two-core host a reply
+    # can take longer than the 200 ms the timeout rule allows a tiny model, and one timeout
+    # sends the rest of that client's inputs local. This test is about the edge serving
+    # clients at once, so they wait as long as the CI host may need.
     def run(offset: int) -> None:
         with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=FIXED,
-                          battery="1.0", monitor=False) as client:
+                          battery="1.0", monitor=False, offload_timeout_ms=10_000) as client:
             outcomes.append([client.infer(img) for img in test_split.images[offset:offset + 10]])
 
     threads = [threading.Thread(target=run, args=(k * 10,)) for k in range(4)]
@@ -82,7 +86,8 @@ def test_several_clients_at_once(edge, checkpoint, test_split):
     for t in threads:
         t.join(timeout=120)
     assert len(outcomes) == 4
-    assert all(len(o) == 10 and all(r.where == WHERE_EDGE for r in o) for o in outcomes)
+    not_on_edge = [(r.where, r.error) for o in outcomes for r in o if r.where != WHERE_EDGE]
+    assert all(len(o) == 10 for o in outcomes) and not not_on_edge, not_on_edge
 
 
 def test_server_stopped_mid_run_loses_no_input_and_restart_resumes_offloading(checkpoint,
@@ -110,8 +115,10 @@ def test_server_stopped_mid_run_loses_no_input_and_restart_resumes_offloading(ch
     assert len(results) == 60  # every input got exactly one result
     assert all(r.label >= 0 for r in results)
     assert all(r.where == WHERE_EDGE for r in results[:20])
-    fallbacks = [r for r in results[20:40] if r.fallback]
-    assert fallbacks and all(r.where == WHERE_LOCAL for r in results[20:40])
+    # The edge went down once; the first input after it found out (a fallback), unless the
+    # client's monitor probed the stopped edge first, and then no input was even sent.
+    assert client.health.failures >= 1
+    assert all(r.where == WHERE_LOCAL for r in results[20:40])
     assert resumed.where == WHERE_EDGE and client.health.recoveries >= 1
     accuracy = np.mean([r.label == y for r, y in zip(results, labels, strict=True)])
     assert accuracy > 0.8
