@@ -43,7 +43,7 @@ def local_probabilities(model, image: np.ndarray, config: Config) -> torch.Tenso
                                     Config.offload_input("png")], ids=str)
 def test_offloaded_results_equal_local_results(edge, checkpoint, test_split, config):
     with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=config,
-                      battery="1.0", monitor=False) as client:
+                      battery="1.0", monitor=False, offload_timeout_ms=10_000) as client:
         for image in test_split.images[:8]:
             result = client.infer(image)
             assert result.where == WHERE_EDGE and not result.fallback

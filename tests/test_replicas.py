@@ -57,8 +57,9 @@ def test_several_devices_spread_their_inputs_over_the_replicas(checkpoint, shipp
     results: list[list] = []
     try:
         def device(offset: int) -> None:
+            # devices and edges share one process: wait as long as a busy host may need
             with DeviceClient(edge, "fixed", checkpoint, fixed_config=FIXED, battery="1.0",
-                              monitor=False) as client:
+                              monitor=False, offload_timeout_ms=10_000) as client:
                 results.append([client.infer(image)
                                 for image in test_split.images[offset:offset + 30]])
 
