@@ -35,6 +35,7 @@ from device_client.estimators import (
     FailureRateEstimator,
     HeadSpeedEstimator,
     RttEstimator,
+    SendOverheadEstimator,
     ServerLoadEstimator,
 )
 from device_client.fallback import EdgeHealth
@@ -151,6 +152,7 @@ class DeviceClient:
         self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
         self.head_speed = HeadSpeedEstimator()
         self.failures = FailureRateEstimator()
+        self.send_overhead = SendOverheadEstimator()
         self.bad_replies = 0  # replies that failed the check (wrong model, shape, values)
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
@@ -226,7 +228,8 @@ class DeviceClient:
             edge_available=self.link is not None and self.health.up,
             config_speed_factors=self.head_speed.per_config,
             precision_speed_factors=self.head_speed.per_precision,
-            offload_failure_rate=self.failures.rate)
+            offload_failure_rate=self.failures.rate,
+            send_overhead_ms=self.send_overhead.extra_ms)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
         """An empty probe (RTT), then a padded one (RTT + padding / bandwidth).
@@ -347,12 +350,15 @@ class DeviceClient:
         # everything not spent in the model or on the network is the client's own overhead
         model_ms = latency.head_ms + latency.transfer_ms + latency.server_ms \
             + latency.local_tail_ms
+        overhead_ms = max(total_ms - model_ms, 0.0)
+        if not result.fallback:
+            self.send_overhead.add_sample(
+                config.placement if result.where == WHERE_EDGE else Placement.LOCAL, overhead_ms)
         return InferenceResult(
             result.label, result.probabilities, config, result.where, latency,
             result.bytes_sent, result.bytes_received, energy, result.fallback,
             est.bandwidth_bps if self.link is not None else 0.0,  # 0: nothing estimated
-            est.battery_level, plan.latency_ms,
-            max(total_ms - model_ms, 0.0), result.error)
+            est.battery_level, plan.latency_ms, overhead_ms, result.error)
 
     def _local_config(self, est: Estimates) -> Config:
         """What this policy runs with no edge (int8 and an exit when the policy uses them)."""

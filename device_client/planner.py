@@ -14,10 +14,13 @@
         fallback   = device time to finish without the edge (the tail in the head's
                      precision; for an offloaded input, the policy's local choice)
         failure_ms = max(network_ms + edge_ms, fallback) + fallback  (timeout, then fallback)
-        latency    = device_ms + (1 − p_exit) · (network_ms + edge_ms
+        send_ms    = the device's measured extra time to send an input of this placement
+                     (encode, request, reply) over a local one's; 0 until measured
+        latency    = device_ms + (1 − p_exit) · (send_ms + network_ms + edge_ms
                                                  + p_fail · failure_ms)
                      p_fail: the recent share of offloads that failed (timed out)
-        energy     = P_busy·device_ms + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
+        energy     = P_busy·(device_ms + (1 − p_exit)·send_ms)
+                     + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
     policy     ──► the allowed candidates and the objective ──► Plan
 
 The adaptive objective: among candidates with accuracy ≥ the floor (and predicted latency
@@ -301,12 +304,18 @@ class Planner:
             c.is_offload, local_ms, c.tail_mmacs * ms_per_mmac * tail_factor))
         # a failed offload waits out its timeout (see DeviceClient._timeout_s), then falls back
         failure_ms = np.maximum(remote_ms, fallback_ms) + fallback_ms
-        latency = device_ms + sent * (remote_ms + est.offload_failure_rate * failure_ms)
+        # the device's own time to send an input (encode, request, reply), as measured
+        overhead = est.send_overhead_ms
+        send_ms = np.where(c.is_local, 0.0, np.where(
+            c.is_offload, overhead.get(Placement.OFFLOAD_INPUT, 0.0),
+            overhead.get(Placement.SPLIT, 0.0)))
+        busy_ms = device_ms + sent * send_ms
+        latency = busy_ms + sent * (remote_ms + est.offload_failure_rate * failure_ms)
         radio_w = self.power.radio_w(est.bandwidth_bps)
-        energy = (self.power.busy_w * device_ms
+        energy = (self.power.busy_w * busy_ms
                   + sent * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
         # pipelined, the head of the next frame runs while the edge answers this one
-        stage_ms = np.maximum(device_ms, sent * remote_ms)
+        stage_ms = np.maximum(busy_ms, sent * remote_ms)
         return _Costs(latency, energy, remote_ms, fallback_ms, stage_ms)
 
     def plan(self, est: Estimates) -> Plan:

@@ -10,8 +10,10 @@
           planner prices them: a timeout, then the fallback)
         ─► the planner's cost model over every candidate in the card
         ─► the lowest predicted latency with accuracy ≥ the floor
-    each input takes its window's choice, plus the client overhead every policy pays
-    (the run's median: planning, encoding, bookkeeping) ─► latency, energy, accuracy, bytes
+        + the client's own time to send an input, per placement (the run's median
+          overhead of inputs answered by the edge less that of inputs finished locally)
+    each input takes its window's choice, plus the client overhead every input pays (the
+    run's median for a local input: planning, bookkeeping) ─► latency, energy, accuracy, bytes
     the per-input choices (``schedule``) ─► ``oracle-replay``: run for real, measured
 
 The predicted oracle is a model's figure, so it is not a bound: the replay is. Both are
@@ -60,7 +62,8 @@ def _device_ratios(card: ModelCard, records: list[dict[str, Any]]) -> dict[Confi
 
 def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[str, float]:
     """Device speed factor (over every config run), edge ms/MMAC, the share of offloads
-    that failed and the client overhead, from what the run actually measured."""
+    that failed, the client overhead of a local input and what sending adds to it (split,
+    offload), from what the run actually measured."""
     ratios = [x for v in _device_ratios(card, records).values() for x in v]
     edge = []
     for r in records:
@@ -72,13 +75,22 @@ def measured_constants(card: ModelCard, records: list[dict[str, Any]]) -> dict[s
             (row.tail_macs if row is not None else 0)
         if tail_macs:
             edge.append(r["server_ms"] / (tail_macs / 1e6))
-    overheads = [r["overhead_ms"] for r in records if "overhead_ms" in r]
+    overheads: dict[str, list[float]] = {}
+    for r in records:
+        if "overhead_ms" in r and not r["fallback"]:
+            kind = placement_of(Config.parse(r["config"])) if r["where"] == "edge" else "local"
+            overheads.setdefault(kind, []).append(r["overhead_ms"])
+    medians = {kind: statistics.median(v) for kind, v in overheads.items()}
+    local_ms = medians.get("local", statistics.median(
+        [x for v in overheads.values() for x in v]) if overheads else 0.0)
     sent = [r for r in records if r["where"] == "edge" or r["fallback"]]
     return {"head_speed_factor": statistics.median(ratios) if ratios else 1.0,
             "offload_failure_rate": (sum(r["fallback"] for r in sent) / len(sent)
                                      if sent else 0.0),
             "edge_ms_per_mmac": statistics.median(edge) if edge else 0.05,
-            "client_overhead_ms": statistics.median(overheads) if overheads else 0.0}
+            "client_overhead_ms": local_ms,
+            "split_send_ms": max(medians.get("split", local_ms) - local_ms, 0.0),
+            "offload_send_ms": max(medians.get("offload-input", local_ms) - local_ms, 0.0)}
 
 
 def device_speed_factors(card: ModelCard, planner: Planner,
@@ -125,7 +137,10 @@ def oracle(card: ModelCard, trace: Trace, trace_start_s: float, rtt_ms: float,
                             head_speed_factor=constants["head_speed_factor"],
                             battery_level=battery, edge_available=capacity > 0,
                             config_speed_factors=speeds,
-                            offload_failure_rate=constants["offload_failure_rate"])
+                            offload_failure_rate=constants["offload_failure_rate"],
+                            send_overhead_ms={
+                                Placement.SPLIT: constants["split_send_ms"],
+                                Placement.OFFLOAD_INPUT: constants["offload_send_ms"]})
             choices[window] = planner.plan(est)
         plan = choices[window]
         schedule[r["index"]] = str(plan.config)

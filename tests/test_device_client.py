@@ -14,7 +14,7 @@ import torch
 
 from device_client.client import WHERE_EDGE, WHERE_EXIT, WHERE_LOCAL, DeviceClient
 from edge_server.server import EdgeServer, ServerOptions
-from splitnet.config import LOCAL, Config
+from splitnet.config import LOCAL, Config, Placement
 from splitnet.preprocess import images_to_input
 from tests.conftest import free_port
 
@@ -61,9 +61,12 @@ def test_an_exit_that_fires_sends_nothing(edge, checkpoint, test_split):
     with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=config,
                       battery="1.0", monitor=False) as client:
         results = [client.infer(image) for image in test_split.images[:30]]
+        send_overhead_ms = client.estimates().send_overhead_ms
     exited = [r for r in results if r.where == "device-exit"]
     assert exited and all(r.bytes_sent == 0 for r in exited)
     assert any(r.where == WHERE_EDGE for r in results)
+    # both kinds ran: the device now knows what sending costs it over a local input
+    assert set(send_overhead_ms) == {Placement.SPLIT} and send_overhead_ms[Placement.SPLIT] >= 0
 
 
 def test_several_clients_at_once(edge, checkpoint, test_split):

@@ -459,6 +459,30 @@ def test_the_oracle_prices_each_config_by_what_the_run_measured_of_it():
     assert factors[Config(split=3, width=12, bits=2)] == pytest.approx(6)
 
 
+def test_the_oracle_prices_sending_by_what_the_run_measured_of_it():
+    """A sent input's extra client time (encode, request, reply) is what the run's edge
+    answers took over its local inputs; fallbacks are not samples."""
+    from experiments.oracle import measured_constants
+    from splitnet.zoo import checkpoint_for, load_card
+
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    split8 = Config(split=2, width=8, bits=4, int8=True)
+
+    def record(config: Config, where: str, overhead_ms: float, fallback: bool = False):
+        return {"config": str(config), "where": where, "fallback": fallback, "head_ms": 10.0,
+                "server_ms": 5.0, "overhead_ms": overhead_ms}
+
+    records = ([record(Config.local(), "local", 2.0)] * 3
+               + [record(Config.local(int8=True).with_exit(0.6), "device-exit", 2.0)]
+               + [record(split8, "edge", 17.0)] * 3 + [record(split8, "local", 90.0, True)]
+               + [record(Config.offload_input("jpeg90"), "edge", 6.0)] * 2)
+    constants = measured_constants(card, records)
+    assert constants["client_overhead_ms"] == 2.0
+    assert constants["split_send_ms"] == 15.0 and constants["offload_send_ms"] == 4.0
+    only_local = measured_constants(card, records[:4])
+    assert only_local["split_send_ms"] == only_local["offload_send_ms"] == 0.0
+
+
 def test_a_frame_stream_reports_sustained_fps_drops_and_latency(tmp_path, checkpoint):
     """A camera far faster than the emulated device: frames are dropped and counted, every
     frame taken is answered, and the table says what each policy sustained."""

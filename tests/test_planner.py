@@ -12,6 +12,7 @@ from device_client.estimators import (
     Estimates,
     HeadSpeedEstimator,
     RttEstimator,
+    SendOverheadEstimator,
     ServerLoadEstimator,
 )
 from device_client.fallback import EdgeHealth
@@ -150,6 +151,33 @@ def test_offloads_that_fail_are_priced_by_their_timeout_and_fallback(card):
     remote_ms = planner.plan_for(c.default_offload, calm).remote_ms
     assert risky[offload] - latency[offload] == pytest.approx(
         0.3 * (max(remote_ms, local_ms) + local_ms))
+
+
+def test_sending_is_priced_by_the_devices_measured_overhead(card):
+    """Encoding and sending an input costs the device time: a split input pays its
+    measured extra over a local one for the share it sends, an offloaded one its own."""
+    planner = Planner(card, "adaptive")
+    c = planner.candidates
+    unknown = estimates()
+    measured = estimates(send_overhead_ms={Placement.SPLIT: 20.0, Placement.OFFLOAD_INPUT: 5.0})
+    (before, energy_before), (after, energy_after) = (planner.predict(e)
+                                                      for e in (unknown, measured))
+    np.testing.assert_allclose(after[c.is_local], before[c.is_local])
+    np.testing.assert_allclose(after[c.is_offload] - before[c.is_offload], 5.0)
+    split = ~c.is_local & ~c.is_offload
+    np.testing.assert_allclose(after[split] - before[split], 20.0 * c.sent_share[split])
+    assert (energy_after[split & (c.sent_share > 0)] > energy_before[split
+                                                                   & (c.sent_share > 0)]).all()
+
+
+def test_the_send_overhead_is_the_extra_over_a_local_input():
+    overhead = SendOverheadEstimator()
+    overhead.add_sample(Placement.SPLIT, 18.0)
+    assert overhead.extra_ms == {}  # nothing to compare with yet
+    for ms in (2.0, 2.5, 40.0):  # one stalled local input does not move the median
+        overhead.add_sample(Placement.LOCAL, ms)
+    overhead.add_sample(Placement.OFFLOAD_INPUT, 1.0)
+    assert overhead.extra_ms == {Placement.SPLIT: 15.5, Placement.OFFLOAD_INPUT: 0.0}
 
 
 def test_fixed_baseline_is_the_fewest_bytes_that_meet_the_floor(card):
