@@ -2,7 +2,9 @@
 
     start_edge_process(checkpoint, host) ─► Popen(python -m edge_server --address host:0)
                                          ─► reads its output up to "serving <model ids> on port
-                                            N" ─► (process, N)
+                                            N" ─► (process, N); a thread reads (and
+                                            drops) its later output, so that a full pipe
+                                            never blocks the server
 
 Binding port 0 and reading the answer avoids the race of picking a free port first.
 Used by the benchmarks and the experiment runner.
@@ -13,6 +15,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -28,10 +32,16 @@ def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
     for line in process.stdout or ():
         match = re.search(r"serving .+ on port (\d+)", line)
         if match is not None:
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
             return process, int(match.group(1))
         seen += line
     process.kill()
     raise RuntimeError(f"edge server did not start: {seen.strip()[-2000:]}")
+
+
+def _drain(stream: Iterable[str]) -> None:
+    for _ in stream:
+        pass
 
 
 def stop_edge_process(process: subprocess.Popen[str], timeout_s: float = 15.0) -> None:

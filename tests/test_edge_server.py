@@ -474,6 +474,20 @@ def test_sigterm_lets_in_flight_requests_finish(checkpoint, shipped, test_split)
         process.kill()
 
 
+def test_the_launcher_keeps_reading_the_servers_output(tmp_path):
+    """After its serving line, a chatty server (here a stand-in that prints it, then 1 MB,
+    far more than a pipe holds) must not block on a full pipe."""
+    done = tmp_path / "done"
+    script = (f"echo 'serving m on port 5'; head -c 1000000 /dev/zero | tr '\\0' x; "
+              f"echo; touch {done}")
+    process, port = start_edge_process(Path("unused.pt"), prefix=("sh", "-c", script, "sh"))
+    try:
+        assert port == 5
+        assert process.wait(timeout=20) == 0 and done.exists()
+    finally:
+        process.kill()
+
+
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
