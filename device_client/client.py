@@ -14,6 +14,7 @@ small probe pairs when the inputs themselves have sent too little to tell.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -190,7 +191,8 @@ class DeviceClient:
         """Run the policy's local config once on a blank frame (after one untimed run) and
         seed the device-speed estimate with it: the card was profiled on another machine,
         and without this the first inputs are planned as if the device were that one.
-        Then measure the link afresh. Returns the measured ms."""
+        Then measure the link afresh, with one probe before the first input. Returns
+        the measured ms."""
         x = torch.zeros(1, *self.model.spec.input_shape)
         config = self._local_config(self.estimates()).without_exit()
         with torch.no_grad():
@@ -202,8 +204,14 @@ class DeviceClient:
         if self.link is not None:
             self._warm_up_offload()
         # probes taken while this process loaded its models timed the loading (the GIL,
-        # the CPU) as much as the link: the monitor measures the link again now
+        # the CPU) as much as the link: measure it again now, once before the first input
+        # (planned from the 1 Mbit/s prior instead, an emulated Pi Zero 2 sent its first
+        # frame as a 10 kB JPEG over an ATT uplink, timed out and fell back: 660-710 ms,
+        # against 220 on the device alone), then the monitor goes on
         self.bandwidth.restart()
+        if self.link is not None and self.health.up:
+            with contextlib.suppress(EdgeError):  # a slow link: the monitor tries again
+                self.probe_once(timeout_s=1.0)
         return measured_ms
 
     def _warm_up_offload(self) -> None:

@@ -67,7 +67,9 @@ class UserspaceLink:
         self._rng = random.Random(seed)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="link", daemon=True)
-        self.started_at = 0.0
+        self._up: _Direction | None = None
+        self._down: _Direction | None = None
+        self._started_at = 0.0
         self.port = 0
         self.not_emulated: list[str] = []
 
@@ -101,11 +103,33 @@ class UserspaceLink:
 
     @property
     def bytes_up(self) -> int:
-        return self._up.bytes_delivered
+        return self._up.bytes_delivered if self._up is not None else 0
 
     @property
     def bytes_down(self) -> int:
-        return self._down.bytes_delivered
+        return self._down.bytes_delivered if self._down is not None else 0
+
+    @property
+    def started_at(self) -> float:
+        """The monotonic time at which the trace is at ``start_offset_s``."""
+        return self._started_at
+
+    @started_at.setter
+    def started_at(self, value: float) -> None:
+        """Move the trace clock. Each direction's place in the trace follows it: the
+        runner starts the clock provisionally, the devices warm up over the link, and the
+        clock starts again with input 0. Had the place not followed, a warm-up that ran
+        past the provisional start left the uplink's next opportunity seconds ahead of the
+        restarted clock, and every policy's first sent input timed out."""
+        self._started_at = value
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._follow_clock)
+
+    def _follow_clock(self) -> None:
+        now_ms = self.trace_time_ms(time.monotonic())
+        for direction in (self._up, self._down):
+            if direction is not None and direction.trace is not None:
+                direction.next_index = direction.trace._cumulative(now_ms)
 
     def trace_time_ms(self, monotonic_s: float) -> float:
         """Where in the (looped) trace a moment of real time falls."""
@@ -122,7 +146,7 @@ class UserspaceLink:
         self._down = _Direction(self.downlink_trace, delay_s, self.loss)
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.started_at = time.monotonic()
+        self._started_at = time.monotonic()
         for d in (self._up, self._down):
             if d.trace is not None:
                 asyncio.ensure_future(self._drain(d))
@@ -134,6 +158,7 @@ class UserspaceLink:
             writer.close()
             return
         pipes = (_Pipe(up_writer), _Pipe(writer))
+        assert self._up is not None and self._down is not None  # set up by _start
         with contextlib.suppress(asyncio.CancelledError):  # the link is shutting down
             await asyncio.gather(self._pump(reader, pipes[0], self._up),
                                  self._pump(up_reader, pipes[1], self._down),

@@ -317,17 +317,29 @@ def test_a_link_that_goes_silent_loses_no_input(edge, checkpoint, test_split):
     assert all(r.where != WHERE_EDGE for r in results[-5:])  # nothing gets through any more
 
 
-def test_warming_up_measures_the_edge_before_the_first_input(edge, checkpoint):
-    """The prior guesses the edge's speed from the card's host; warm-up offloads one blank
-    frame, so the first input is planned with the edge's measured speed."""
-    with DeviceClient(f"127.0.0.1:{edge.port}", "adaptive", checkpoint, battery="1.0",
-                      monitor=False) as client:
-        guess = client.server.ms_per_mmac
-        client.warm_up()
-        measured = client.server.ms_per_mmac
+def test_warming_up_measures_the_edge_and_the_link_before_the_first_input(edge, checkpoint):
+    """The prior guesses the edge's speed from the card's host and the uplink at 1 Mbit/s;
+    warm-up offloads one blank frame and then probes the link, so the first input is
+    planned with the edge's measured speed and a measured uplink (here 4 Mbit/s)."""
+    from experiments.link import UserspaceLink
+    from experiments.traces import Trace
+
+    link = UserspaceLink(Trace.constant(4.0, seconds=30), edge.port, one_way_delay_ms=2).start()
+    try:
+        with DeviceClient(f"127.0.0.1:{link.port}", "adaptive", checkpoint, battery="1.0",
+                          monitor=False) as client:
+            guess = client.server.ms_per_mmac
+            assert client.bandwidth.stale(60, settle_s=60)  # nothing measured yet
+            client.warm_up()
+            measured = client.server.ms_per_mmac
+            assert not client.bandwidth.stale(60, settle_s=60)  # probed after the warm-up
+            estimate = client.bandwidth.estimate_bps
+    finally:
+        link.stop()
     assert measured != guess
     full_mmacs = client.card.full.macs / 1e6
     assert 0 < measured * full_mmacs < 1000  # the whole network on the edge, in ms
+    assert 2e6 < estimate < 8e6, f"estimated {estimate / 1e6:.1f} Mbit/s on a 4 Mbit/s link"
 
 
 def test_a_probe_that_crossed_in_one_burst_is_sent_again_larger(edge, checkpoint):

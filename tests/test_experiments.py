@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -93,6 +94,50 @@ def test_userspace_shaper_delivers_in_the_time_the_trace_predicts(trace_name, st
                    + 15) / 1000
     elapsed = got[0][1] - sent_at
     assert elapsed == pytest.approx(predicted_s, abs=0.03 + 0.02 * predicted_s)
+
+
+def test_restarting_the_trace_clock_moves_the_uplinks_place_with_it():
+    """The runner starts the trace clock provisionally, the devices warm up over the link,
+    then the clock starts again with input 0. Traffic before the restart must not leave the
+    uplink's next opportunity ahead of the restarted clock: a packet sent right after the
+    restart crosses at once, not after the warm-up's second of trace."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    arrivals: list[tuple[int, float]] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                total = 0
+                while data := conn.recv(65536):
+                    total += len(data)
+                arrivals.append((total, time.monotonic()))
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def send(size: int) -> float:
+        """Seconds from sending ``size`` bytes on a fresh connection to their arrival."""
+        seen = len(arrivals)
+        sent_at = time.monotonic()
+        with socket.create_connection(("127.0.0.1", link.port)) as sender:
+            sender.sendall(bytes(size))
+        deadline = time.monotonic() + 10
+        while len(arrivals) == seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(arrivals) > seen and arrivals[-1][0] == size
+        return arrivals[-1][1] - sent_at
+
+    # 1.2 Mbit/s: one 1500-byte opportunity every 10 ms
+    with UserspaceLink(Trace.constant(1.2, seconds=60), server.getsockname()[1],
+                       one_way_delay_ms=5) as link:
+        link.started_at = time.monotonic()
+        assert send(150_000) > 0.9  # the "warm-up": 100 opportunities, a second of trace
+        link.started_at = time.monotonic()  # input 0: the clock starts again
+        assert send(PACKET_BYTES) < 0.25  # one opportunity away, not a second
+    server.close()
 
 
 @pytest.mark.skipif(kernel_link_problem() is not None,
