@@ -10,6 +10,7 @@ from device_client.energy import LTE, RPI4, PowerProfile
 from device_client.estimators import (
     BandwidthEstimator,
     Estimates,
+    FailureRateEstimator,
     HeadSpeedEstimator,
     RttEstimator,
     SendOverheadEstimator,
@@ -178,6 +179,20 @@ def test_the_send_overhead_is_the_extra_over_a_local_input():
         overhead.add_sample(Placement.LOCAL, ms)
     overhead.add_sample(Placement.OFFLOAD_INPUT, 1.0)
     assert overhead.extra_ms == {Placement.SPLIT: 15.5, Placement.OFFLOAD_INPUT: 0.0}
+
+
+def test_a_failure_fades_so_a_device_that_stopped_offloading_tries_again():
+    """A device that stops offloading after a timeout gets no more outcomes: the rate must
+    fall with time alone, or one stall keeps it local for good."""
+    failures = FailureRateEstimator(weight=0.1, half_life_s=5.0)
+    for k in range(10):
+        failures.add(False, now=float(k))
+    failures.add(True, now=10.0)
+    assert failures.rate_at(10.0) == pytest.approx(0.1)
+    assert failures.rate_at(15.0) == pytest.approx(0.05)  # nothing sent: it halves in 5 s
+    assert failures.rate_at(30.0) < 0.02
+    failures.add(True, now=15.0)  # another failure adds to what is left of the first
+    assert failures.rate_at(15.0) == pytest.approx(0.9 * 0.05 + 0.1)
 
 
 def test_fixed_baseline_is_the_fewest_bytes_that_meet_the_floor(card):
