@@ -204,10 +204,10 @@ class DeviceClient:
         if self.link is not None:
             self._warm_up_offload()
         # probes taken while this process loaded its models timed the loading (the GIL,
-        # the CPU) as much as the link: measure it again now, once before the first input
-        # (planned from the 1 Mbit/s prior instead, an emulated Pi Zero 2 sent its first
-        # frame as a 10 kB JPEG over an ATT uplink, timed out and fell back: 660-710 ms,
-        # against 220 on the device alone), then the monitor goes on
+        # the CPU) as much as the link: measure it again now, once before the first input,
+        # so that input is planned from the link rather than the 1 Mbit/s prior (a Pi Zero 2
+        # on a 7 Mbit/s uplink would otherwise weigh a JPEG offload as if at 1 Mbit/s);
+        # then the monitor goes on
         self.bandwidth.restart()
         if self.link is not None and self.health.up:
             with contextlib.suppress(EdgeError):  # a slow link: the monitor tries again
