@@ -220,20 +220,17 @@ class FailureRateEstimator:
         self._rate = 0.0
         self._at = time.monotonic()
 
-    def _faded(self, now: float) -> float:
-        return self._rate * 0.5 ** (max(now - self._at, 0.0) / self.half_life_s)
-
     def add(self, failed: bool, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self._rate = (1 - self.weight) * self._faded(now) + self.weight * float(failed)
+        self._rate = (1 - self.weight) * self.rate_at(now) + self.weight * float(failed)
         self._at = now
 
     def rate_at(self, now: float) -> float:
-        return self._faded(now)
+        return self._rate * 0.5 ** (max(now - self._at, 0.0) / self.half_life_s)
 
     @property
     def rate(self) -> float:
-        return self._faded(time.monotonic())
+        return self.rate_at(time.monotonic())
 
 
 class SendOverheadEstimator:

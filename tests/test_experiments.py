@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
@@ -52,19 +51,20 @@ def test_any_mahimahi_file_works_and_bad_ones_are_refused(tmp_path):
 
 
 def _sink() -> tuple[int, list[tuple[int, float]]]:
+    """A TCP server on loopback: for each connection, (bytes received, when it ended)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     got: list[tuple[int, float]] = []
 
     def run() -> None:
-        conn, _ = server.accept()
-        total = 0
-        while data := conn.recv(65536):
-            total += len(data)
-        got.append((total, time.monotonic()))
-        conn.close()
-        server.close()
+        while True:
+            conn, _ = server.accept()
+            total = 0
+            while data := conn.recv(65536):
+                total += len(data)
+            got.append((total, time.monotonic()))
+            conn.close()
 
     threading.Thread(target=run, daemon=True).start()
     return server.getsockname()[1], got
@@ -101,22 +101,7 @@ def test_restarting_the_trace_clock_moves_the_uplinks_place_with_it():
     then the clock starts again with input 0. Traffic before the restart must not leave the
     uplink's next opportunity ahead of the restarted clock: a packet sent right after the
     restart crosses at once, not after the warm-up's second of trace."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    arrivals: list[tuple[int, float]] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = server.accept()
-                total = 0
-                while data := conn.recv(65536):
-                    total += len(data)
-                arrivals.append((total, time.monotonic()))
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
+    port, arrivals = _sink()
 
     def send(size: int) -> float:
         """Seconds from sending ``size`` bytes on a fresh connection to their arrival."""
@@ -131,13 +116,11 @@ def test_restarting_the_trace_clock_moves_the_uplinks_place_with_it():
         return arrivals[-1][1] - sent_at
 
     # 1.2 Mbit/s: one 1500-byte opportunity every 10 ms
-    with UserspaceLink(Trace.constant(1.2, seconds=60), server.getsockname()[1],
-                       one_way_delay_ms=5) as link:
+    with UserspaceLink(Trace.constant(1.2, seconds=60), port, one_way_delay_ms=5) as link:
         link.started_at = time.monotonic()
         assert send(150_000) > 0.9  # the "warm-up": 100 opportunities, a second of trace
         link.started_at = time.monotonic()  # input 0: the clock starts again
         assert send(PACKET_BYTES) < 0.25  # one opportunity away, not a second
-    server.close()
 
 
 @pytest.mark.skipif(kernel_link_problem() is not None,
