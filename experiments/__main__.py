@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from experiments.report import (
     plot,
     write_tables,
 )
-from experiments.runner import PolicyRun, StoppedError, run_scenario, stop_on_signals
+from experiments.runner import (
+    PolicyRun,
+    StoppedError,
+    edge_servers,
+    run_scenario,
+    stop_on_signals,
+)
 from experiments.scenario import (
     GRID_IMAGES,
     GRID_LANES,
@@ -47,8 +54,9 @@ JSON_FIELDS = ("accuracy", "mean_latency_ms", "ci95_latency_ms", "p95_latency_ms
 
 
 def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
-            show_progress: bool = True) -> dict[str, Any]:
-    """Run, summarize, tabulate and plot one scenario; returns the summary."""
+            show_progress: bool = True, edges: Sequence[int] = ()) -> dict[str, Any]:
+    """Run, summarize, tabulate and plot one scenario (on the edge servers at ``edges``
+    when there are enough of them); returns the summary."""
     import numpy as np
 
     card = load_card(checkpoint)
@@ -68,7 +76,8 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
         schedule: dict[int, str] = predicted["schedule"]
         return schedule
 
-    runs = run_scenario(scenario, out_dir, checkpoint, show_progress, replay=predict)
+    runs = run_scenario(scenario, out_dir, checkpoint, show_progress, replay=predict,
+                        edges=edges)
     if not predicted:
         predict({k: v for k, v in runs.items() if k != REPLAY_POLICY})
     oracle_row = {k: v for k, v in predicted.items() if k != "schedule"}
@@ -87,15 +96,20 @@ def run_one(scenario: Scenario, out_dir: Path, checkpoint: Path,
     return summary
 
 
-def run_repeated(scenario: Scenario, out_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    """``run_one`` once per repetition (``out_dir/repN``), combined into one summary."""
+def run_repeated(scenario: Scenario, out_dir: Path, checkpoint: Path,
+                 edges: Sequence[int] = ()) -> dict[str, Any]:
+    """``run_one`` once per repetition (``out_dir/repN``), combined into one summary; the
+    repetitions share edge servers (``edges``, or their own, started once)."""
     if scenario.repetitions == 1:
-        return run_one(scenario, out_dir, checkpoint)
+        return run_one(scenario, out_dir, checkpoint, edges=edges)
+    if len(edges) < scenario.lanes and scenario.link == "userspace":
+        with edge_servers(checkpoint, scenario.lanes) as ports:
+            return run_repeated(scenario, out_dir, checkpoint, ports)
     summaries = []
     for index in range(scenario.repetitions):
         print(f"-- repetition {index + 1}/{scenario.repetitions}", file=sys.stderr)
         summaries.append(run_one(scenario.repetition(index), out_dir / f"rep{index + 1}",
-                                 checkpoint))
+                                 checkpoint, edges=edges))
     summary = combine_repetitions(scenario, summaries)
     write_tables(summary, out_dir)
     return summary
@@ -347,12 +361,18 @@ def main(argv: list[str] | None = None) -> int:
         done = 0
         for model in models:
             cells: list[dict[str, Any]] = []
-            for cell in chosen:
-                done += 1
-                print(f"== {model}: {cell.name} (cell {done} of {len(models) * len(chosen)}, "
-                      f"{(time.monotonic() - started) / 60:.0f} min so far)", file=sys.stderr)
-                cells.append(run_repeated(cell, args.out / model / cell.name,
-                                          checkpoint_for(model)))
+            # one set of edge servers for all of this model's cells
+            with edge_servers(checkpoint_for(model),
+                              max(c.lanes for c in chosen) if base.link == "userspace"
+                              else 0) as edges:
+                for cell in chosen:
+                    done += 1
+                    print(f"== {model}: {cell.name} (cell {done} of "
+                          f"{len(models) * len(chosen)}, "
+                          f"{(time.monotonic() - started) / 60:.0f} min so far)",
+                          file=sys.stderr)
+                    cells.append(run_repeated(cell, args.out / model / cell.name,
+                                              checkpoint_for(model), edges))
             result["models"][model] = {"cells": [json_view(c) for c in cells],
                                        "targets": grid_targets(cells)}
             report.append(f"# {model}\n\n" + "".join(

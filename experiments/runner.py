@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +98,17 @@ def edge_server(checkpoint: Path, host: str = "127.0.0.1",
         yield port
     finally:
         stop_edge_process(process)
+
+
+@contextlib.contextmanager
+def edge_servers(checkpoint: Path, count: int) -> Iterator[list[int]]:
+    """``count`` edge server processes on loopback, started side by side; yields their
+    ports. A grid keeps them for all of a model's cells and repetitions (``run_scenario``'s
+    ``edges``): an edge holds no state about a device between runs, and starting one took
+    several seconds of every repetition."""
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max(count, 1)) as pool:
+        yield list(pool.map(lambda _: stack.enter_context(edge_server(checkpoint)),
+                            range(count)))
 
 
 def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,
@@ -253,13 +264,16 @@ Replay = Callable[[dict[str, PolicyRun]], dict[int, str]]
 
 def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_CHECKPOINT,
                  show_progress: bool = True, replay: Replay | None = None,
-                 stream: tuple[float, float] | None = None) -> dict[str, PolicyRun]:
+                 stream: tuple[float, float] | None = None,
+                 edges: Sequence[int] = ()) -> dict[str, PolicyRun]:
     """Every policy of ``scenario``, in a seeded random order (so no policy always runs on
     a warm or a cold machine); records go to ``out_dir/records.jsonl``.
 
     ``oracle-replay``, when listed, runs last: ``replay`` turns the other policies' runs
     into the oracle's per-input configs, which are then run for real. ``stream`` (fps,
-    seconds): each policy gets a camera's frame stream instead (no replay then).
+    seconds): each policy gets a camera's frame stream instead (no replay then). ``edges``:
+    the ports of running edge servers of ``checkpoint`` (``edge_servers``) for the lanes to
+    use; without enough of them (or on the kernel link), the run starts its own.
     """
     host_times()  # the anchors again, while nothing else runs (see experiments.devices)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +320,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
                 edge_server(checkpoint, link.edge_ip, link.exec_prefix("edge")) as port:
             run_all([port], link)
         return runs
-    with contextlib.ExitStack() as stack:
-        run_all([stack.enter_context(edge_server(checkpoint)) for _ in range(lanes)], None)
+    if len(edges) >= lanes:
+        run_all(list(edges[:lanes]), None)
+        return runs
+    with edge_servers(checkpoint, lanes) as ports:
+        run_all(ports, None)
     return runs

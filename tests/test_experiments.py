@@ -528,3 +528,37 @@ def test_a_frame_stream_reports_sustained_fps_drops_and_latency(tmp_path, checkp
         assert row["answered"] > 0 and row["accuracy"] > 0.5
     assert table["local"]["placements"]["local"] == 1
     assert (tmp_path / "stream" / "summary.md").read_text().count("|") > 10
+
+
+def test_repetitions_share_edge_servers_started_side_by_side(tmp_path, checkpoint,
+                                                             monkeypatch):
+    """A grid starts a model's edge servers once (each took seconds of every repetition):
+    a run given running edges uses them and starts none of its own; they are gone after."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    import experiments.runner as runner
+
+    def healthy(port: int) -> bool:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.RpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    scenario = Scenario(name="shared", trace="Verizon-LTE-short.up", images=3,
+                        rate_hz=20, policies=("offload-input", "local"), lanes=2)
+    with runner.edge_servers(checkpoint, 2) as ports:
+        assert len(set(ports)) == 2 and all(healthy(p) for p in ports)
+
+        def no_new_edges(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the run started an edge server of its own")
+
+        monkeypatch.setattr(runner, "edge_server", no_new_edges)
+        runs = runner.run_scenario(scenario, tmp_path, checkpoint, show_progress=False,
+                                   edges=ports)
+        assert all(r["where"] == "edge" for r in runs["offload-input"].records)
+        assert len(runs["offload-input"].records) == 3 and len(runs["local"].records) == 3
+    assert not any(healthy(p) for p in ports)
