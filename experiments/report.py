@@ -127,6 +127,17 @@ def markdown(summary: dict[str, Any]) -> str:
               f"median relative error: {_cell(summary.get('bandwidth_estimate_median_error'))}. "
               f"Device emulation: {summary.get('device_emulation', {}).get('method', '?')}.",
               "", "B/inf is counted at the link, both directions; the oracle's is payload only."]
+    if summary.get("busy_window"):
+        start_s, end_s, share = summary["scenario"]["busy"]
+        lines += ["", f"A competing load took {100 * share:.0f} % of the device's CPU from "
+                  f"{start_s:g} s to {end_s:g} s. Mean ms, and where inputs were finished "
+                  "(local / split / input %), before, during and after it:", "",
+                  "| policy | before | during | after |", "|---|---|---|---|"]
+        for name, phases in summary["busy_window"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_cell(p['mean_latency_ms'])} ms, " + " / ".join(
+                    f"{100 * p['placements'][k]:.0f}" for k in PLACEMENTS)
+                if p["inputs"] else "–" for p in phases.values()) + " |")
     missing = summary.get("device_emulation", {}).get("link_not_emulated")
     if missing:
         lines += ["", "Not emulated: " + "; ".join(missing) + "."]
@@ -240,7 +251,28 @@ def build_summary(scenario: Scenario, runs: dict[str, PolicyRun], labels: np.nda
         adaptive["bandwidth_estimate_median_error"] if adaptive else None)
     first = next(iter(runs.values()), None)
     summary["device_emulation"] = first.device_emulation if first else {}
+    if scenario.busy is not None:
+        summary["busy_window"] = busy_window(scenario.busy, runs)
     return summary
+
+
+def busy_window(busy: tuple[float, float, float],
+                runs: dict[str, PolicyRun]) -> dict[str, dict[str, Any]]:
+    """Per policy, before / during / after a competing load's window (by when each input
+    was taken up): how many inputs, their mean latency and where they were finished. This
+    is where a policy shows whether it moved work off a busy device."""
+    start_s, end_s, _ = busy
+    out: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
+        phases = {"before": [r for r in run.records if r["t"] < start_s],
+                  "during": [r for r in run.records if start_s <= r["t"] < end_s],
+                  "after": [r for r in run.records if r["t"] >= end_s]}
+        out[name] = {phase: {"inputs": len(records),
+                             "mean_latency_ms": float(np.mean([r["total_ms"] for r in records]))
+                             if records else None,
+                             "placements": placement_shares(records)}
+                     for phase, records in phases.items()}
+    return out
 
 
 # Student's t, two-sided 95 %, by degrees of freedom (the intervals over repetitions)

@@ -233,6 +233,26 @@ def test_a_busy_device_slows_only_inside_its_window():
         Scenario(busy=(5.0, 2.0, 0.5))
 
 
+def test_the_report_splits_a_busy_run_before_during_and_after_the_load():
+    from experiments.report import busy_window
+    from experiments.runner import PolicyRun
+
+    def record(t: float, where: str, config: str, ms: float) -> dict[str, object]:
+        return {"t": t, "where": where, "config": config, "total_ms": ms}
+
+    run = PolicyRun("adaptive", [record(1.0, "device-exit", "local/int8", 40.0),
+                                 record(6.0, "edge", "offload/jpeg90", 80.0),
+                                 record(7.0, "local", "local/int8", 100.0),
+                                 record(13.0, "device-exit", "local/int8", 42.0)],
+                    expected=4, bytes_up=0, bytes_down=0, seconds=1.0)
+    phases = busy_window((5.0, 12.0, 0.6), {"adaptive": run})["adaptive"]
+    assert [p["inputs"] for p in phases.values()] == [1, 2, 1]
+    assert phases["during"]["mean_latency_ms"] == pytest.approx(90.0)
+    assert phases["during"]["placements"] == {"local": 0.5, "split": 0.0,
+                                              "offload-input": 0.5}
+    assert phases["before"]["placements"]["local"] == phases["after"]["placements"]["local"] == 1
+
+
 def test_repetitions_combine_into_means_with_a_t_interval():
     from experiments.report import combine_repetitions
 
