@@ -16,9 +16,11 @@
         failure_ms = max(network_ms + edge_ms, fallback) + fallback  (timeout, then fallback)
         send_ms    = the device's measured extra time to send an input of this placement
                      (encode, request, reply) over a local one's; 0 until measured
-        latency    = device_ms + (1 − p_exit) · (send_ms + network_ms + edge_ms
+        latency    = device_ms + (1 − p_exit) · (send_ms + (1 − p_fail) · remote_ms
                                                  + p_fail · failure_ms)
-                     p_fail: the recent share of offloads that failed (timed out)
+                     remote_ms = network_ms + edge_ms; p_fail: the recent share of
+                     offloads that failed (timed out): a failed one waits out its
+                     timeout instead of the remote time, not on top of it
         energy     = P_busy·(device_ms + (1 − p_exit)·send_ms)
                      + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
     policy     ──► the allowed candidates and the objective ──► Plan
@@ -310,7 +312,8 @@ class Planner:
             c.is_offload, overhead.get(Placement.OFFLOAD_INPUT, 0.0),
             overhead.get(Placement.SPLIT, 0.0)))
         busy_ms = device_ms + sent * send_ms
-        latency = busy_ms + sent * (remote_ms + est.offload_failure_rate * failure_ms)
+        p_fail = est.offload_failure_rate
+        latency = busy_ms + sent * ((1 - p_fail) * remote_ms + p_fail * failure_ms)
         radio_w = self.power.radio_w(est.bandwidth_bps)
         energy = (self.power.busy_w * busy_ms
                   + sent * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
