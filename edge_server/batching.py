@@ -52,8 +52,9 @@ class DynamicBatcher(Generic[K, T]):
     def __init__(self, run_batch: Callable[[K, list[T]], torch.Tensor],
                  max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queue: int = 256,
-                 on_batch: Callable[[K, int, float], None] | None = None) -> None:
-        """``on_batch(key, size, seconds)`` is called after each batch ran (metrics)."""
+                 on_batch: Callable[[K, int, float, float], None] | None = None) -> None:
+        """``on_batch(key, size, seconds, cpu_seconds)`` is called after each batch ran
+        (metrics): its wall time and the CPU time of the thread that ran it."""
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be at least 1")
         self.run_batch = run_batch
@@ -141,7 +142,7 @@ class DynamicBatcher(Generic[K, T]):
             with self._lock:
                 self._depth -= len(jobs)
             return
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
         try:
             probabilities = self.run_batch(key, [j.item for j in batch])
         except Exception as error:  # noqa: BLE001 - delivered to each waiting caller
@@ -156,7 +157,8 @@ class DynamicBatcher(Generic[K, T]):
                                                 len(batch)))
             self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
             if self.on_batch is not None:
-                self.on_batch(key, len(batch), compute_ms / 1000)
+                self.on_batch(key, len(batch), compute_ms / 1000,
+                              time.thread_time() - cpu_started)
         finally:
             with self._lock:
                 self._depth -= len(jobs)

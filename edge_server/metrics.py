@@ -57,6 +57,11 @@ class EdgeMetrics:
         self.model_seconds = Counter("splitnet_edge_model_seconds",
                                      "Time spent running batches in the model", ["model"],
                                      registry=r)
+        # with one torch thread the model runs on the batch worker's thread: its CPU time
+        # there is the model's, like for like with the process CPU time beside it
+        self.model_cpu_seconds = Counter("splitnet_edge_model_cpu_seconds",
+                                         "CPU time of the thread running batches in the "
+                                         "model", ["model"], registry=r)
         ProcessCollector(registry=r)
         self.bytes_in = Counter("splitnet_edge_received_bytes",
                                 "Request message bytes received", ["model"], registry=r)
@@ -84,10 +89,12 @@ class EdgeMetrics:
         if compute_s is not None:
             self.compute_seconds.labels(model).observe(compute_s)
 
-    def batch(self, model: str, size: int, seconds: float) -> None:
-        """One batch of ``size`` requests ran in the model for ``seconds``."""
+    def batch(self, model: str, size: int, seconds: float, cpu_seconds: float) -> None:
+        """One batch of ``size`` requests ran in the model for ``seconds`` (wall), using
+        ``cpu_seconds`` of its thread's CPU."""
         self.batch_size.labels(model).observe(size)
         self.model_seconds.labels(model).inc(seconds)
+        self.model_cpu_seconds.labels(model).inc(cpu_seconds)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve ``/metrics`` over HTTP on ``port`` (0: any free port); returns the port."""

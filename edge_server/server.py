@@ -116,7 +116,8 @@ class EdgeServer:
         self.batcher: DynamicBatcher[BatchKey, Decoded] = DynamicBatcher(
             self.models.run_batch, options.max_batch_size, options.max_wait_ms,
             options.max_queue,
-            on_batch=lambda key, size, seconds: self.metrics.batch(key[0], size, seconds))
+            on_batch=lambda key, size, seconds, cpu_seconds: self.metrics.batch(
+                key[0], size, seconds, cpu_seconds))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio",
                                         daemon=True)

@@ -405,6 +405,7 @@ def test_prometheus_metrics_are_scraped_over_http_and_move(checkpoint, shipped, 
         assert moved("splitnet_edge_batch_size_count", model=model_id) >= 1
         assert moved("splitnet_edge_batch_size_sum", model=model_id) == 5
         assert moved("splitnet_edge_model_seconds_total", model=model_id) > 0
+        assert moved("splitnet_edge_model_cpu_seconds_total", model=model_id) > 0
         assert after[("process_cpu_seconds_total", ())] > 0
         assert moved("splitnet_edge_received_bytes_total", model=model_id) >= 5 * len(
             good.payload)
