@@ -45,8 +45,8 @@ def faster_precision(model: SplitModel, repeats: int = 5) -> tuple[str, dict[str
     model took 67 ms in bf16 against 60 in fp32. The margin keeps the choice from
     flickering with the load on a host where the two are close. Once bf16 has taken twice
     fp32's time after the warm-up round, the answer cannot change and the timing stops: on
-    this AVX-512 host without AMX bf16 takes ~1.5 s a pass against fp32's 51 ms, and the six
-    rounds took ~10 s of every edge's start-up."""
+    an AVX2 host (AMD EPYC, no AVX-512) bf16 took ~1.5 s a pass against fp32's 51 ms, and
+    the six rounds took ~10 s of every edge's start-up."""
     x = torch.zeros(1, *model.spec.input_shape)
     least = {"fp32": math.inf, "bf16": math.inf}
     with torch.no_grad():
