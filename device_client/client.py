@@ -312,15 +312,17 @@ class DeviceClient:
         """
         return self.complete(self.begin(image, config))
 
-    def begin(self, image: Frame, config: Config | None = None) -> Begun:
+    def begin(self, image: Frame, config: Config | None = None,
+              edge_lane_free: bool | None = None) -> Begun:
         """The device's part of :meth:`infer`: decode, plan, run the head (or encode the
         frame). A pipeline runs this for frame i + 1 while :meth:`complete` waits on the
-        edge for frame i."""
+        edge for frame i, and says whether the edge lane is free (see ``Planner.plan``)."""
         started = time.perf_counter()
         pixels = self._pixels(image)
         x = images_to_input(pixels[None])
         est = self.estimates()
-        plan = self.planner.plan(est) if config is None else self.planner.plan_for(config, est)
+        plan = self.planner.plan(est, edge_lane_free) if config is None \
+            else self.planner.plan_for(config, est)
         config = plan.config
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:

@@ -3,7 +3,9 @@
     source thread ──(frame, captured at)──► newest-frame slot ── a frame still there when
     (camera, video file or                   (holds one)          the next arrives is
      frame list, at its fps; sources.py)          │               dropped and counted
-    head thread:   take the newest ─► DeviceClient.begin (plan, head) ─► hand-off (holds one)
+    head thread:   take the newest ─► DeviceClient.begin (plan, head) ─┬─ finished on the
+                   device (LOCAL, an exit) ─► on_result                │
+                                      hand-off (holds one) ◄───────────┘ a payload to send
     edge thread:   DeviceClient.complete (send, wait, or finish on the device) ─► on_result
                    latency = result time − capture time
 
@@ -11,7 +13,11 @@ While the edge thread waits on frame i, the head thread runs frame i + 1: a fram
 the slower of the two stages, not their sum, between results. Nothing queues without
 bound: at most one frame waits in the slot and one in the hand-off, so memory stays flat
 however far behind the device falls. The planner is told the frame rate and prefers the
-configs whose slower stage keeps up with it.
+configs whose slower stage keeps up with it. When none does, the adaptive policy may run
+two lanes: a frame goes to the edge whenever no other is there, and the frames that arrive
+meanwhile are finished on the device (``Planner._two_lanes``). Frames finished on the
+device are answered by the head thread at once, so results can come out of capture order;
+``StreamResult.index`` is the frame's. ``on_result`` is called from one thread at a time.
 """
 
 from __future__ import annotations
@@ -127,25 +133,43 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
             stats.captured = index
             slot.close()
 
+    at_edge = 0  # frames handed to the edge thread and not yet answered (under lock)
+    emitting = threading.Lock()
+
+    def answer(index: int, result: InferenceResult, captured: float) -> None:
+        done = StreamResult(index, result, (time.perf_counter() - captured) * 1000)
+        with lock:
+            stats.answered += 1
+            stats.latencies_ms.append(done.latency_ms)
+        if on_result is not None:
+            with emitting:
+                on_result(done)
+
     def head() -> None:
+        nonlocal at_edge
         while (item := slot.take()) is not None:
             index, frame, captured = item
-            begun = client.begin(frame)
+            with lock:
+                edge_lane_free = at_edge == 0
+            begun = client.begin(frame, edge_lane_free=edge_lane_free)
             if not begun.plan.sustainable:
                 stats.unsustainable_plans += 1
+            if begun.result is not None:  # finished on the device: nothing to wait for
+                answer(index, client.complete(begun), captured)
+                continue
+            with lock:
+                at_edge += 1
             handoff.put((index, begun, captured))
         handoff.put(None)
 
     def edge() -> None:
+        nonlocal at_edge
         while (item := handoff.get()) is not None:
             index, begun, captured = item
             result = client.complete(begun)
-            done = StreamResult(index, result, (time.perf_counter() - captured) * 1000)
             with lock:
-                stats.answered += 1
-                stats.latencies_ms.append(done.latency_ms)
-            if on_result is not None:
-                on_result(done)
+                at_edge -= 1
+            answer(index, result, captured)
 
     threads = [threading.Thread(target=t, name=f"stream-{t.__name__}", daemon=True)
                for t in (camera, head, edge)]

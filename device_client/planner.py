@@ -33,6 +33,10 @@ The adaptive objective: among candidates with accuracy ≥ the floor (and predic
 
 so above half charge it minimises latency alone, and it moves linearly to minimising device
 energy alone as the battery falls to 10 %.
+
+At a frame rate (a camera stream, ``device_client.pipeline``) the configs whose slower
+pipeline stage keeps up come first. When none does, the adaptive policy may run two lanes:
+the device finishes frames itself while the edge works on another (see ``Planner.plan``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class _Costs:
     energy_mj: np.ndarray
     remote_ms: np.ndarray
     fallback_ms: np.ndarray
+    busy_ms: np.ndarray  # the device's expected time on an input (head, exit, sending)
+    lane_ms: np.ndarray  # the expected time an input keeps the edge lane (0 for LOCAL)
     stage_ms: np.ndarray  # the slower of the two pipeline stages (device, edge)
 
 
@@ -318,13 +324,20 @@ class Planner:
         energy = (self.power.busy_w * busy_ms
                   + sent * (self.power.idle_w * (est.rtt_ms + edge_ms) + radio_w * transfer_ms))
         # pipelined, the head of the next frame runs while the edge answers this one
-        stage_ms = np.maximum(busy_ms, sent * remote_ms)
-        return _Costs(latency, energy, remote_ms, fallback_ms, stage_ms)
+        lane_ms = sent * remote_ms
+        return _Costs(latency, energy, remote_ms, fallback_ms, busy_ms, lane_ms,
+                      np.maximum(busy_ms, lane_ms))
 
-    def plan(self, est: Estimates) -> Plan:
+    def plan(self, est: Estimates, edge_lane_free: bool | None = None) -> Plan:
         """The policy's choice for the next input. With a frame rate set, the choices that
         sustain it come first (the slower pipeline stage within the frame interval); if
-        none does, the plan says so (``sustainable`` False)."""
+        none does, the plan says so (``sustainable`` False).
+
+        When none does, the adaptive policy answers as many frames a second as it can: the
+        config with the fastest slower stage, or two lanes (:meth:`_two_lanes`) when a
+        frame pipeline says whether the edge lane is free (``edge_lane_free``: no input of
+        this device is at the edge now). The baselines keep their own objective and their
+        single lane."""
         allowed = self.allowed if est.edge_available else self.local_only
         costs = self._costs(est)
         sustainable = True
@@ -332,6 +345,14 @@ class Planner:
             keeps_up = (allowed & (costs.stage_ms <= 1000.0 / self.frame_rate_hz)
                         & (self.candidates.accuracy >= self.accuracy_floor))
             sustainable = bool(keeps_up.any())
+            if not sustainable and self.policy == "adaptive":
+                if edge_lane_free is not None and est.edge_available:
+                    two_lanes = self._two_lanes(allowed, costs, edge_lane_free)
+                    if two_lanes is not None:
+                        return two_lanes
+                feasible = self._feasible(allowed, costs.latency_ms)
+                fastest = int(np.argmin(np.where(feasible, costs.stage_ms, np.inf)))
+                return replace(self._plan_of(fastest, costs), sustainable=False)
             allowed = keeps_up if sustainable else allowed
         if self.policy == "edgent":
             choice = self._best_accuracy_under_deadline(allowed, costs.latency_ms)
@@ -339,6 +360,37 @@ class Planner:
             choice = self._best_score(allowed, costs.latency_ms, costs.energy_mj,
                                       est.battery_level)
         return replace(self._plan_of(choice, costs), sustainable=sustainable)
+
+    def _two_lanes(self, allowed: np.ndarray, costs: _Costs, edge_lane_free: bool) -> Plan | None:
+        """When no config keeps up with the frame rate alone: send a frame whenever the edge
+        lane is free, and finish the frames that arrive meanwhile on the device, if the two
+        lanes together answer more frames a second than any single config.
+
+        With the device's best local config L (b_L ms a frame) and a sent config r (b_r ms
+        of the device, then R_r ms at the edge), one cycle sends a frame and finishes
+        k = ⌈R_r / b_L⌉ on the device: (1 + k) frames in b_r + k·b_L ms. A single lane
+        answers one frame per b_L (local) or per max(b_r, R_r) (pipelined). The sent config
+        maximises that rate; both meet the accuracy floor. Results then come out of capture
+        order (each carries its frame's index). Throughput first: the battery weight plays
+        no part here.
+        """
+        assert self.frame_rate_hz is not None
+        c = self.candidates
+        if not (allowed & c.is_local).any() or not (allowed & ~c.is_local).any():
+            return None
+        local = self._feasible(allowed & c.is_local, costs.latency_ms)
+        sent = self._feasible(allowed & ~c.is_local, costs.latency_ms)
+        best_local = int(np.argmin(np.where(local, costs.busy_ms, np.inf)))
+        b_local = max(float(costs.busy_ms[best_local]), 1e-3)
+        per_cycle = np.maximum(np.ceil(costs.lane_ms / b_local), 1.0)
+        rate = np.where(sent, (1 + per_cycle) / (costs.busy_ms + per_cycle * b_local), 0.0)
+        best_sent = int(np.argmax(rate))
+        single = np.where(local | sent, 1.0 / np.maximum(costs.stage_ms, 1e-3), 0.0)
+        if rate[best_sent] <= single.max():
+            return None
+        choice = best_sent if edge_lane_free else best_local
+        keeps_up = rate[best_sent] * 1000.0 >= self.frame_rate_hz
+        return replace(self._plan_of(choice, costs), sustainable=bool(keeps_up))
 
     def fallback_ms(self, config: Config, est: Estimates) -> float:
         """Predicted device time to finish ``config``'s input without the edge, from where

@@ -416,3 +416,38 @@ def test_an_input_that_exits_is_priced_without_encoding_a_payload():
     for config, path_ms in candidates.exit_path_ms.items():
         if config.placement is Placement.LOCAL and config.int8:
             assert path_ms < card.full.int8_latency_ms, config
+
+
+def test_when_nothing_keeps_up_the_adaptive_policy_runs_two_lanes_and_the_peers_do_not():
+    """A slow device on a slow link at 15 fps: no config alone keeps up. While the edge
+    lane is free the adaptive policy sends a frame; while it is busy it finishes frames on
+    the device; together they answer more frames a second than any single config."""
+    card = load_card(checkpoint_for("resnet18_imagenette"))
+    planner = Planner(card, "adaptive")
+    planner.frame_rate_hz = 15.0
+    est = estimates(head_speed_factor=30.0, bandwidth_bps=1e6, rtt_ms=100.0,
+                    edge_ms_per_mmac=0.03)
+    sent, local = planner.plan(est, edge_lane_free=True), planner.plan(est, edge_lane_free=False)
+    assert sent.config.placement is not Placement.LOCAL
+    assert local.config.placement is Placement.LOCAL
+    assert min(sent.accuracy, local.accuracy) >= planner.accuracy_floor
+    costs, index = planner._costs(est), planner.candidates.index
+    b_local, b_sent = costs.busy_ms[index[local.config]], costs.busy_ms[index[sent.config]]
+    at_edge = costs.lane_ms[index[sent.config]]
+    per_cycle = max(np.ceil(at_edge / b_local), 1)
+    two_lanes_fps = 1000 * (1 + per_cycle) / (b_sent + per_cycle * b_local)
+    accurate = planner.candidates.accuracy >= planner.accuracy_floor
+    assert two_lanes_fps > 1000 / costs.stage_ms[accurate].min()  # beats every single lane
+    assert two_lanes_fps < 15 and not sent.sustainable  # and says it still falls short
+    # without a pipeline's word on the edge lane: the single config with the fastest stage
+    single = planner.plan(est)
+    assert costs.stage_ms[index[single.config]] == pytest.approx(costs.stage_ms[accurate].min())
+    # the baselines keep their own single lane whatever the edge lane is doing
+    for policy in ("local-exit", "offload-input", "neurosurgeon", "edgent"):
+        peer = Planner(card, policy)
+        peer.frame_rate_hz = 15.0
+        assert peer.plan(est, edge_lane_free=True) == peer.plan(est, edge_lane_free=False)
+    # when one config keeps up, the lane changes nothing
+    fast = estimates(head_speed_factor=2.0, bandwidth_bps=20e6, rtt_ms=10.0)
+    assert planner.plan(fast, edge_lane_free=True) == planner.plan(fast, edge_lane_free=False)
+    assert planner.plan(fast, edge_lane_free=True).sustainable
