@@ -64,7 +64,7 @@ MIN_TIMED_PROBE_MS = 20.0
 class LatencyBreakdown:
     """Where the time of one input went, in milliseconds."""
 
-    head_ms: float = 0.0  # device compute before sending (or all of it, locally)
+    head_ms: float = 0.0  # device compute before sending, encoding included (or all of it)
     transfer_ms: float = 0.0  # network: uplink, downlink and propagation
     server_ms: float = 0.0  # edge queue + compute, as the edge reported it
     local_tail_ms: float = 0.0  # device compute after a failed offload
@@ -87,7 +87,8 @@ class InferenceResult:
     bandwidth_estimate_bps: float
     battery_level: float
     predicted_latency_ms: float
-    overhead_ms: float  # planning, encoding, bookkeeping: everything but model and network
+    overhead_ms: float  # decoding, planning, bookkeeping: all but the model (its encoding
+    # included) and the network
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -324,21 +325,26 @@ class DeviceClient:
         plan = self.planner.plan(est, edge_lane_free) if config is None \
             else self.planner.plan_for(config, est)
         config = plan.config
+        # the device's compute for an input, as the card times it: the head with the
+        # encoding of what it sends (zstd codes, or the JPEG/PNG of an offloaded frame)
+        t = time.perf_counter()
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:
                 payload = encode_image(pixels, config.input_codec or "png")
-                return Begun(started, plan, est, None, payload, 0.0,
+                encode_ms = (time.perf_counter() - t) * 1000
+                self._learn_head_speed(config, encode_ms, exited=False)
+                return Begun(started, plan, est, None, payload, encode_ms,
                              lambda: self._finish_locally(x, est))
-            t = time.perf_counter()
             head = self.model.forward_head(x, config)
+            code = codec.encode(head.code) if head.code is not None else None
             head_ms = (time.perf_counter() - t) * 1000
         exited = bool(head.exited[0])
         self._learn_head_speed(config, head_ms, exited)
-        if head.code is None:  # LOCAL, or an exit fired: nothing to send
+        if code is None:  # LOCAL, or an exit fired: nothing to send
             where = WHERE_EXIT if exited else WHERE_LOCAL
             local = self._local_result(config, head.logits, head_ms, where, plan)
             return Begun(started, plan, est, local, None, head_ms, None)
-        return Begun(started, plan, est, None, codec.encode(head.code), head_ms,
+        return Begun(started, plan, est, None, code, head_ms,
                      lambda: self.model.finish_on_device(head, config))
 
     def complete(self, begun: Begun) -> InferenceResult:
@@ -403,8 +409,17 @@ class DeviceClient:
 
     def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
         """One more measurement of this device against the card: an input that exited is
-        compared with the card's time to that exit, any other with the config's head."""
-        profiled = self.planner.candidates.exit_path_ms.get(config) if exited \
+        compared with the card's time to that exit, any other with the config's head, an
+        offloaded frame's encoding with the card's for its codec (that config's own factor
+        only: Pillow's speed is not the network's)."""
+        candidates = self.planner.candidates
+        if config.placement is Placement.OFFLOAD_INPUT:  # the card's encode time, as priced
+            index = candidates.index.get(config)
+            if index is not None:
+                self.head_speed.add_sample(head_ms, float(candidates.head_ms[index]), config,
+                                           shared=False)
+            return
+        profiled = candidates.exit_path_ms.get(config) if exited \
             else self.card.device_ms(config)
         if profiled is not None:
             self.head_speed.add_sample(head_ms, profiled, config)

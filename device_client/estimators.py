@@ -39,8 +39,8 @@ class Estimates:
     precision_speed_factors: Mapping[bool, float] = field(default_factory=dict)
     # the recent share of offloads the edge did not answer in time
     offload_failure_rate: float = 0.0
-    # the device's own extra time for an input that is sent (encoding it, building the
-    # request, reading the reply) over one finished locally, per placement, once measured
+    # the device's own extra time for an input that is sent (building the request,
+    # reading the reply) over one finished locally, per placement, once measured
     send_overhead_ms: Mapping[Placement, float] = field(default_factory=dict)
 
 
@@ -172,17 +172,22 @@ class HeadSpeedEstimator:
         self._per_precision: dict[bool, float] = {}
 
     def add_sample(self, measured_ms: float, profiled_ms: float,
-                   config: Config | None = None) -> None:
+                   config: Config | None = None, shared: bool = True) -> None:
+        """``shared`` False: the sample moves ``config``'s own factor only (an offloaded
+        frame's encoding says little about how fast the device runs the network)."""
         if measured_ms <= 0 or profiled_ms <= 0:
             return
         # a Pi Zero 2 runs the small model 60-100x slower than the desktop its card was
         # profiled on: the bounds only drop absurd samples (a clamp at 50 hid that)
         ratio = min(max(measured_ms / profiled_ms, 0.001), 1000.0)
-        # the first measurement replaces the prior (the card's machine is not this one)
-        self.factor = self._median_with("all", ratio)
         if config is not None:
             base = config.without_exit()
             self._per_config[base] = self._median_with(("config", base), ratio)
+        if not shared:
+            return
+        # the first measurement replaces the prior (the card's machine is not this one)
+        self.factor = self._median_with("all", ratio)
+        if config is not None:
             self._per_precision[config.int8] = self._median_with(("int8", config.int8), ratio)
 
     def _median_with(self, key: Any, ratio: float) -> float:
@@ -234,14 +239,16 @@ class FailureRateEstimator:
 
 
 class SendOverheadEstimator:
-    """What sending an input costs the device beyond its model and the network: encoding
-    the features (or the image), building the request, reading the reply.
+    """What sending an input costs the device beyond its model, its encoding and the
+    network: building the request, reading the reply.
 
     Each placement (LOCAL, SPLIT, OFFLOAD_INPUT) keeps the median of its recent inputs'
     client overhead (a result's time outside the model and the network); the cost of
     sending is the difference from LOCAL's. On an emulated Pi Zero 2 a split input spent
     15-20 ms there against 1.7 ms for a local one, which a planner that priced only the
-    model and the network never saw.
+    model and the network never saw. (That figure also held the encoding, which is now
+    timed with the head, as the card times it: counted here too, it was paid twice, and a
+    Pi Zero 2's offload of a 28 × 28 PNG was priced 85-91 ms where it took 60.)
     """
 
     def __init__(self, window: int = 5) -> None:

@@ -5,7 +5,8 @@
                    fraction, tail MMACs and accuracy
     Estimates  ──► per candidate, vectorised:
         device_ms  = head_ms · speed factor (the config's own once it has run, else its
-                     precision's, else the overall one)
+                     precision's, else the overall one); a head's time includes encoding
+                     what it sends, and an offloaded frame's is its JPEG/PNG encoding
         network_ms = (packets − ½) · MTU·8 / bandwidth + RTT,
                      packets = ⌈(bytes + wire overhead) / MTU⌉
                      (links deliver whole MTU-sized opportunities: a 40-byte payload
@@ -15,7 +16,7 @@
                      precision; for an offloaded input, the policy's local choice)
         failure_ms = max(network_ms + edge_ms, fallback) + fallback  (timeout, then fallback)
         send_ms    = the device's measured extra time to send an input of this placement
-                     (encode, request, reply) over a local one's; 0 until measured
+                     (request, reply) over a local one's; 0 until measured
         latency    = device_ms + (1 − p_exit) · (send_ms + (1 − p_fail) · remote_ms
                                                  + p_fail · failure_ms)
                      remote_ms = network_ms + edge_ms; p_fail: the recent share of
@@ -110,7 +111,8 @@ class Candidates:
     - the int8 device part of each config the card measured in int8. An exit's accuracy
       and exit fraction are measured in fp32 only; for int8 they are estimated as the fp32
       figure shifted by that config's int8 − fp32 accuracy;
-    - OFFLOAD_INPUT with every input codec the card measured, paying its encode time.
+    - OFFLOAD_INPUT with every input codec the card measured, paying its encode time (a
+      guessed 0.5 ms where the card has none; the device learns its own either way).
     """
 
     def __init__(self, card: ModelCard) -> None:
@@ -312,7 +314,7 @@ class Planner:
             c.is_offload, local_ms, c.tail_mmacs * ms_per_mmac * tail_factor))
         # a failed offload waits out its timeout (see DeviceClient._timeout_s), then falls back
         failure_ms = np.maximum(remote_ms, fallback_ms) + fallback_ms
-        # the device's own time to send an input (encode, request, reply), as measured
+        # the device's own time to send an input (request, reply), as measured
         overhead = est.send_overhead_ms
         send_ms = np.where(c.is_local, 0.0, np.where(
             c.is_offload, overhead.get(Placement.OFFLOAD_INPUT, 0.0),

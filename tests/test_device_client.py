@@ -432,14 +432,18 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("slower", [8.0, 120.0])
-def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slower):
+def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slower,
+                                                    monkeypatch):
     """A device ``slower`` x this host, running a config whose exit fires on most inputs:
     an exited input is measured against the card's time to the exit, so the very next plan
     knows how slow the device is. Learning only from inputs that did not exit, the
     prediction stayed at the card's figure while the exits fired; and a clamp at 50x kept
     a Pi Zero 2 (60-100x this host on the small model) priced too fast."""
+    import device_client.client as client_module
     from experiments.devices import emulate
 
+    monkeypatch.setattr(client_module, "encode_image", client_module.encode_image)
+    monkeypatch.setattr(client_module.codec, "encode", client_module.codec.encode)
     config = Config.local(exit_threshold=0.5)
     with DeviceClient(None, "adaptive", checkpoint, battery="1.0") as client:
         emulate(client, fp32_factor=slower, int8_factor=slower)
@@ -454,3 +458,41 @@ def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slo
     predicted = np.median([r.predicted_latency_ms for r in later])
     measured = np.median([r.latency.total_ms for r in later])
     assert abs(predicted - measured) / measured < 0.35, (predicted, measured)
+
+
+def test_an_offloaded_frames_encoding_is_priced_once(edge, checkpoint, test_split,
+                                                     monkeypatch):
+    """A device 30 x this host offloading PNGs over a 50 Mbit/s link 20 ms away: the
+    encoding is timed as the frame's device compute (the card times a head with its
+    encoding too) and learnt as that config's own speed, not the network's. Before, the
+    card's guessed 0.5 ms (it times no encoder for this model) was scaled by the device's
+    speed on the network (60-100x on a Pi Zero 2), and the measured encoding was counted
+    again in the send overhead: a Pi Zero 2's PNG offload was priced 85-91 ms in the grid
+    where it took 60, and the adaptive policy kept every input local at 94 ms."""
+    import device_client.client as client_module
+    from experiments.devices import emulate
+    from experiments.link import UserspaceLink
+    from experiments.traces import Trace
+
+    # emulate() stretches the encoders module-wide: put back after the test
+    monkeypatch.setattr(client_module, "encode_image", client_module.encode_image)
+    monkeypatch.setattr(client_module.codec, "encode", client_module.codec.encode)
+    offload = Config.offload_input("png")
+    link = UserspaceLink(Trace.constant(50.0, seconds=60), edge.port,
+                         one_way_delay_ms=10).start()
+    try:
+        with DeviceClient(f"127.0.0.1:{link.port}", "adaptive", checkpoint, battery="1.0",
+                          monitor=False) as client:
+            emulate(client, fp32_factor=30.0, int8_factor=30.0)
+            client.probe_once()  # the link's rate, not the 1 Mbit/s prior
+            client.infer(test_split.images[0], LOCAL)  # the local overhead to compare with
+            precision = client.head_speed.per_precision
+            results = [client.infer(image, offload) for image in test_split.images[:15]]
+            assert client.head_speed.per_precision == precision  # the network's: unmoved
+            assert offload in client.head_speed.per_config
+    finally:
+        link.stop()
+    assert all(r.where == WHERE_EDGE and r.latency.head_ms > 0 for r in results)
+    predicted = np.median([r.predicted_latency_ms for r in results[5:]])
+    measured = np.median([r.latency.total_ms for r in results[5:]])
+    assert abs(predicted - measured) / measured < 0.25, (predicted, measured)
