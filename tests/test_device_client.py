@@ -431,19 +431,26 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
     assert load_service_config(config).probe_interval_s == 60
 
 
-@pytest.mark.parametrize("slower", [8.0, 120.0])
-def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slower,
-                                                    monkeypatch):
-    """A device ``slower`` x this host, running a config whose exit fires on most inputs:
-    an exited input is measured against the card's time to the exit, so the very next plan
-    knows how slow the device is. Learning only from inputs that did not exit, the
-    prediction stayed at the card's figure while the exits fired; and a clamp at 50x kept
-    a Pi Zero 2 (60-100x this host on the small model) priced too fast."""
+@pytest.fixture
+def emulate(monkeypatch):
+    """``experiments.devices.emulate``, with the encoders it stretches module-wide put back
+    after the test."""
     import device_client.client as client_module
     from experiments.devices import emulate
 
     monkeypatch.setattr(client_module, "encode_image", client_module.encode_image)
     monkeypatch.setattr(client_module.codec, "encode", client_module.codec.encode)
+    return emulate
+
+
+@pytest.mark.parametrize("slower", [8.0, 120.0])
+def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slower,
+                                                    emulate):
+    """A device ``slower`` x this host, running a config whose exit fires on most inputs:
+    an exited input is measured against the card's time to the exit, so the very next plan
+    knows how slow the device is. Learning only from inputs that did not exit, the
+    prediction stayed at the card's figure while the exits fired; and a clamp at 50x kept
+    a Pi Zero 2 (60-100x this host on the small model) priced too fast."""
     config = Config.local(exit_threshold=0.5)
     with DeviceClient(None, "adaptive", checkpoint, battery="1.0") as client:
         emulate(client, fp32_factor=slower, int8_factor=slower)
@@ -460,23 +467,17 @@ def test_inputs_that_exit_teach_the_device_its_speed(checkpoint, test_split, slo
     assert abs(predicted - measured) / measured < 0.35, (predicted, measured)
 
 
-def test_an_offloaded_frames_encoding_is_priced_once(edge, checkpoint, test_split,
-                                                     monkeypatch):
-    """A device 30 x this host offloading PNGs over a 50 Mbit/s link 20 ms away: the
+def test_an_offloaded_frames_encoding_is_priced_once(edge, checkpoint, test_split, emulate):
+    """A device 30 x this host offloading PNGs over a 50 Mbit/s link (20 ms RTT): the
     encoding is timed as the frame's device compute (the card times a head with its
     encoding too) and learnt as that config's own speed, not the network's. Before, the
     card's guessed 0.5 ms (it times no encoder for this model) was scaled by the device's
     speed on the network (60-100x on a Pi Zero 2), and the measured encoding was counted
     again in the send overhead: a Pi Zero 2's PNG offload was priced 85-91 ms in the grid
     where it took 60, and the adaptive policy kept every input local at 94 ms."""
-    import device_client.client as client_module
-    from experiments.devices import emulate
     from experiments.link import UserspaceLink
     from experiments.traces import Trace
 
-    # emulate() stretches the encoders module-wide: put back after the test
-    monkeypatch.setattr(client_module, "encode_image", client_module.encode_image)
-    monkeypatch.setattr(client_module.codec, "encode", client_module.codec.encode)
     offload = Config.offload_input("png")
     link = UserspaceLink(Trace.constant(50.0, seconds=60), edge.port,
                          one_way_delay_ms=10).start()
