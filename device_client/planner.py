@@ -26,8 +26,10 @@
                      + (1 − p_exit)·(P_idle·(RTT + edge_ms) + P_radio·transfer)
     policy     ──► the allowed candidates and the objective ──► Plan
 
-The adaptive objective: among candidates with accuracy ≥ the floor (and predicted latency
-≤ the deadline, when one is set and reachable), minimise
+The adaptive objective: among candidates with accuracy ≥ the floor (an exit's accuracy
+counted less its 95 % sampling margin on the card's images; default floor: the whole
+network's accuracy − 1 point), and predicted latency ≤ the deadline when one is set and
+reachable, minimise
 
     (1 − λ) · latency / best_latency  +  λ · energy / best_energy,
     λ = clip((0.5 − battery) / 0.4, 0, 1)
@@ -124,7 +126,7 @@ class Candidates:
         exits = {e.exit_point: e for e in card.exits}
         thresholds: list[float | None] = [None, *card.exit_thresholds]
         raw_rows = {c.split: c for c in card.configs if c.raw}
-        rows: list[tuple[Config, float, float, float, float, float]] = []
+        rows: list[tuple[Config, float, float, float, float, float, float]] = []
         # profiled device ms of an input that stops at the config's exit: the backbone up to
         # the exit point, then the exit head (what a device learns its speed from then)
         self.exit_path_ms: dict[Config, float] = {}
@@ -143,12 +145,14 @@ class Candidates:
             return min(otherwise, whole * raw.head_macs / full.macs)
 
         def exit_terms(point: int | None, threshold: float | None,
-                       int8: bool) -> tuple[float, float]:
+                       int8: bool) -> tuple[float, float, float]:
+            """Exit fraction, exit head ms, and the sampling margin on the accuracy."""
             if point is None or threshold is None:
-                return 0.0, 0.0
+                return 0.0, 0.0, 0.0
             row = next(t for t in exits[point].thresholds if t.threshold == threshold)
             exit_ms = exits[point].macs / 1e6 * device_ms_per_mmac
-            return row.exit_fraction, exit_ms / int8_speedup if int8 else exit_ms
+            margin = row.sampling_margin(card.images) or 0.0
+            return row.exit_fraction, exit_ms / int8_speedup if int8 else exit_ms, margin
 
         deepest_exit = max(exits) if exits else None
         for c in card.configs:
@@ -161,11 +165,11 @@ class Candidates:
                 for t in thresholds:
                     if t is not None and point is None:
                         continue
-                    fraction, exit_ms = exit_terms(point, t, int8)
+                    fraction, exit_ms, margin = exit_terms(point, t, int8)
                     accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
                     candidate = config.with_int8(int8).with_exit(t)
                     rows.append((candidate, head_ms + exit_ms, fraction, c.mean_bytes,
-                                 c.tail_macs / 1e6, accuracy + int8_shift))
+                                 c.tail_macs / 1e6, accuracy + int8_shift, margin))
                     if t is not None and point is not None:
                         self.exit_path_ms[candidate] = to_point_ms(point, int8, head_ms) \
                             + exit_ms
@@ -176,7 +180,7 @@ class Candidates:
             for t in thresholds:
                 if t is not None and deepest_exit is None:
                     continue
-                fraction, exit_ms = exit_terms(deepest_exit, t, int8)
+                fraction, exit_ms, margin = exit_terms(deepest_exit, t, int8)
                 accuracy, to_exit_ms = whole_accuracy, 0.0
                 if t is not None and deepest_exit is not None:
                     accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
@@ -187,11 +191,11 @@ class Candidates:
                         to_exit_ms + exit_ms
                 head_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
                 rows.append((LOCAL.with_int8(int8).with_exit(t), head_ms, 1.0, 0.0, 0.0,
-                             accuracy))
+                             accuracy, margin))
         for codec_row in card.input_codecs:
             rows.append((Config.offload_input(codec_row.codec),
                          codec_row.encode_ms if codec_row.encode_ms is not None else 0.5,
-                         0.0, codec_row.mean_bytes, full_mmacs, codec_row.accuracy))
+                         0.0, codec_row.mean_bytes, full_mmacs, codec_row.accuracy, 0.0))
         self.default_offload = Config.offload_input(default_offload_codec(card))
 
         self.configs = [r[0] for r in rows]
@@ -204,6 +208,10 @@ class Candidates:
         self.payload_bytes = np.array([r[3] for r in rows])
         self.tail_mmacs = np.array([r[4] for r in rows])
         self.accuracy = np.array([r[5] for r in rows])
+        # what the accuracy floor is checked against: an exit's accuracy less its sampling
+        # margin (ExitThreshold.sampling_margin), so that a threshold whose loss the card's
+        # images only just put under the floor is not taken on that luck
+        self.assured_accuracy = self.accuracy - np.array([r[6] for r in rows])
         self.is_local = np.array([c.placement is Placement.LOCAL for c in self.configs])
         self.is_raw = np.array([c.raw for c in self.configs])
         self.is_offload = np.array([c.placement is Placement.OFFLOAD_INPUT
@@ -345,7 +353,7 @@ class Planner:
         sustainable = True
         if self.frame_rate_hz:
             keeps_up = (allowed & (costs.stage_ms <= 1000.0 / self.frame_rate_hz)
-                        & (self.candidates.accuracy >= self.accuracy_floor))
+                        & (self.candidates.assured_accuracy >= self.accuracy_floor))
             sustainable = bool(keeps_up.any())
             if not sustainable and self.policy == "adaptive":
                 if edge_lane_free is not None and est.edge_available:
@@ -419,10 +427,10 @@ class Planner:
                     float(costs.remote_ms[choice]), float(costs.fallback_ms[choice]))
 
     def _feasible(self, allowed: np.ndarray, latency: np.ndarray) -> np.ndarray:
-        accurate = allowed & (self.candidates.accuracy >= self.accuracy_floor)
+        assured = self.candidates.assured_accuracy
+        accurate = allowed & (assured >= self.accuracy_floor)
         if not accurate.any():
-            best = self.candidates.accuracy[allowed].max()
-            accurate = allowed & (self.candidates.accuracy >= best)
+            accurate = allowed & (assured >= assured[allowed].max())
         if self.deadline_ms is not None:
             in_time = accurate & (latency <= self.deadline_ms)
             if in_time.any():

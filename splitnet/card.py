@@ -68,6 +68,23 @@ class ExitThreshold:
     exit_fraction: float
     exit_accuracy: float | None
     overall_accuracy: float
+    # paired with the whole network on the same images: the share the exit answers wrongly
+    # where the whole network is right, and the reverse. overall − full = right − wrong; the
+    # two together size the uncertainty of that difference (sampling_margin)
+    exit_wrong_full_right: float | None = None
+    exit_right_full_wrong: float | None = None
+
+    def sampling_margin(self, images: int, z: float = 1.645) -> float | None:
+        """How far the accuracy this exit loses against the whole network may lie above the
+        measured loss (overall − full = right − wrong), one-sided at z standard errors
+        (1.645: 95 %): z · sqrt((wrong + right) / n) for a paired difference over ``images``
+        answers. With no disagreement seen the share is taken as 1 / n, so a small sample
+        never makes the margin zero. None when the card lacks the paired shares."""
+        wrong, right = self.exit_wrong_full_right, self.exit_right_full_wrong
+        if wrong is None or right is None or images <= 0:
+            return None
+        disagreement = max(wrong + right, 1.0 / images)
+        return z * (disagreement / images) ** 0.5
 
 
 @dataclass

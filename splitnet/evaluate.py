@@ -196,7 +196,8 @@ class Evaluator:
         return out
 
     def exits(self) -> list[ExitStats]:
-        """For every exit and threshold: exit fraction, accuracy of exited rows, overall."""
+        """For every exit and threshold: exit fraction, accuracy of exited rows, overall, and
+        where the exit and the whole network disagree."""
         full_correct = self.correct(self.full_logits())
         rows = []
         for point in self.model.spec.exit_points:
@@ -215,6 +216,10 @@ class Evaluator:
                     if exited.any() else None,
                     overall_accuracy=float(torch.where(exited, exit_correct, full_correct)
                                            .float().mean()),
+                    exit_wrong_full_right=float((exited & ~exit_correct & full_correct)
+                                                .float().mean()),
+                    exit_right_full_wrong=float((exited & exit_correct & ~full_correct)
+                                                .float().mean()),
                 ))
             rows.append(ExitStats(
                 exit_point=point,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from splitnet.card import CARD_VERSION, ModelCard
+from splitnet.card import CARD_VERSION, CardError, ModelCard
 from splitnet.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from splitnet.data import DatasetNotFoundError
 from splitnet.evaluate import EXIT_THRESHOLDS, Evaluator
@@ -73,13 +73,24 @@ def build_card(loaded: LoadedModel, evaluator: Evaluator, data: LabelledImages,
 
 
 def write_card(checkpoint: str | os.PathLike[str], data_dir: str | None = None,
-               limit: int | None = None, latency_repeats: int = 30) -> Path:
-    """Profile ``checkpoint`` and write ``<name>.card.json`` beside it."""
+               limit: int | None = None, latency_repeats: int = 30,
+               exits_only: bool = False) -> Path:
+    """Profile ``checkpoint`` and write ``<name>.card.json`` beside it. With ``exits_only``,
+    re-measure only the exits of the card already there, on the images it names, and keep
+    every other figure (its timings come from the host that wrote it)."""
     loaded = load_checkpoint(checkpoint)
     data = card_images(loaded.model.spec.name, data_dir).head(limit)
     evaluator = Evaluator(loaded.model, data.images, data.labels)
-    card = build_card(loaded, evaluator, data, latency_repeats)
     path = card_path_for(checkpoint)
+    if exits_only:
+        card = ModelCard.load(path)
+        if card.images != len(data.labels) or card.profiled_on != data.description:
+            raise CardError(f"{path} was measured on {card.images} images ({card.profiled_on})"
+                            f", not these {len(data.labels)} ({data.description}); profile "
+                            "the whole card instead")
+        card.exits = evaluator.exits()
+    else:
+        card = build_card(loaded, evaluator, data, latency_repeats)
     card.save(path)
     return path
 
@@ -101,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
                              "in the ImageFolder layout)")
     parser.add_argument("--limit", type=int, default=None,
                         help="profile on the first N card images only (default: all)")
+    parser.add_argument("--exits-only", action="store_true",
+                        help="re-measure only the exits of the existing card (same images) "
+                             "and keep its other figures, timings included")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or checkpoint_for(args.model or "mnv2_fmnist")
     try:
-        path = write_card(checkpoint, args.data_dir, args.limit)
-    except (CheckpointError, DatasetNotFoundError) as error:
+        path = write_card(checkpoint, args.data_dir, args.limit, exits_only=args.exits_only)
+    except (CheckpointError, CardError, DatasetNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

@@ -1,6 +1,7 @@
 """Every shipped checkpoint and its model card agree, on a fixed subset of evaluation images."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from splitnet.config import LOCAL, Config, ConfigError
 from splitnet.data import DatasetNotFoundError
 from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
 from splitnet.preprocess import images_to_input
+from splitnet.profile import write_card
 from splitnet.workloads import eval_images
 from splitnet.zoo import card_path_for, checkpoint_for, list_zoo, load_card
 
@@ -86,7 +88,21 @@ def test_card_describes_every_config_and_exit(model):
         assert row.head_macs > 0 and row.tail_macs > 0 and (row.head_latency_ms or 0) > 0
         assert (row.int8_accuracy is not None) == card.has_int8
     assert [e.exit_point for e in card.exits] == list(loaded.model.spec.exit_points)
+    for exit_stats in card.exits:
+        for row in exit_stats.thresholds:
+            # the paired shares account for the exit's whole difference from the network
+            assert row.exit_wrong_full_right is not None and row.exit_right_full_wrong is not None
+            assert row.overall_accuracy - card.full.accuracy == pytest.approx(
+                row.exit_right_full_wrong - row.exit_wrong_full_right, abs=1e-6)
     assert {"png", "jpeg90", "jpeg50"} <= {c.codec for c in card.input_codecs}
+
+
+def test_refreshing_a_cards_exits_refuses_other_images(tmp_path):
+    checkpoint = tmp_path / checkpoint_for("mnv2_fmnist").name
+    shutil.copy(checkpoint_for("mnv2_fmnist"), checkpoint)
+    shutil.copy(card_path_for(checkpoint_for("mnv2_fmnist")), card_path_for(checkpoint))
+    with pytest.raises(CardError, match="5000 images"):
+        write_card(checkpoint, limit=100, exits_only=True)
 
 
 def test_a_card_of_another_version_is_refused(tmp_path):
