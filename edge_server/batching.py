@@ -32,7 +32,7 @@ class QueueFullError(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchResult:
-    probabilities: torch.Tensor  # (K,)
+    probabilities: list[float]  # K of them
     queue_ms: float
     compute_ms: float
     batch_size: int
@@ -150,11 +150,11 @@ class DynamicBatcher(Generic[K, T]):
                 j.future.set_exception(error)
         else:
             compute_ms = (time.monotonic() - started) * 1000
-            for index, j in enumerate(batch):
+            rows = probabilities.tolist()  # once per batch, not a tensor index per request
+            for j, row in zip(batch, rows, strict=True):
                 queue_ms = (started - j.enqueued) * 1000
                 self._queue_ms = 0.9 * self._queue_ms + 0.1 * queue_ms
-                j.future.set_result(BatchResult(probabilities[index], queue_ms, compute_ms,
-                                                len(batch)))
+                j.future.set_result(BatchResult(row, queue_ms, compute_ms, len(batch)))
             self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
             if self.on_batch is not None:
                 self.on_batch(key, len(batch), compute_ms / 1000,

@@ -86,6 +86,10 @@ class Engine:
             else ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
         self.configs = tuple(self.model.split_configs()) + tuple(
             Config.offload_input(c) for c in codecs)
+        # code shape per (split, width, bits, int8) that passed the model's checks: a
+        # handful of keys, looked up for every request instead of checked afresh
+        self._code_shapes: dict[tuple[int | None, int | None, int, bool],
+                                tuple[int, int, int]] = {}
 
     @property
     def max_payload_bytes(self) -> int:
@@ -100,8 +104,11 @@ class Engine:
     def prepare(self, config: Config, payload: bytes) -> Decoded:
         """Validate and decode one request. Raises ConfigError or codec.PayloadError."""
         if config.placement is Placement.SPLIT:
-            self.model.check(config)
-            return codec.decode(payload, self.model.code_shape(config), config.bits)
+            key = (config.split, config.width, config.bits, config.int8)
+            shape = self._code_shapes.get(key)
+            if shape is None:  # raises ConfigError naming what the model offers instead
+                shape = self._code_shapes[key] = self.model.code_shape(config)
+            return codec.decode(payload, shape, config.bits)
         if config.placement is Placement.OFFLOAD_INPUT:
             assert config.input_codec is not None
             channels, height, width = self.model.spec.input_shape

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -75,19 +76,31 @@ class EdgeMetrics:
         for model_id, architecture in models:
             self.models.labels(model_id, architecture).set(1)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+        # per (model, method, code): the labelled series one request moves (a few keys:
+        # labels come from the server's own sets, see the module docstring)
+        self._series: dict[tuple[str, str, grpc.StatusCode], tuple[Any, ...]] = {}
 
     def request(self, model: str, method: str, code: grpc.StatusCode, total_s: float,
                 bytes_in: int, bytes_out: int, queue_s: float | None = None,
                 compute_s: float | None = None) -> None:
         """Count one request (answered or refused) and what it cost."""
-        self.requests.labels(model, method, code.name).inc()
-        self.total_seconds.labels(model).observe(total_s)
-        self.bytes_in.labels(model).inc(bytes_in)
-        self.bytes_out.labels(model).inc(bytes_out)
+        key = (model, method, code)
+        series = self._series.get(key)
+        if series is None:  # labels() looks its child up under a lock: once per key
+            series = self._series[key] = (
+                self.requests.labels(model, method, code.name),
+                self.total_seconds.labels(model), self.bytes_in.labels(model),
+                self.bytes_out.labels(model), self.queue_seconds.labels(model),
+                self.compute_seconds.labels(model))
+        requests, total, received, sent, queued, computed = series
+        requests.inc()
+        total.observe(total_s)
+        received.inc(bytes_in)
+        sent.inc(bytes_out)
         if queue_s is not None:
-            self.queue_seconds.labels(model).observe(queue_s)
+            queued.observe(queue_s)
         if compute_s is not None:
-            self.compute_seconds.labels(model).observe(compute_s)
+            computed.observe(compute_s)
 
     def batch(self, model: str, size: int, seconds: float, cpu_seconds: float) -> None:
         """One batch of ``size`` requests ran in the model for ``seconds`` (wall), using

@@ -153,8 +153,9 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         probabilities = result.probabilities
         return InferReply(
             request_id=request.request_id, config=request.config,
-            probabilities=tuple(probabilities.tolist()),
-            label=int(probabilities.argmax()), queue_ms=result.queue_ms,
+            probabilities=tuple(probabilities),
+            label=max(range(len(probabilities)), key=probabilities.__getitem__),
+            queue_ms=result.queue_ms,
             compute_ms=result.compute_ms, batch_size=result.batch_size,
             load=load_report(self.batcher), model_tag=engine.model_tag).to_message()
 
@@ -196,7 +197,9 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         incoming = request_iterator.__aiter__()
         while True:
             try:
-                message = await asyncio.wait_for(incoming.__anext__(), self.idle_stream_s)
+                # asyncio.timeout re-arms one timer; wait_for made a task per message
+                async with asyncio.timeout(self.idle_stream_s):
+                    message = await incoming.__anext__()
             except (StopAsyncIteration, TimeoutError):
                 return  # the device is done, or has sent nothing for too long
             started = time.perf_counter()
