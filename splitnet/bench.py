@@ -88,15 +88,18 @@ def time_int8_vs_fp32(model: SplitModel, x1: torch.Tensor, configs: list[Config]
 
 def chosen_exit(card: ModelCard, max_loss: float) -> dict[str, Any] | None:
     """The exit and threshold with the largest exit fraction on the card's held-apart images
-    whose overall accuracy stays within ``max_loss`` of the full model there."""
+    whose overall accuracy stays within ``max_loss`` of the full model there, with the
+    sampling margin the planner adds (``ExitThreshold.sampling_margin``)."""
     best = None
     for stats in card.exits:
         for row in stats.thresholds:
-            if card.full.accuracy - row.overall_accuracy <= max_loss and (
+            margin = row.sampling_margin(card.images) or 0.0
+            if card.full.accuracy - row.overall_accuracy + margin <= max_loss and (
                     best is None or row.exit_fraction > best["card_exit_fraction"]):
                 best = {"exit_point": stats.exit_point, "threshold": row.threshold,
                         "card_exit_fraction": row.exit_fraction,
-                        "card_loss": card.full.accuracy - row.overall_accuracy}
+                        "card_loss": card.full.accuracy - row.overall_accuracy,
+                        "card_margin": margin}
     return best
 
 
