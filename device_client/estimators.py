@@ -54,7 +54,18 @@ class BandwidthEstimator:
     The first sample replaces the prior: a guess must not outvote a measurement (where a
     device sends little, a probe comes only every few seconds, and the median of the prior
     and one probe is their mean).
+
+    A window whose samples lie more than ``UNSETTLED_SPREAD`` apart is *unsettled*: the
+    link changed (an outage began or ended) and the median still straddles the change.
+    A device that sends nothing then probes every second, not every few, until the window
+    agrees again (see ``stale``). Without it, an emulated Pi Zero 2 kept 43 frames local
+    after an outage, at 470-594 ms each while offloads took 230 ms: its estimate came
+    from idle probes alone, one every 5 s. Offline on the shipped traces (15 s runs,
+    ``python -m experiments.probe_study --seconds 15``) this keeps the idle estimate
+    closer than probing every 5 s, for about half the bytes of probing every second.
     """
+
+    UNSETTLED_SPREAD = 2.0
 
     def __init__(self, initial_bps: float = 1e6, window: int = 5,
                  min_sample_bytes: int = 1500, settle_samples: int = 3) -> None:
@@ -101,14 +112,25 @@ class BandwidthEstimator:
     def estimate_bps(self) -> float:
         return float(statistics.median(self._samples))
 
-    def stale(self, max_age_s: float, settle_s: float = 0.2) -> bool:
+    @property
+    def unsettled(self) -> bool:
+        """The measured samples kept lie more than ``UNSETTLED_SPREAD`` apart."""
+        with self._lock:
+            if self._prior or len(self._samples) < 2:
+                return False
+            return max(self._samples) > self.UNSETTLED_SPREAD * min(self._samples)
+
+    def stale(self, max_age_s: float, settle_s: float = 0.2,
+              unsettled_s: float = 1.0) -> bool:
         """Time for a probe: the latest sample is older than ``max_age_s``; or, until
         ``settle_samples`` have come since the start, ``settle_s`` after the last (one
-        probe can land on a burst or in a gap, and the median needs a few)."""
+        probe can land on a burst or in a gap, and the median needs a few); or, while the
+        window is ``unsettled``, ``unsettled_s`` after the last."""
         age = time.monotonic() - self.last_sample_at
         with self._lock:
             measured = 0 if self._prior else len(self._samples)
-        return age > max_age_s or (measured < self.settle_samples and age > settle_s)
+        return age > max_age_s or (measured < self.settle_samples and age > settle_s) \
+            or (age > min(unsettled_s, max_age_s) and self.unsettled)
 
 
 class RttEstimator:

@@ -2,8 +2,10 @@
 against the true one-second capacity, on the shipped traces (offline, in seconds).
 
     for each trace, each start (the grid's three, and ten more spread over the trace),
-    each probing plan (interval, probe length, samples kept):
-        three settle probes 0.2 s apart, then one per interval, each timed on the trace:
+    each probing plan (interval, interval while unsettled, probe length, samples kept):
+        three settle probes 0.2 s apart, then one an interval after the last ended (the
+        shorter one while the estimator's window is unsettled, as
+        ``BandwidthEstimator.stale`` does), each timed on the trace:
         padding for ``probe ms`` at the current estimate (≥ 3 kB), sent again 4× larger
         while it crosses in under 20 ms, given up after 2 s (an upper bound kept), as
         ``DeviceClient.probe_once`` does
@@ -43,17 +45,22 @@ TIMEOUT_MS = 2000.0  # the monitor's probe timeout
 @dataclass(frozen=True)
 class ProbePlan:
     interval_s: float  # one probe per interval while the device sends nothing
+    unsettled_s: float  # ... or per this one while the estimator's window is unsettled
     probe_ms: float  # padding for this long at the current estimate
     window: int  # samples the estimator keeps
 
     @property
     def name(self) -> str:
-        return f"every {self.interval_s:g} s, {self.probe_ms:g} ms, median of {self.window}"
+        unsettled = f" ({self.unsettled_s:g} s unsettled)" \
+            if self.unsettled_s < self.interval_s else ""
+        return f"every {self.interval_s:g} s{unsettled}, {self.probe_ms:g} ms, " \
+               f"median of {self.window}"
 
 
-PLANS = (ProbePlan(5.0, 50.0, 5),  # the device client's defaults
-         ProbePlan(2.0, 50.0, 5), ProbePlan(1.0, 50.0, 3), ProbePlan(1.0, 25.0, 5),
-         ProbePlan(0.5, 25.0, 3))
+PLANS = (ProbePlan(5.0, 1.0, 50.0, 5),  # the device client's defaults
+         ProbePlan(5.0, 5.0, 50.0, 5),  # before the unsettled rule
+         ProbePlan(2.0, 2.0, 50.0, 5), ProbePlan(1.0, 1.0, 50.0, 3),
+         ProbePlan(1.0, 1.0, 25.0, 5), ProbePlan(0.5, 0.5, 25.0, 3))
 
 
 def transfer_ms(trace: Trace, start_ms: float, num_bytes: int) -> float:
@@ -68,18 +75,13 @@ def one_run(trace: Trace, start_s: float, seconds: float, plan: ProbePlan) -> di
     """The median relative error of one run, and the bytes and link time its probes took."""
     estimator = BandwidthEstimator(window=plan.window)
     t0 = start_s * 1000
-    probes = [t0 + 1000 * SETTLE_GAP_S * k for k in range(SETTLE_PROBES)]
-    inputs = [probes[-1] + 1000 * SETTLE_GAP_S + 1000 * i / RATE_HZ
+    inputs = [t0 + 1000 * SETTLE_GAP_S * SETTLE_PROBES + 1000 * i / RATE_HZ
               for i in range(int(seconds * RATE_HZ))]
-    while probes[-1] + 1000 * plan.interval_s <= inputs[-1]:
-        probes.append(probes[-1] + 1000 * plan.interval_s)
     errors: list[float] = []
-    sent_bytes, busy_ms, done, free_at = 0, 0.0, 0, t0
+    sent_bytes, busy_ms, done, due, settled_at = 0, 0.0, 0, t0, t0
     for t in inputs:
-        for due in probes[done:]:
-            at = max(due, free_at)  # one monitor thread: a probe waits for the one before
-            if at > t:
-                break
+        while due <= t:  # one monitor thread: each probe is timed from the last one's end
+            at = due
             padding = int(np.clip(estimator.estimate_bps / 8 * plan.probe_ms / 1000, 3000,
                                   MAX_PROBE_PADDING_BYTES))
             periodic = done >= SETTLE_PROBES  # the steady cost leaves the start-up out
@@ -95,12 +97,16 @@ def one_run(trace: Trace, start_s: float, seconds: float, plan: ProbePlan) -> di
                 estimator.add_timeout(padding, TIMEOUT_MS)
             else:
                 estimator.add_sample(padding, max(took, 1.0))
-            free_at = at + min(took, TIMEOUT_MS)
             done += 1
+            if done == SETTLE_PROBES:
+                settled_at = at + min(took, TIMEOUT_MS)
+            gap_s = SETTLE_GAP_S if done < SETTLE_PROBES else \
+                plan.unsettled_s if estimator.unsettled else plan.interval_s
+            due = at + min(took, TIMEOUT_MS) + 1000 * gap_s
         true = trace.capacity_bps(t - 500, t + 500)
         if true > 0:
             errors.append(abs(estimator.estimate_bps - true) / true)
-    steady_ms = inputs[-1] - probes[SETTLE_PROBES - 1]
+    steady_ms = max(inputs[-1] - settled_at, 1.0)
     return {"median_error": statistics.median(errors) if errors else math.nan,  # an outage
             "bytes": sent_bytes,
             "link_share": busy_ms / steady_ms, "seconds": steady_ms / 1000}
@@ -129,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.probe_study",
         description=__doc__.split("\n\n")[0] + " Compares idle probing plans: the device's "
-                    "default (a 50 ms probe every 5 s, median of 5) and faster ones.")
+                    "default (a 50 ms probe every 5 s, every 1 s while the window is "
+                    "unsettled, median of 5), the same without the unsettled rule, and "
+                    "faster ones.")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="length of each run (default: %(default)s, a Pi 4's 50 inputs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

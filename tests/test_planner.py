@@ -295,6 +295,27 @@ def test_bandwidth_falls_in_an_outage_and_recovers_after_it():
     assert bw.estimate_bps == pytest.approx(2e6)
 
 
+def test_an_idle_device_probes_every_second_while_its_samples_disagree():
+    """After an outage the window holds both rates: the median straddles the change, and
+    a device that sends nothing probes every second (not every 5 s) until it agrees."""
+    bw = BandwidthEstimator(initial_bps=1e6, window=5)
+    for _ in range(5):
+        bw.add_sample(20_000, 80.0)  # 2 Mbit/s
+    assert not bw.unsettled
+    bw.last_sample_at -= 1.5
+    assert not bw.stale(5.0)  # a settled window waits the full interval
+    bw.add_timeout(20_000, 2000.0)  # an outage: at most 80 kbit/s
+    assert bw.unsettled and bw.estimate_bps == pytest.approx(2e6)
+    assert not bw.stale(5.0)  # just sampled
+    bw.last_sample_at -= 1.5
+    assert bw.stale(5.0) and not bw.stale(5.0, unsettled_s=2.0)
+    for _ in range(4):
+        bw.add_timeout(20_000, 2000.0)  # the outage goes on: the window agrees on it
+    assert not bw.unsettled and bw.estimate_bps < 0.1e6
+    bw.add_sample(20_000, 80.0)  # the link is back: unsettled until the median follows
+    assert bw.unsettled
+
+
 def test_rtt_and_head_speed_follow_their_samples():
     rtt = RttEstimator(initial_ms=100.0)
     for _ in range(9):
