@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="this device's PEM private key (with --tls-cert)")
     parser.add_argument("--probe-interval-s", type=float, default=5.0, metavar="S",
                         help="while inputs send too little to time the uplink, probe it "
-                             "once every S seconds (default: %(default)s; each probe sends "
-                             "~50 ms of traffic: about 20 MB an hour on a 5-10 Mbit/s LTE "
-                             "uplink, see `python -m experiments.probe_study`)")
+                             "once every S seconds, and every S/5 while the latest probes "
+                             "disagree by more than 2x (an outage began or ended) "
+                             "(default: %(default)s; each probe sends ~50 ms of traffic: "
+                             "17-63 MB an hour on the shipped LTE traces, see `python -m "
+                             "experiments.probe_study`)")
     parser.add_argument("--deadline-ms", type=float, default=None,
                         help="per-input latency deadline; late offloads finish locally")
     parser.add_argument("--accuracy-floor", type=float, default=None,

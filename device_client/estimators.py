@@ -57,12 +57,13 @@ class BandwidthEstimator:
 
     A window whose samples lie more than ``UNSETTLED_SPREAD`` apart is *unsettled*: the
     link changed (an outage began or ended) and the median still straddles the change.
-    A device that sends nothing then probes every second, not every few, until the window
-    agrees again (see ``stale``). Without it, an emulated Pi Zero 2 kept 43 frames local
-    after an outage, at 470-594 ms each while offloads took 230 ms: its estimate came
-    from idle probes alone, one every 5 s. Offline on the shipped traces (15 s runs,
-    ``python -m experiments.probe_study --seconds 15``) this keeps the idle estimate
-    closer than probing every 5 s, for about half the bytes of probing every second.
+    A device that sends nothing then probes five times as often (every second, not every
+    5 s) until the window agrees again (see ``stale``). Without it, an emulated Pi Zero 2
+    kept 43 frames local after an outage, at 470-594 ms each while offloads took 230 ms:
+    its estimate came from idle probes alone, one every 5 s. Offline on the shipped
+    traces (``python -m experiments.probe_study --seconds 20``) this keeps the idle
+    estimate closer than probing every 5 s, for about half the data of probing every
+    second.
     """
 
     UNSETTLED_SPREAD = 2.0
@@ -121,16 +122,19 @@ class BandwidthEstimator:
             return max(self._samples) > self.UNSETTLED_SPREAD * min(self._samples)
 
     def stale(self, max_age_s: float, settle_s: float = 0.2,
-              unsettled_s: float = 1.0) -> bool:
+              unsettled_s: float | None = None) -> bool:
         """Time for a probe: the latest sample is older than ``max_age_s``; or, until
         ``settle_samples`` have come since the start, ``settle_s`` after the last (one
         probe can land on a burst or in a gap, and the median needs a few); or, while the
-        window is ``unsettled``, ``unsettled_s`` after the last."""
+        window is ``unsettled``, ``unsettled_s`` after the last (a fifth of ``max_age_s``
+        unless given: 1 s for the 5 s default, and a device that probes rarely to save
+        data still probes five times as rarely as it)."""
         age = time.monotonic() - self.last_sample_at
         with self._lock:
             measured = 0 if self._prior else len(self._samples)
+        unsettled_s = max_age_s / 5 if unsettled_s is None else min(unsettled_s, max_age_s)
         return age > max_age_s or (measured < self.settle_samples and age > settle_s) \
-            or (age > min(unsettled_s, max_age_s) and self.unsettled)
+            or (age > unsettled_s and self.unsettled)
 
 
 class RttEstimator:
