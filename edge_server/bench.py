@@ -1,12 +1,16 @@
 """Edge-server benchmarks; prints one JSON object.
 
     throughput   two servers (dynamic batching | batch size 1) in their own processes, one
-                 torch thread each; 32 closed-loop streams (grpc.aio) hit them in
-                 alternating rounds, A B A B… → requests/s per round (median), ratio,
-                 p50/p99 latency; from each server's own metrics (process CPU seconds −
-                 the model's CPU seconds on its one thread) ÷ requests: the server's CPU
-                 per request outside the model (with the model's wall time subtracted
-                 instead, as before 2026-12-05, beside it).
+                 torch thread each; 32 closed-loop devices (grpc.aio), each with one
+                 stream opened once and kept, hit them in alternating rounds, A B A B…
+                 → requests/s per round (median), ratio, p50/p99 latency; (the process's
+                 CPU over a round, from /proc to the nanosecond − the model's CPU seconds
+                 on its one thread, from the server's metrics) ÷ requests: the server's
+                 CPU per request outside the model (with the model's wall time subtracted
+                 instead beside it). No connection set-up and no metrics scrape falls in
+                 a round: until 2026-12-05 each round opened its 32 connections and one
+                 scrape's CPU was counted in it, a fixed cost that a round of 100 camera
+                 requests spread as tenths of a millisecond on each.
                  On the camera model's heaviest tail (split 1) and the small model's split 2.
     wire bytes   device ─► counting TCP proxy ─► server: bytes in each direction per
                  inference over one open stream and over unary calls, minus the payload;
@@ -74,19 +78,17 @@ def _free_port() -> int:
 
 
 def _server_counters(metrics_port: int) -> dict[str, float]:
-    """Process CPU seconds, model seconds and requests answered, from the server's metrics."""
+    """Model seconds (wall and CPU) and requests answered, from the server's metrics."""
     from urllib.request import urlopen
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    out = {"cpu_s": 0.0, "model_s": 0.0, "model_cpu_s": 0.0, "requests": 0.0}
+    out = {"model_s": 0.0, "model_cpu_s": 0.0, "requests": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "process_cpu_seconds_total":
-                out["cpu_s"] += sample.value
-            elif sample.name == "splitnet_edge_model_seconds_total":
+            if sample.name == "splitnet_edge_model_seconds_total":
                 out["model_s"] += sample.value
             elif sample.name == "splitnet_edge_model_cpu_seconds_total":
                 out["model_cpu_s"] += sample.value
@@ -96,38 +98,80 @@ def _server_counters(metrics_port: int) -> dict[str, float]:
     return out
 
 
-# ------------------------------------------------------------------------ throughput
-async def _closed_loop(port: int, model_id: str, config: Config, payloads: list[bytes],
-                       streams: int, seconds: float) -> list[float]:
-    """Each stream (a device of its own) sends, waits for the reply, sends again; returns
-    per-request ms. A refused request is an error here: the figures count answers only."""
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every live thread of a process, to the nanosecond (the scheduler's
+    own count in /proc/PID/task/*/schedstat; /proc/PID/stat, and so Prometheus's
+    ``process_cpu_seconds_total``, counts 10 ms ticks: a tenth of a millisecond per
+    request on a round of 100 camera requests)."""
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread ended
+            total_ns += int((task / "schedstat").read_text().split()[0])
+    return total_ns / 1e9
 
-    async def one_stream(index: int) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.EdgeInferenceStub(channel)
-            call = stub.InferStream(metadata=((MODEL_ID_METADATA, model_id),
-                                              (DEVICE_ID_METADATA, f"bench-{index}")))
-            n = 0
+
+# ------------------------------------------------------------------------ throughput
+class ClosedLoopDevices:
+    """``streams`` devices, each with one stream to the server, opened once and kept, as a
+    device keeps its stream. In each round every device sends, waits for the reply and
+    sends again until the round's time is up, then waits for its last reply: a round
+    starts and ends with the server idle, and holds no connection set-up.
+
+        open() ─► round(s) ─► round(s) … ─► close()
+                  └─ per-request ms of the round's answers
+    """
+
+    def __init__(self, port: int, model_id: str, config: Config, payloads: list[bytes],
+                 streams: int) -> None:
+        self.port, self.model_id, self.config = port, model_id, config
+        self.payloads, self.streams = payloads, streams
+        self._channels: list[grpc.aio.Channel] = []
+        self._calls: list[Any] = []
+        self._sent = 0
+
+    async def open(self) -> None:
+        for index in range(self.streams):
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+            self._channels.append(channel)
+            self._calls.append(pb_grpc.EdgeInferenceStub(channel).InferStream(
+                metadata=((MODEL_ID_METADATA, self.model_id),
+                          (DEVICE_ID_METADATA, f"bench-{index}"))))
+
+    async def round(self, seconds: float) -> list[float]:
+        """Per-request ms. A refused request is an error here: the figures count answers."""
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+
+        async def one_device(index: int, call: Any) -> None:
             while time.perf_counter() < stop_at:
-                payload = payloads[(index * 997 + n) % len(payloads)]
+                self._sent += 1
+                payload = self.payloads[(index * 997 + self._sent) % len(self.payloads)]
                 start = time.perf_counter()
-                await call.write(InferRequest(n, config, payload).to_message())
+                await call.write(InferRequest(self._sent, self.config, payload).to_message())
                 reply = await call.read()
                 if reply.HasField("error"):
                     raise RuntimeError(f"the server refused a benchmark request: "
                                        f"{reply.error.message}")
                 latencies.append((time.perf_counter() - start) * 1000)
-                n += 1
-            await call.done_writing()
 
-    await asyncio.gather(*(one_stream(i) for i in range(streams)))
-    return latencies
+        await asyncio.gather(*(one_device(i, c) for i, c in enumerate(self._calls)))
+        return latencies
+
+    async def close(self) -> None:
+        for call in self._calls:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call.done_writing()
+        for channel in self._channels:
+            await channel.close()
 
 
 def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                seconds: float, threads: int) -> dict[str, Any]:
+    """Batched against batch-1 servers, rounds interleaved (A B A B …), with each
+    server's CPU per request outside the model: the process's CPU over a round (read
+    from /proc after the metrics before it and before the metrics after it, so no scrape
+    is counted) less the model's (its one thread's CPU; its wall time with more threads),
+    over the requests answered."""
     model_id, payloads = payloads_for(checkpoint, config, 256)
     metrics_ports = {"batched": _free_port(), "batch1": _free_port()}
     servers = {"batched": start_server(checkpoint, 32, threads, metrics_ports["batched"]),
@@ -139,23 +183,34 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
     # the model's CPU is its thread's when torch runs on one thread; with more, the
     # batch's other threads are not counted there and its wall time is subtracted instead
     model_key = "model_cpu_s" if threads == 1 else "model_s"
+
+    async def measure() -> None:
+        devices = {name: ClosedLoopDevices(port, model_id, config, payloads, streams)
+                   for name, (_, port) in servers.items()}
+        try:
+            for name in servers:  # connect, then warm up
+                await devices[name].open()
+                await devices[name].round(1.0)
+            for _ in range(rounds):
+                for name, (process, _) in servers.items():  # A and B interleaved
+                    before = _server_counters(metrics_ports[name])
+                    cpu_before = process_cpu_s(process.pid)
+                    samples = await devices[name].round(seconds)
+                    cpu_s = process_cpu_s(process.pid) - cpu_before
+                    after = _server_counters(metrics_ports[name])
+                    rps[name].append(len(samples) / seconds)
+                    latencies[name] += samples
+                    answered = max(after["requests"] - before["requests"], 1.0)
+                    server_cpu_ms[name].append(
+                        1000 * (cpu_s - (after[model_key] - before[model_key])) / answered)
+                    wall_subtracted_ms[name].append(
+                        1000 * (cpu_s - (after["model_s"] - before["model_s"])) / answered)
+        finally:
+            for device_set in devices.values():
+                await device_set.close()
+
     try:
-        for _, port in servers.values():  # warm-up
-            asyncio.run(_closed_loop(port, model_id, config, payloads, streams, 1.0))
-        for _ in range(rounds):
-            for name, (_, port) in servers.items():  # A and B interleaved
-                before = _server_counters(metrics_ports[name])
-                samples = asyncio.run(_closed_loop(port, model_id, config, payloads,
-                                                   streams, seconds))
-                after = _server_counters(metrics_ports[name])
-                rps[name].append(len(samples) / seconds)
-                latencies[name] += samples
-                answered = max(after["requests"] - before["requests"], 1.0)
-                cpu_s = after["cpu_s"] - before["cpu_s"]
-                server_cpu_ms[name].append(
-                    1000 * (cpu_s - (after[model_key] - before[model_key])) / answered)
-                wall_subtracted_ms[name].append(
-                    1000 * (cpu_s - (after["model_s"] - before["model_s"])) / answered)
+        asyncio.run(measure())
     finally:
         for process, _ in servers.values():
             stop_edge_process(process)
@@ -168,6 +223,7 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                      "p99_latency_ms": float(np.percentile(latencies[name], 99)),
                      "server_cpu_ms_per_request_outside_model": statistics.median(
                          server_cpu_ms[name]),
+                     "server_cpu_ms_per_request_rounds": server_cpu_ms[name],
                      "server_cpu_ms_per_request_model_wall_subtracted": statistics.median(
                          wall_subtracted_ms[name])}
     out["speedup"] = out["batched"]["rps_median"] / out["batch1"]["rps_median"]
