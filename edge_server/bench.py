@@ -10,7 +10,7 @@
                  instead beside it). No connection set-up and no metrics scrape falls in
                  a round: until 2026-12-05 each round opened its 32 connections and one
                  scrape's CPU was counted in it, a fixed cost that a round of 100 camera
-                 requests spread as tenths of a millisecond on each.
+                 requests spread as about 0.1 ms on each (0.57 → 0.45 ms, back to back).
                  On the camera model's heaviest tail (split 1) and the small model's split 2.
     wire bytes   device ─► counting TCP proxy ─► server: bytes in each direction per
                  inference over one open stream and over unary calls, minus the payload;
