@@ -1,22 +1,28 @@
 """Dynamic batching across clients and streams, with a bounded queue.
 
-    handler threads ──submit(key, input)──► queue (≤ max_queue) ──► worker thread
-         ▲                                                            │ waits ≤ max_wait_ms
-         └─────────── Future(probabilities, timing) ◄── run_batch ◄──┘ for ≤ max_batch_size
-                                                                        of the same key
+    event loop ──submit(key, input)──► queue (≤ max_queue) ──► worker thread
+         ▲                                                       │ waits ≤ max_wait_ms
+         └── asyncio futures, all of a batch ◄── run_batch ◄────┘ for ≤ max_batch_size
+             settled in one loop callback                          of the same key
 The key says what may share a batch: on the edge, the model and the config.
+
+A batch's results reach the event loop in one ``call_soon_threadsafe``: one wake-up of
+the loop per batch, where a ``concurrent.futures.Future`` per request (and
+``asyncio.wrap_future``) cost a lock, a condition and a wake-up per request, about 0.04 ms
+of server CPU each in an echo benchmark on this 2-core host.
 
 A full queue refuses at once (QueueFullError → RESOURCE_EXHAUSTED) instead of growing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -42,7 +48,8 @@ class BatchResult:
 class _Job(Generic[K, T]):
     key: K
     item: T
-    future: Future[BatchResult]
+    future: asyncio.Future[BatchResult]
+    loop: asyncio.AbstractEventLoop
     enqueued: float
 
 
@@ -85,15 +92,18 @@ class DynamicBatcher(Generic[K, T]):
         """Exponentially weighted mean time a request waited before its batch ran."""
         return self._queue_ms
 
-    def submit(self, key: K, item: T) -> Future[BatchResult]:
-        """Queue one input; raises QueueFullError when the queue is at its bound."""
+    def submit(self, key: K, item: T) -> asyncio.Future[BatchResult]:
+        """Queue one input; called in a running event loop, it returns a future of that
+        loop. Raises QueueFullError when the queue is at its bound. Cancelling the future
+        (a caller that gave up) takes the input out of its batch if that has not run."""
+        loop = asyncio.get_running_loop()
         with self._lock:
             if self._depth >= self.max_queue:
                 raise QueueFullError(
                     f"the edge's queue is full ({self.max_queue} requests); retry later "
                     "or run this input on the device")
             self._depth += 1
-        job: _Job[K, T] = _Job(key, item, Future(), time.monotonic())
+        job: _Job[K, T] = _Job(key, item, loop.create_future(), loop, time.monotonic())
         self._queue.put(job)
         return job.future
 
@@ -137,28 +147,52 @@ class DynamicBatcher(Generic[K, T]):
 
     def _run(self, key: K, jobs: list[_Job[K, T]]) -> None:
         # a caller that gave up (a deadline, a cancelled call) cancelled its future: skip it
-        batch = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-        if not batch:
-            with self._lock:
-                self._depth -= len(jobs)
-            return
-        started, cpu_started = time.monotonic(), time.thread_time()
+        # (read across threads; one cancelled meanwhile is skipped again in _settle)
+        batch = [j for j in jobs if not j.future.cancelled()]
         try:
-            probabilities = self.run_batch(key, [j.item for j in batch])
-        except Exception as error:  # noqa: BLE001 - delivered to each waiting caller
-            for j in batch:
-                j.future.set_exception(error)
-        else:
+            if not batch:
+                return
+            started, cpu_started = time.monotonic(), time.thread_time()
+            try:
+                probabilities = self.run_batch(key, [j.item for j in batch])
+            except Exception as error:  # noqa: BLE001 - delivered to each waiting caller
+                self._deliver(batch, [error] * len(batch))
+                return
             compute_ms = (time.monotonic() - started) * 1000
             rows = probabilities.tolist()  # once per batch, not a tensor index per request
+            results: list[BatchResult | Exception] = []
             for j, row in zip(batch, rows, strict=True):
                 queue_ms = (started - j.enqueued) * 1000
                 self._queue_ms = 0.9 * self._queue_ms + 0.1 * queue_ms
-                j.future.set_result(BatchResult(row, queue_ms, compute_ms, len(batch)))
+                results.append(BatchResult(row, queue_ms, compute_ms, len(batch)))
             self._service_ms = 0.8 * self._service_ms + 0.2 * compute_ms
+            self._deliver(batch, results)
             if self.on_batch is not None:
                 self.on_batch(key, len(batch), compute_ms / 1000,
                               time.thread_time() - cpu_started)
         finally:
             with self._lock:
                 self._depth -= len(jobs)
+
+    @staticmethod
+    def _deliver(batch: list[_Job[K, T]], results: list[BatchResult | Exception]) -> None:
+        """One loop callback per event loop for the whole batch (one, on the edge)."""
+        by_loop: dict[asyncio.AbstractEventLoop,
+                      list[tuple[asyncio.Future[BatchResult], BatchResult | Exception]]] = {}
+        for job, result in zip(batch, results, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, result))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[BatchResult], BatchResult | Exception]]
+            ) -> None:
+    """In the event loop: hand each waiting caller its result."""
+    for future, result in settled:
+        if future.done():  # cancelled while its batch ran
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from typing import NoReturn
 
 import grpc
@@ -104,7 +103,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                    "models, or point the device at a server with its model")
 
     def _submit(self, engine: Engine, message: pb.InferRequest
-                ) -> tuple[InferRequest, Future[BatchResult]]:
+                ) -> tuple[InferRequest, asyncio.Future[BatchResult]]:
         try:
             request = InferRequest.from_message(message)
             decoded = engine.prepare(request.config, request.payload)
@@ -134,7 +133,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         try:
             parsed, future = self._submit(engine, message)
             try:
-                return parsed, await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+                return parsed, await asyncio.wait_for(future, timeout_s)
             except TimeoutError as error:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "deadline passed in the queue") from error

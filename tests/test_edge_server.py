@@ -265,6 +265,36 @@ def test_a_call_that_gives_up_in_the_queue_does_not_stop_the_batch_worker(checkp
         server.stop(1)
 
 
+def test_the_batcher_settles_a_batch_in_the_event_loop_and_skips_a_caller_that_left():
+    import asyncio
+
+    from edge_server.batching import DynamicBatcher
+
+    def run_batch(key: str, items: list[float]) -> torch.Tensor:
+        if key == "broken":
+            raise ValueError("the model failed")
+        return torch.tensor(items)[:, None].repeat(1, 3)
+
+    batcher: DynamicBatcher[str, float] = DynamicBatcher(run_batch, max_wait_ms=50)
+
+    async def main() -> None:
+        futures = [batcher.submit("ok", float(i)) for i in range(5)]
+        futures[2].cancel()  # its caller gave up before the batch ran
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[2], asyncio.CancelledError)
+        assert [r.probabilities[0] for r in results if not isinstance(r, BaseException)] \
+            == [0.0, 1.0, 3.0, 4.0]
+        assert {r.batch_size for r in results if not isinstance(r, BaseException)} == {4}
+        with pytest.raises(ValueError, match="the model failed"):
+            await batcher.submit("broken", 1.0)  # each caller gets the model's error
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))  # a lost result fails, not hangs
+        assert batcher.depth == 0
+    finally:
+        batcher.close()
+
+
 def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoint, shipped,
                                                                           test_split):
     from edge_server.server import Limits
