@@ -487,13 +487,15 @@ class DeviceClient:
         network_ms = max(round_trip_ms - server_ms, 0.0)
         self.server.update_queue(reply.load.queue_ms_recent)
         self.server.update_compute(reply.compute_ms, plan.tail_mmacs)
-        rtt_ms = self.rtt.estimate_ms
-        transfer_ms = max(network_ms - rtt_ms, 0.0)
-        if not self.bandwidth.add_sample(len(payload), transfer_ms) and network_ms < 2 * rtt_ms:
+        # the transfer: the round trip less the path's own (see RttEstimator)
+        path_ms = self.rtt.floor_ms
+        transfer_ms = max(network_ms - path_ms, 0.0)
+        if not self.bandwidth.add_sample(len(payload), transfer_ms) and \
+                network_ms < 2 * self.rtt.estimate_ms:
             self.rtt.add_sample(network_ms)  # a small payload: its round trip is the RTT
         self.health.success()
         bandwidth = self.bandwidth.estimate_bps
-        energy = self.power.energy_mj(head_ms, wait_ms=rtt_ms + server_ms,
+        energy = self.power.energy_mj(head_ms, wait_ms=path_ms + server_ms,
                                       transfer_ms=transfer_ms, throughput_bps=bandwidth)
         return InferenceResult(reply.label, reply.probabilities, config, WHERE_EDGE,
                                LatencyBreakdown(head_ms, network_ms, server_ms),

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             record = result.record()
             record.update(device=args.device_id, index=args.start + i, policy=args.policy,
                           t_due=due, t_start=started, t_end=time.monotonic(),
-                          edge_up=client.health.up)
+                          edge_up=client.health.up, rtt_estimate_ms=client.rtt.estimate_ms)
             socket.send(json.dumps(record).encode())
         least_cpu.save()  # what this device found, for the devices after it
     socket.send(json.dumps({"done": True, "device": args.device_id}).encode())

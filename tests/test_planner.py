@@ -327,6 +327,22 @@ def test_rtt_and_head_speed_follow_their_samples():
     assert speed.factor == pytest.approx(3.0, rel=0.01)
 
 
+def test_the_rtt_floor_is_the_least_measured_round_trip_never_the_prior():
+    rtt = RttEstimator(initial_ms=20.0)
+    assert rtt.floor_ms == 20.0  # nothing measured yet
+    for sample in (41.0, 47.0, 44.0):  # an LTE edge, slower than the prior
+        rtt.add_sample(sample)
+    assert rtt.floor_ms == 41.0
+    rtt = RttEstimator(initial_ms=20.0)
+    for sample in (12.0, 19.0, 21.0):  # empty probes that waited for the uplink's burst
+        rtt.add_sample(sample)
+    # the median still holds the typical wait (and the prior); the floor is the path's
+    assert rtt.estimate_ms == pytest.approx(19.5) and rtt.floor_ms == 12.0
+    for _ in range(9):  # the floor follows the window: an older, quicker path is forgotten
+        rtt.add_sample(30.0)
+    assert rtt.floor_ms == 30.0
+
+
 def test_the_first_measured_edge_speed_replaces_the_guess():
     server = ServerLoadEstimator(initial_ms_per_mmac=0.01)
     server.update_compute(100.0, 1000.0)  # the edge took 100 ms for 1,000 MMAC
