@@ -6,10 +6,13 @@
              settled in one loop callback                          of the same key
 The key says what may share a batch: on the edge, the model and the config.
 
-A batch's results reach the event loop in one ``call_soon_threadsafe``: one wake-up of
-the loop per batch, where a ``concurrent.futures.Future`` per request (and
-``asyncio.wrap_future``) cost a lock, a condition and a wake-up per request, about 0.04 ms
-of server CPU each in an echo benchmark on this 2-core host.
+Hand-overs between the event loop and the worker are per batch, not per input:
+- a batch's results reach the loop in one ``call_soon_threadsafe`` (one wake-up of the
+  loop), where a ``concurrent.futures.Future`` per input and ``asyncio.wrap_future`` cost
+  a lock, a condition and a loop wake-up for each;
+- the worker is woken by the first input and by a full batch; the inputs in between wait
+  for the batch's deadline without waking it (and taking the GIL from the loop).
+The edge benchmark's server CPU per request fell with each (README, "The runtime").
 
 A full queue refuses at once (QueueFullError → RESOURCE_EXHAUSTED) instead of growing.
 """

@@ -7,7 +7,9 @@
                  CPU over a round, from /proc to the nanosecond − the model's CPU seconds
                  on its one thread, from the server's metrics) ÷ requests: the server's
                  CPU per request outside the model (with the model's wall time subtracted
-                 instead beside it). No connection set-up and no metrics scrape falls in
+                 instead beside it), and that CPU by thread: the batch worker outside
+                 the model, the other Python threads (the event loop, gRPC's poller), gRPC
+                 core's own threads. No connection set-up and no metrics scrape falls in
                  a round: until 2026-12-05 each round opened its 32 connections and one
                  scrape's CPU was counted in it, a fixed cost that a round of 100 camera
                  requests spread as about 0.1 ms on each (0.57 → 0.45 ms, back to back).
@@ -98,16 +100,40 @@ def _server_counters(metrics_port: int) -> dict[str, float]:
     return out
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds of every live thread of a process, to the nanosecond (the scheduler's
-    own count in /proc/PID/task/*/schedstat; /proc/PID/stat, and so Prometheus's
-    ``process_cpu_seconds_total``, counts 10 ms ticks: a tenth of a millisecond per
-    request on a round of 100 camera requests)."""
-    total_ns = 0
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """Per live thread of a process: its name and CPU seconds, to the nanosecond (the
+    scheduler's own count in /proc/PID/task/*/schedstat; /proc/PID/stat, and so
+    Prometheus's ``process_cpu_seconds_total``, counts 10 ms ticks: a tenth of a
+    millisecond per request on a round of 100 camera requests)."""
+    out: dict[int, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread ended
-            total_ns += int((task / "schedstat").read_text().split()[0])
-    return total_ns / 1e9
+            ns = int((task / "schedstat").read_text().split()[0])
+            out[int(task.name)] = ((task / "comm").read_text().strip(), ns / 1e9)
+    return out
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every live thread of a process (see ``thread_cpu_s``)."""
+    return sum(seconds for _, seconds in thread_cpu_s(pid).values())
+
+
+def cpu_by_thread(pid: int, before: dict[int, tuple[str, float]],
+                  after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """A round's CPU seconds in three parts: the batch worker (the thread that spent the
+    most: the model runs there), the server's other Python threads (the event loop,
+    gRPC's poller, the metrics server: they carry the process's own name), and gRPC
+    core's threads (``event_engine`` and the like)."""
+    spent = {tid: seconds - before.get(tid, ("", 0.0))[1]
+             for tid, (_, seconds) in after.items()}
+    worker = max(spent, key=spent.__getitem__)
+    python_name = after.get(pid, ("", 0.0))[0]
+    parts = {"batch_worker": spent[worker], "other_python_threads": 0.0, "grpc_core": 0.0}
+    for tid, seconds in spent.items():
+        if tid != worker:
+            parts["other_python_threads" if after[tid][0] == python_name
+                  else "grpc_core"] += seconds
+    return parts
 
 
 # ------------------------------------------------------------------------ throughput
@@ -180,6 +206,8 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
     latencies: dict[str, list[float]] = {k: [] for k in servers}
     server_cpu_ms: dict[str, list[float]] = {k: [] for k in servers}
     wall_subtracted_ms: dict[str, list[float]] = {k: [] for k in servers}
+    by_thread_ms: dict[str, dict[str, list[float]]] = {
+        k: {"batch_worker": [], "other_python_threads": [], "grpc_core": []} for k in servers}
     # the model's CPU is its thread's when torch runs on one thread; with more, the
     # batch's other threads are not counted there and its wall time is subtracted instead
     model_key = "model_cpu_s" if threads == 1 else "model_s"
@@ -194,10 +222,12 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
             for _ in range(rounds):
                 for name, (process, _) in servers.items():  # A and B interleaved
                     before = _server_counters(metrics_ports[name])
-                    cpu_before = process_cpu_s(process.pid)
+                    threads_before = thread_cpu_s(process.pid)
                     samples = await devices[name].round(seconds)
-                    cpu_s = process_cpu_s(process.pid) - cpu_before
+                    threads_after = thread_cpu_s(process.pid)
                     after = _server_counters(metrics_ports[name])
+                    parts = cpu_by_thread(process.pid, threads_before, threads_after)
+                    cpu_s = sum(parts.values())
                     rps[name].append(len(samples) / seconds)
                     latencies[name] += samples
                     answered = max(after["requests"] - before["requests"], 1.0)
@@ -205,6 +235,9 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                         1000 * (cpu_s - (after[model_key] - before[model_key])) / answered)
                     wall_subtracted_ms[name].append(
                         1000 * (cpu_s - (after["model_s"] - before["model_s"])) / answered)
+                    parts["batch_worker"] -= after["model_cpu_s"] - before["model_cpu_s"]
+                    for part, part_s in parts.items():
+                        by_thread_ms[name][part].append(1000 * part_s / answered)
         finally:
             for device_set in devices.values():
                 await device_set.close()
@@ -225,7 +258,13 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                          server_cpu_ms[name]),
                      "server_cpu_ms_per_request_rounds": server_cpu_ms[name],
                      "server_cpu_ms_per_request_model_wall_subtracted": statistics.median(
-                         wall_subtracted_ms[name])}
+                         wall_subtracted_ms[name]),
+                     # medians per part (the batch worker's outside the model with one torch
+                     # thread): they need not add up to the median of the sums
+                     "server_cpu_ms_per_request_by_thread": {
+                         part: statistics.median(values)
+                         for part, values in by_thread_ms[name].items()}
+                     if threads == 1 else None}  # more: torch's pool is "other threads"
     out["speedup"] = out["batched"]["rps_median"] / out["batch1"]["rps_median"]
     out["p99_ratio"] = out["batched"]["p99_latency_ms"] / out["batch1"]["p99_latency_ms"]
     return out
@@ -501,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t['speedup']:.2f}x (p99 {t['batched']['p99_latency_ms']:.1f} vs "
                   f"{t['batch1']['p99_latency_ms']:.1f} ms); server CPU outside the model "
                   f"{t['batched']['server_cpu_ms_per_request_outside_model']:.3f} ms/request")
+            parts = t["batched"]["server_cpu_ms_per_request_by_thread"] or {}
+            print("  by thread: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f} ms"
+                                              for k, v in parts.items()))
         for w in result["wire"]:
             print(f"{w['config']}: payload {w['mean_payload_bytes']:.1f} B, stream "
                   f"+{w['stream']['up_overhead_bytes']:.1f} B up "

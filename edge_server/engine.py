@@ -4,7 +4,7 @@
     (config, payload) ──Engine.prepare──► decoded input (QuantizedTensor or image tensor)
     [decoded inputs of one (model id, config)] ──ModelSet.run_batch──► probabilities (B, K)
 
-``prepare`` runs in the gRPC handler thread, so a bad request is refused before it takes
+``prepare`` runs in the gRPC event loop, so a bad request is refused before it takes
 a place in the queue. ``run_batch`` runs in the batcher's worker thread.
 """
 

@@ -617,3 +617,34 @@ def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
         pass
     burnt = process_cpu_s(os.getpid()) - before
     assert 0.003 <= burnt < 0.008  # ticks would read 0 or 10 ms; other threads run little
+
+
+def test_the_benchmark_splits_a_process_cpu_by_thread_and_finds_the_busiest():
+    import os
+
+    from edge_server.bench import cpu_by_thread, thread_cpu_s
+
+    def burn(seconds: float) -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < seconds:
+            pass
+
+    burnt, read = threading.Event(), threading.Event()
+
+    def model() -> None:  # the batch worker: the most CPU, alive across both readings
+        burn(0.03)
+        burnt.set()
+        read.wait(10)
+
+    before = thread_cpu_s(os.getpid())
+    worker = threading.Thread(target=model)
+    worker.start()
+    try:
+        burnt.wait(10)
+        burn(0.005)  # this (main) thread: one of the process's other Python threads
+        parts = cpu_by_thread(os.getpid(), before, thread_cpu_s(os.getpid()))
+    finally:
+        read.set()
+        worker.join()
+    assert 0.03 <= parts["batch_worker"] < 0.04
+    assert 0.005 <= parts["other_python_threads"] < 0.015
