@@ -133,18 +133,33 @@ class DynamicBatcher(Generic[K, T]):
                     return
                 # gather until the batch is full or the oldest has waited max_wait
                 key, deadline = self._pending[0].key, self._pending[0].enqueued + self.max_wait_s
-                while not self._closing and self._count(key) < self.max_batch_size:
+                while not self._closing and not self._full(key):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._arrived.wait(remaining)
-                batch = [j for j in self._pending if j.key == key][: self.max_batch_size]
-                for j in batch:
-                    self._pending.remove(j)
+                batch = self._take(key)
             self._run(key, batch)
 
-    def _count(self, key: K) -> int:
-        return sum(1 for j in self._pending if j.key == key)
+    def _full(self, key: K) -> bool:
+        """At least a batch of ``key`` is waiting (stops counting there)."""
+        count = 0
+        for job in self._pending:
+            count += job.key == key
+            if count >= self.max_batch_size:
+                return True
+        return False
+
+    def _take(self, key: K) -> list[_Job[K, T]]:
+        """Up to a batch of ``key``'s jobs, oldest first, from the front of the queue;
+        the other keys' jobs passed on the way keep their places."""
+        batch: list[_Job[K, T]] = []
+        passed: list[_Job[K, T]] = []
+        while self._pending and len(batch) < self.max_batch_size:
+            job = self._pending.popleft()
+            (batch if job.key == key else passed).append(job)
+        self._pending.extendleft(reversed(passed))
+        return batch
 
     def _run(self, key: K, jobs: list[_Job[K, T]]) -> None:
         # a caller that gave up (a deadline, a cancelled call) cancelled its future: skip it

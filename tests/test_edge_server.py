@@ -287,6 +287,11 @@ def test_the_batcher_settles_a_batch_in_the_event_loop_and_skips_a_caller_that_l
         assert {r.batch_size for r in results if not isinstance(r, BaseException)} == {4}
         with pytest.raises(ValueError, match="the model failed"):
             await batcher.submit("broken", 1.0)  # each caller gets the model's error
+        # two keys interleaved: each batch holds one key, every input its own answer
+        mixed = [batcher.submit(key, float(i)) for i, key in enumerate("ababa")]
+        answers = await asyncio.gather(*mixed)
+        assert [a.probabilities[0] for a in answers] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert [a.batch_size for a in answers] == [3, 2, 3, 2, 3]
 
     try:
         asyncio.run(asyncio.wait_for(main(), 10))  # a lost result fails, not hangs
