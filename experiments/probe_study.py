@@ -59,6 +59,7 @@ class ProbePlan:
 
 PLANS = (ProbePlan(5.0, 1.0, 50.0, 5),  # the device client's defaults
          ProbePlan(5.0, 5.0, 50.0, 5),  # before the unsettled rule
+         ProbePlan(5.0, 1.0, 200.0, 5),  # longer probes: about the default's data
          ProbePlan(2.0, 2.0, 50.0, 5), ProbePlan(1.0, 1.0, 50.0, 3),
          ProbePlan(1.0, 1.0, 25.0, 5), ProbePlan(0.5, 0.5, 25.0, 3))
 
@@ -136,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m experiments.probe_study",
         description=__doc__.split("\n\n")[0] + " Compares idle probing plans: the device's "
                     "default (a 50 ms probe every 5 s, every 1 s while the window is "
-                    "unsettled, median of 5), the same without the unsettled rule, and "
-                    "faster ones.")
+                    "unsettled, median of 5), the same without the unsettled rule, "
+                    "longer probes, and faster ones.")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="length of each run (default: %(default)s, a Pi 4's 50 inputs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
