@@ -361,15 +361,20 @@ def _constant(value: float) -> Callable[[], float]:
 
 
 def _cpu_work(host_ms: float) -> Callable[[], None]:
-    """A piece of work taking about ``host_ms`` of CPU here (matrix products, one thread)."""
+    """A piece of work taking about ``host_ms`` of CPU here (matrix products, one thread).
+
+    Sized from a timed run of itself, twice: the first 20 products ran slower each than a
+    long run does, and a count taken from them alone made the 300 ms piece 181 ms."""
     import torch
 
     a = torch.rand(128, 128)
-    start = time.thread_time()
-    for _ in range(20):
-        a @ a
-    per_product_ms = max((time.thread_time() - start) * 1000 / 20, 1e-3)
-    count = max(int(round(host_ms / per_product_ms)), 1)
+    count = 20
+    for _ in range(2):
+        start = time.thread_time()
+        for _ in range(count):
+            a @ a
+        per_product_ms = max((time.thread_time() - start) * 1000 / count, 1e-4)
+        count = max(int(round(host_ms / per_product_ms)), 1)
 
     def work() -> None:
         for _ in range(count):
