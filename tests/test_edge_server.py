@@ -663,12 +663,16 @@ def test_the_benchmark_splits_a_process_cpu_by_thread_and_finds_the_busiest():
         burnt.set()
         read.wait(10)
 
+    # a running thread's count lags until the scheduler's next tick: this thread sleeps
+    # before each reading, so its count is brought up to date when it is switched out
+    time.sleep(0.01)
     before = thread_cpu_s(os.getpid())
     worker = threading.Thread(target=model)
     worker.start()
     try:
         burnt.wait(10)
         burn(0.005)  # this (main) thread: one of the process's other Python threads
+        time.sleep(0.01)
         parts = cpu_by_thread(os.getpid(), before, thread_cpu_s(os.getpid()))
     finally:
         read.set()
