@@ -610,6 +610,13 @@ def test_garbage_on_raw_sockets_leaves_the_server_serving(edge, shipped, test_sp
     assert not stub.Infer(good, timeout=10, metadata=meta).HasField("error")
 
 
+def _burn_cpu(seconds: float) -> None:
+    """Spin until this thread has spent ``seconds`` of CPU."""
+    started = time.thread_time()
+    while time.thread_time() - started < seconds:
+        pass
+
+
 def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
     """The server CPU per request is a difference of two readings over a round of about
     100 camera requests: 10 ms ticks would be a tenth of a millisecond per request.
@@ -621,14 +628,11 @@ def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
 
     from edge_server.bench import process_cpu_s, thread_cpu_s
 
-    pid, burnt, done, release = os.getpid(), [0.0, 0.0], threading.Event(), threading.Event()
+    pid, burnt, done, release = os.getpid(), [0.0], threading.Event(), threading.Event()
 
     def burn() -> None:
-        burnt[0] = threading.get_native_id()
-        started = time.thread_time()
-        while time.thread_time() - started < 0.003:  # 3 ms of this thread's CPU
-            pass
-        burnt[1] = time.thread_time()
+        _burn_cpu(0.003)
+        burnt[0] = time.thread_time()  # this thread's whole CPU so far
         done.set()
         release.wait(10)
 
@@ -637,12 +641,13 @@ def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
     try:
         assert done.wait(10)
         time.sleep(0.01)  # the worker is waiting on ``release`` now
-        counted = thread_cpu_s(pid)[int(burnt[0])][1]
+        assert worker.native_id is not None
+        counted = thread_cpu_s(pid)[worker.native_id][1]
         process_after = process_cpu_s(pid)
     finally:
         release.set()
         worker.join()
-    assert abs(counted - burnt[1]) < 0.0005  # ticks would read 0 or 10 ms
+    assert abs(counted - burnt[0]) < 0.0005  # ticks would read 0 or 10 ms
     assert process_after >= counted  # the process's sum holds it
 
 
@@ -651,15 +656,10 @@ def test_the_benchmark_splits_a_process_cpu_by_thread_and_finds_the_busiest():
 
     from edge_server.bench import cpu_by_thread, thread_cpu_s
 
-    def burn(seconds: float) -> None:
-        started = time.thread_time()
-        while time.thread_time() - started < seconds:
-            pass
-
     burnt, read = threading.Event(), threading.Event()
 
     def model() -> None:  # the batch worker: the most CPU, alive across both readings
-        burn(0.03)
+        _burn_cpu(0.03)
         burnt.set()
         read.wait(10)
 
@@ -671,7 +671,7 @@ def test_the_benchmark_splits_a_process_cpu_by_thread_and_finds_the_busiest():
     worker.start()
     try:
         burnt.wait(10)
-        burn(0.005)  # this (main) thread: one of the process's other Python threads
+        _burn_cpu(0.005)  # this (main) thread: one of the process's other Python threads
         time.sleep(0.01)
         parts = cpu_by_thread(os.getpid(), before, thread_cpu_s(os.getpid()))
     finally:
