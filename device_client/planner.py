@@ -53,8 +53,10 @@ from device_client.estimators import Estimates
 from splitnet.card import ModelCard
 from splitnet.config import LOCAL, Config, Placement
 
-POLICIES = ("adaptive", "local", "local-exit", "offload-input", "neurosurgeon", "edgent",
-            "fixed")
+POLICIES = ("adaptive", "adaptive-v0", "local", "local-exit", "offload-input", "neurosurgeon",
+            "edgent", "fixed")
+# the adaptive policy, and its ablation without the learned entropy bottleneck's configs
+ADAPTIVE_POLICIES = ("adaptive", "adaptive-v0")
 DEFAULT_EDGENT_DEADLINE_MS = 100.0
 BATTERY_SAVING_START = 0.5
 BATTERY_SAVING_FULL = 0.1
@@ -156,7 +158,7 @@ class Candidates:
 
         deepest_exit = max(exits) if exits else None
         for c in card.configs:
-            config = Config(split=c.split, width=c.width, bits=c.bits)
+            config = Config.parse(c.config)
             point = max((p for p in exits if p <= c.split), default=None)
             variants = [(False, c.head_latency_ms or 0.0, 0.0)]
             if c.int8_accuracy is not None and c.int8_head_latency_ms:
@@ -214,6 +216,7 @@ class Candidates:
         self.assured_accuracy = self.accuracy - np.array([r[6] for r in rows])
         self.is_local = np.array([c.placement is Placement.LOCAL for c in self.configs])
         self.is_raw = np.array([c.raw for c in self.configs])
+        self.is_entropy_coded = np.array([c.entropy_coded for c in self.configs])
         self.is_offload = np.array([c.placement is Placement.OFFLOAD_INPUT
                                     for c in self.configs])
         self.has_exit = np.array([c.exit_threshold is not None for c in self.configs])
@@ -234,6 +237,7 @@ class Planner:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.policy = policy
+        self.adaptive = policy in ADAPTIVE_POLICIES
         self.candidates = cands = Candidates(card)
         self.accuracy_floor = (cands.full_accuracy - 0.01 if accuracy_floor is None
                                else accuracy_floor)
@@ -268,6 +272,9 @@ class Planner:
             allowed = np.zeros(len(cands.configs), dtype=bool)
             allowed[cands.index[fixed]] = True
             self.fixed_config = fixed
+        elif policy == "adaptive-v0":
+            allowed = ~cands.is_entropy_coded
+            local_only = cands.is_local
         else:
             allowed = np.ones(len(cands.configs), dtype=bool)
             local_only = cands.is_local
@@ -280,13 +287,14 @@ class Planner:
         return bool((self.allowed & ~self.candidates.is_local).any())
 
     def default_fixed_config(self) -> Config:
-        """BottleFit-style, chosen offline from the card (held-apart images): the bottleneck
-        config (fp32 head, no exit) with the fewest bytes that meets the accuracy floor, or
+        """BottleFit-style, chosen offline from the card (held-apart images): the slimmable
+        bottleneck config (fp32 head, no exit; BottleFit's own kind of bottleneck, not the
+        learned entropy bottleneck) with the fewest bytes that meets the accuracy floor, or
         the most accurate one when none does."""
         c = self.candidates
         bottlenecks = [i for i, cfg in enumerate(c.configs)
                        if cfg.placement is Placement.SPLIT and not cfg.raw and not cfg.int8
-                       and cfg.exit_threshold is None]
+                       and not cfg.entropy_coded and cfg.exit_threshold is None]
         ok = [i for i in bottlenecks if c.accuracy[i] >= self.accuracy_floor]
         if not ok:
             return c.configs[max(bottlenecks, key=lambda i: c.accuracy[i])]
@@ -355,7 +363,7 @@ class Planner:
             keeps_up = (allowed & (costs.stage_ms <= 1000.0 / self.frame_rate_hz)
                         & (self.candidates.assured_accuracy >= self.accuracy_floor))
             sustainable = bool(keeps_up.any())
-            if not sustainable and self.policy == "adaptive":
+            if not sustainable and self.adaptive:
                 if edge_lane_free is not None and est.edge_available:
                     two_lanes = self._two_lanes(allowed, costs, edge_lane_free)
                     if two_lanes is not None:
@@ -440,7 +448,7 @@ class Planner:
     def _best_score(self, allowed: np.ndarray, latency: np.ndarray, energy: np.ndarray,
                     battery_level: float) -> int:
         feasible = self._feasible(allowed, latency)
-        weight = battery_weight(battery_level) if self.policy == "adaptive" else 0.0
+        weight = battery_weight(battery_level) if self.adaptive else 0.0
         score = ((1 - weight) * latency / latency[feasible].min()
                  + weight * energy / max(energy[feasible].min(), 1e-9))
         return int(np.argmin(np.where(feasible, score, np.inf)))

@@ -1,7 +1,7 @@
 """The edge's model work: find the model, check a request against it, decode, run a batch.
 
     model id ──ModelSet.engine──► Engine (one per served model)
-    (config, payload) ──Engine.prepare──► decoded input (QuantizedTensor or image tensor)
+    (config, payload) ──Engine.prepare──► decoded input (a code or an image tensor)
     [decoded inputs of one (model id, config)] ──ModelSet.run_batch──► probabilities (B, K)
 
 ``prepare`` runs in the gRPC event loop, so a bad request is refused before it takes
@@ -22,11 +22,12 @@ from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, ConfigError, Placement
 from splitnet.input_codecs import decode_image
 from splitnet.messages import model_tag
+from splitnet.model.entropy_bottleneck import EntropyCode
 from splitnet.model.split_model import SplitModel
 from splitnet.preprocess import images_to_input
 from splitnet.quantize import QuantizedTensor
 
-Decoded = QuantizedTensor | torch.Tensor
+Decoded = QuantizedTensor | EntropyCode | torch.Tensor
 BatchKey = tuple[str, Config]  # (model id, config): what may share a batch
 
 
@@ -86,9 +87,9 @@ class Engine:
             else ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
         self.configs = tuple(self.model.split_configs()) + tuple(
             Config.offload_input(c) for c in codecs)
-        # code shape per (split, width, bits, int8) that passed the model's checks: a
+        # code shape per (split, width, bits, rate) that passed the model's checks: a
         # handful of keys, looked up for every request instead of checked afresh
-        self._code_shapes: dict[tuple[int | None, int | None, int, bool],
+        self._code_shapes: dict[tuple[int | None, int | None, int, int | None],
                                 tuple[int, int, int]] = {}
 
     @property
@@ -104,10 +105,13 @@ class Engine:
     def prepare(self, config: Config, payload: bytes) -> Decoded:
         """Validate and decode one request. Raises ConfigError or codec.PayloadError."""
         if config.placement is Placement.SPLIT:
-            key = (config.split, config.width, config.bits, config.int8)
+            key = (config.split, config.width, config.bits, config.rate)
             shape = self._code_shapes.get(key)
             if shape is None:  # raises ConfigError naming what the model offers instead
                 shape = self._code_shapes[key] = self.model.code_shape(config)
+            if config.rate is not None:
+                return codec.decode_entropy(payload, self.model.coding_tables, config.rate,
+                                            shape)
             return codec.decode(payload, shape, config.bits)
         if config.placement is Placement.OFFLOAD_INPUT:
             assert config.input_codec is not None
@@ -122,9 +126,13 @@ class Engine:
     def run_batch(self, config: Config, inputs: list[Decoded]) -> torch.Tensor:
         """Probabilities for a batch of decoded inputs that share ``config``."""
         if config.placement is Placement.SPLIT:
-            codes = [i for i in inputs if isinstance(i, QuantizedTensor)]
+            batch: QuantizedTensor | EntropyCode
+            if config.rate is not None:
+                batch = EntropyCode.cat([i for i in inputs if isinstance(i, EntropyCode)])
+            else:
+                batch = QuantizedTensor.cat([i for i in inputs if isinstance(i, QuantizedTensor)])
             with self.model.edge_autocast(self.precision):
-                logits = self.model.forward_tail(QuantizedTensor.cat(codes), config).float()
+                logits = self.model.forward_tail(batch, config).float()
         else:
             images = [i for i in inputs if isinstance(i, torch.Tensor)]
             with self.model.edge_autocast(self.precision):

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from splitnet import codec
 from splitnet.card import CardError, ModelCard
 from splitnet.checkpoint import CheckpointError, load_checkpoint
 from splitnet.config import LOCAL, Config
@@ -114,8 +115,9 @@ def run_bench(model_name: str, checkpoint: Path, data_dir: str | None, limit: in
     stats = evaluator.all_split_configs()
     configs = [{
         "config": s.config, "split": s.split, "width": s.width, "bits": s.bits, "raw": s.raw,
-        "accuracy": s.accuracy, "mean_bytes": s.mean_bytes, "p95_bytes": s.p95_bytes,
-        "head_macs": s.head_macs, "tail_macs": s.tail_macs, "int8_accuracy": s.int8_accuracy,
+        "rate": s.rate, "accuracy": s.accuracy, "mean_bytes": s.mean_bytes,
+        "p95_bytes": s.p95_bytes, "head_macs": s.head_macs, "tail_macs": s.tail_macs,
+        "int8_accuracy": s.int8_accuracy,
     } for s in stats]
     exits = evaluator.exits()
     device_exit = max(model.spec.exit_points)  # the exit used by LOCAL and the deep splits
@@ -154,11 +156,80 @@ def run_bench(model_name: str, checkpoint: Path, data_dir: str | None, limit: in
             "full_accuracy": evaluator.int8_full_accuracy(),
             "head_timing": time_int8_vs_fp32(model, evaluator.x[:1], head_configs),
         }
+    if model.entropy_bottleneck is not None:
+        result["entropy"] = entropy_report(model, evaluator, card, result)
     result["targets"] = check_targets(result, targets)
     return result
 
 
-#: The targets each model's benchmark checks (the issues that set them are #2 and #7).
+def time_entropy_coding(model: SplitModel, x1: torch.Tensor, configs: list[Config],
+                        repeats: int = 30) -> dict[str, dict[str, float]]:
+    """Median device-side ms per image of each config's head without and with its entropy
+    coding, interleaved A/B, one thread: the coder's share of the device's work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        with torch.no_grad():
+            for config in configs:
+                head_ms, coded_ms = [], []
+                for i in range(repeats + 3):
+                    start = time.perf_counter()
+                    model.forward_head(x1, config)
+                    middle = time.perf_counter()
+                    code = model.forward_head(x1, config).code
+                    assert code is not None
+                    codec.encode(code)
+                    end = time.perf_counter()
+                    if i >= 3:
+                        head_ms.append((middle - start) * 1000)
+                        coded_ms.append((end - middle) * 1000)
+                head, coded = statistics.median(head_ms), statistics.median(coded_ms)
+                out[str(config)] = {"head_ms": head, "head_and_coding_ms": coded,
+                                    "coder_share": max(0.0, coded - head) / coded}
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def jpeg_accuracy_at(sweep: list[dict[str, float]], size: float) -> float | None:
+    """The accuracy of the best JPEG no larger than ``size`` bytes on the sweep (the upper
+    envelope of its points), or None when no JPEG of the sweep is that small."""
+    fitting = [row["accuracy"] for row in sweep if row["mean_bytes"] <= size]
+    return max(fitting) if fitting else None
+
+
+def entropy_report(model: SplitModel, evaluator: Evaluator, card: ModelCard,
+                   result: dict[str, Any]) -> dict[str, Any]:
+    """The entropy bottleneck's rates beside a JPEG sweep, the coder's round trip and cost,
+    and the shallow-split config chosen on the card's held-apart images."""
+    rows = [c for c in result["configs"] if c["rate"] is not None]
+    sweep = evaluator.jpeg_sweep()
+    for row in rows:
+        row["jpeg_accuracy_at_size"] = jpeg_accuracy_at(sweep, row["mean_bytes"])
+    eb = model.entropy_bottleneck
+    assert eb is not None
+    rate_configs = [Config(split=eb.spec.point, rate=r, int8=model.has_int8)
+                    for r in range(eb.rates)]
+    # chosen where every other choice is: on the card (held-apart images), then scored here
+    floor = card.full.accuracy - TARGETS[model.spec.name].get("shallow_max_loss", 0.01)
+    budget = TARGETS[model.spec.name].get("shallow_head_fraction", 0.15) * result["full_macs"]
+    eligible = [c for c in card.configs if c.rate is not None and c.accuracy >= floor
+                and c.head_macs <= budget]
+    chosen = min(eligible, key=lambda c: c.mean_bytes, default=None)
+    return {
+        "rates": rows,
+        "jpeg_sweep": sweep,
+        "round_trip_failures": evaluator.round_trip_failures,
+        "payloads_checked": len(evaluator.labels) * len(rows) * (2 if model.has_int8 else 1),
+        "coding_time": time_entropy_coding(model, evaluator.x[:1], rate_configs),
+        "chosen_on_card": None if chosen is None else {
+            "config": chosen.config, "card_accuracy": chosen.accuracy,
+            "card_full_accuracy": card.full.accuracy, "card_mean_bytes": chosen.mean_bytes},
+    }
+
+
+#: The targets each model's benchmark checks (docs/targets.md says where each came from).
 TARGETS: dict[str, dict[str, Any]] = {
     "mnv2_fmnist": {
         "full_accuracy": 0.94, "small_bytes": 45, "small_max_loss": 0.01,
@@ -170,6 +241,9 @@ TARGETS: dict[str, dict[str, Any]] = {
         "cheap_head_fraction": 0.25, "cheap_head_bytes": 2000, "cheap_head_max_loss": 0.03,
         "bytes_span": 10, "head_macs_span": 4, "exit_fraction": 0.30, "exit_max_loss": 0.01,
         "switch_ms": 1.0, "int8_max_loss": 0.01, "int8_speedup": 1.5,
+        "shallow_head_fraction": 0.15, "shallow_max_loss": 0.01, "shallow_bytes": 800,
+        "shallow_stretch_bytes": 500, "rate_points": 4, "rate_bytes_span": 4,
+        "coder_share": 0.2,
     },
 }
 
@@ -233,7 +307,52 @@ def check_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[s
         local = int8["head_timing"][str(LOCAL)]
         out[f"int8_head>={t['int8_speedup']}x_faster"] = {
             "measured": local, "met": local["speedup"] >= t["int8_speedup"]}
+    if "entropy" in result:
+        out.update(entropy_targets(result, t))
     return out
+
+
+def entropy_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The learned entropy bottleneck's targets (shallow split, rate curve, int8, coder)."""
+    entropy, full = result["entropy"], result["full_accuracy"]
+    rows = entropy["rates"]
+    chosen = entropy["chosen_on_card"]
+    shallow: dict[str, Any] | None = None
+    if chosen is not None:
+        row = next(r for r in rows if r["config"] == chosen["config"])
+        shallow = {"config": row["config"], "accuracy": row["accuracy"],
+                   "loss": full - row["accuracy"], "mean_bytes": row["mean_bytes"],
+                   "head_fraction": row["head_macs"] / result["full_macs"]}
+    span = max(r["mean_bytes"] for r in rows) / min(r["mean_bytes"] for r in rows)
+    above_jpeg = all(r["jpeg_accuracy_at_size"] is None
+                     or r["accuracy"] >= r["jpeg_accuracy_at_size"] for r in rows)
+    int8_loss = max(r["accuracy"] - r["int8_accuracy"] for r in rows
+                    if r["int8_accuracy"] is not None)
+    shares = {k: v["coder_share"] for k, v in entropy["coding_time"].items()}
+    failures = sum(entropy["round_trip_failures"].values())
+    met_shallow = (shallow is not None and shallow["loss"] <= t["shallow_max_loss"]
+                   and shallow["mean_bytes"] <= t["shallow_bytes"]
+                   and shallow["head_fraction"] <= t["shallow_head_fraction"])
+    return {
+        f"shallow_split: head<={t['shallow_head_fraction']:.0%}_MACs, within "
+        f"{t['shallow_max_loss'] * 100:g}pt, <={t['shallow_bytes']}B (chosen on the card)": {
+            "measured": shallow, "met": met_shallow,
+            "stretch_met": met_shallow and shallow is not None
+            and shallow["mean_bytes"] <= t["shallow_stretch_bytes"]},
+        f"rate_curve: >={t['rate_points']} points, >={t['rate_bytes_span']}x bytes, each "
+        "at or above JPEG of its size": {
+            "measured": {"points": len(rows), "bytes_span": span,
+                         "above_jpeg": above_jpeg},
+            "met": len(rows) >= t["rate_points"] and span >= t["rate_bytes_span"]
+            and above_jpeg},
+        f"entropy_int8_within_{t['int8_max_loss'] * 100:g}pt": {
+            "measured": {"worst_loss": int8_loss}, "met": int8_loss <= t["int8_max_loss"]},
+        f"coder_share<={t['coder_share']:.0%} (host, int8 head)": {
+            "measured": shares, "met": max(shares.values()) <= t["coder_share"]},
+        "coder_round_trip_bit_exact": {
+            "measured": {"payloads": entropy["payloads_checked"], "failures": failures},
+            "met": failures == 0},
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -264,12 +383,73 @@ def markdown(result: dict[str, Any]) -> str:
               "| threshold | exit fraction | overall accuracy |", "|---:|---:|---:|"]
     lines += [f"| {e['threshold']} | {e['exit_fraction']:.3f} | {e['overall_accuracy']:.4f} |"
               for e in result["exit"]]
+    if "entropy" in result:
+        lines += entropy_markdown(result["entropy"], result["full_macs"])
     lines += ["", f"Switch config: {result['switch_ms_median'] * 1000:.1f} µs median; "
               f"reload model: {result['reload_ms_median']:.1f} ms median.", "",
               "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {json.dumps(t['measured'])} | {'met' if t['met'] else 'NOT met'} |"
               for name, t in result["targets"].items()]
     return "\n".join(lines) + "\n"
+
+
+def entropy_markdown(entropy: dict[str, Any], full_macs: int) -> list[str]:
+    """The rate–accuracy table beside the JPEG sweep."""
+    lines = ["", "Learned entropy bottleneck, one set of weights (bytes: every payload's "
+             "length, header included):", "",
+             "| config | accuracy | int8-head accuracy | mean B | p95 B | head MMAC "
+             "(% of net) | best JPEG no larger | int8 head ms | with coding ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in entropy["rates"]:
+        jpeg = r["jpeg_accuracy_at_size"]
+        timing = entropy["coding_time"].get(f"{r['config']}/int8", {})
+        lines.append(
+            f"| {r['config']} | {r['accuracy']:.4f} | {r['int8_accuracy'] or 0:.4f} | "
+            f"{r['mean_bytes']:.0f} | {r['p95_bytes']:.0f} | {r['head_macs'] / 1e6:.0f} "
+            f"({r['head_macs'] / full_macs:.1%}) | "
+            f"{'none that small' if jpeg is None else f'{jpeg:.4f}'} | "
+            f"{timing.get('head_ms', 0):.2f} | {timing.get('head_and_coding_ms', 0):.2f} |")
+    lines += ["", "JPEG sweep (the whole network on each image resized to the side, "
+              "JPEG-coded, decoded and resized back):", "",
+              "| side px | quality | mean B | accuracy |", "|---:|---:|---:|---:|"]
+    lines += [f"| {j['side']} | {j['quality']} | {j['mean_bytes']:.0f} | {j['accuracy']:.4f} |"
+              for j in entropy["jpeg_sweep"]]
+    return lines
+
+
+def plot_rate_accuracy(result: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy against mean bytes: the entropy bottleneck's rates, the slimmable
+    bottlenecks and the JPEG sweep; None where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    entropy = result["entropy"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, rows, style in (
+            ("entropy bottleneck (split 1)", entropy["rates"], "o-"),
+            ("slimmable bottleneck, split 1", [c for c in result["configs"]
+                                               if c["split"] == 1 and c["width"]], "s"),
+            ("JPEG sweep (whole network)", entropy["jpeg_sweep"], "^--")):
+        rows = sorted(rows, key=lambda r: r["mean_bytes"])
+        ax.plot([r["mean_bytes"] for r in rows], [r["accuracy"] for r in rows], style,
+                label=label)
+    ax.axhline(result["full_accuracy"], color="grey", lw=0.8, label="whole network")
+    ax.axhline(result["full_accuracy"] - 0.01, color="grey", lw=0.8, ls=":",
+               label="whole network − 1 point")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean bytes per image (log)")
+    ax.set_ylabel(f"top-1 accuracy, {result['test_images']} images")
+    ax.set_title(f"{result['model']}: rate and accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown(result))
+    if "entropy" in result:
+        plot = plot_rate_accuracy(result, args.markdown.with_name(
+            f"{args.model}-rate-accuracy.png"))
+        if plot is not None:
+            print(f"wrote {plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -48,6 +48,7 @@ class ConfigStats:
     accuracy_with_exit: dict[str, float] = field(default_factory=dict)
     int8_accuracy: float | None = None  # the same config with the int8 device head
     int8_head_latency_ms: float | None = None
+    rate: int | None = None  # the entropy bottleneck's operating point, if it is one
 
 
 @dataclass

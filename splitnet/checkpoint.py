@@ -7,7 +7,9 @@ The model id hashes every tensor's name, dtype, shape and bytes in a fixed order
 names the weights themselves, not the file's container format. With ``half=True`` float
 tensors are stored as float16 and the model's own weights are first rounded to float16,
 so the id is the same before saving and after loading. A checkpoint that carries the int8
-head's calibration gets its int8 head rebuilt on load (``splitnet.model.int8``).
+head's calibration gets its int8 head rebuilt on load (``splitnet.model.int8``). A model with
+an entropy bottleneck stores its coder's integer tables beside the weights: both ends of the
+wire must share them exactly, so they are written once and never recomputed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from splitnet.model import SplitModel, create_model
+from splitnet.model.entropy_bottleneck import CodingTables
 
 
 class CheckpointError(RuntimeError):
@@ -49,7 +52,8 @@ def model_id_of(model: SplitModel) -> str:
 
 def save_checkpoint(model: SplitModel, path: str | os.PathLike[str],
                     meta: dict[str, Any] | None = None, half: bool = False,
-                    int8_calibration: dict[str, torch.Tensor] | None = None) -> str:
+                    int8_calibration: dict[str, torch.Tensor] | None = None,
+                    coding_tables: CodingTables | None = None) -> str:
     """Write the weights (float16 when ``half``) and return the model id."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +70,8 @@ def save_checkpoint(model: SplitModel, path: str | os.PathLike[str],
                             "meta": meta or {}}
     if int8_calibration is not None:
         blob["int8_calibration"] = int8_calibration
+    if coding_tables is not None:
+        blob["coding_tables"] = coding_tables.state()
     torch.save(blob, tmp)
     os.replace(tmp, path)
     return model_id
@@ -95,6 +101,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
     model_id = model_id_of(model)
     if blob.get("model_id") not in (None, model_id):
         raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not hash to its id")
+    if "coding_tables" in blob:
+        model.attach_coding_tables(CodingTables.from_state(blob["coding_tables"]))
     if "int8_calibration" in blob:
         from splitnet.model.int8 import Int8Head
 

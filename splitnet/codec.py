@@ -16,6 +16,15 @@ neither crash the process nor make it allocate more than the shape it declares. 
 frame is magicless and carries no checksum (the transport is already checksummed); a body
 that zstd cannot shrink, as is usual for a few dozen bytes of learned code, is stored.
 
+An entropy-bottleneck config (``splitN/rateR``) sends another format, its symbols coded
+with interleaved rANS (``splitnet.rans``) under the model's integer tables::
+
+    header  byte 0      format tag 0xB0 | version (1)
+            byte 1      rate index
+            varints     the latent's shape C, H, W
+    body    the rANS stream of every symbol of the channels that carry information at that
+            rate (channel-major); the others hold their one symbol and are not sent
+
 Encoding is deterministic. Every decoding failure raises :class:`PayloadError`.
 """
 
@@ -29,11 +38,15 @@ import numpy as np
 import torch
 import zstandard
 
+from splitnet import rans
 from splitnet.config import VALID_BITS
+from splitnet.model.entropy_bottleneck import CodingTables, EntropyCode
 from splitnet.quantize import QuantizedTensor
 
 FORMAT_VERSION = 1
 _TAG = 0xA0
+ENTROPY_FORMAT_VERSION = 1
+_ENTROPY_TAG = 0xB0
 _ZSTD_FLAG = 0x10
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB: far above any config (the largest raw split is ~5 KB)
 MAX_ELEMENTS = 1 << 20
@@ -130,9 +143,24 @@ def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
     raise PayloadError("payload header has an over-long shape field")
 
 
+def _sized(payload: bytes) -> bytes:
+    """``payload`` as bytes, refused when it is not bytes, too large, or too short for
+    any header."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"payload must be bytes, not {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    if len(payload) < 2:
+        raise PayloadError(f"payload of {len(payload)} bytes is too short to hold a header")
+    return payload
+
+
 # ------------------------------------------------------------------------ encode / decode
-def encode(code: QuantizedTensor) -> bytes:
-    """One sample's quantized tensor (batch size 1) to wire bytes."""
+def encode(code: QuantizedTensor | EntropyCode) -> bytes:
+    """One sample's code (batch size 1) to wire bytes."""
+    if isinstance(code, EntropyCode):
+        return encode_entropy(code)
     if code.codes.shape[0] != 1:
         raise ValueError(f"encode takes one sample; got a batch of {code.codes.shape[0]}")
     if code.bits not in VALID_BITS:
@@ -152,7 +180,7 @@ def encode(code: QuantizedTensor) -> bytes:
     return bytes(header) + (compressed if use_zstd else body)
 
 
-def encode_batch(code: QuantizedTensor) -> list[bytes]:
+def encode_batch(code: QuantizedTensor | EntropyCode) -> list[bytes]:
     """Each sample of a batch to its own payload."""
     return [encode(code[i]) for i in range(code.codes.shape[0])]
 
@@ -163,13 +191,7 @@ def decode(
     expected_bits: int | None = None,
 ) -> QuantizedTensor:
     """Wire bytes to a quantized tensor of batch size 1, checking everything on the way."""
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise PayloadError(f"payload must be bytes, not {type(payload).__name__}")
-    payload = bytes(payload)
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    if len(payload) < 2:
-        raise PayloadError(f"payload of {len(payload)} bytes is too short to hold a header")
+    payload = _sized(payload)
     if payload[0] != _TAG | FORMAT_VERSION:
         raise PayloadError(
             f"payload starts with {payload[0]:#04x}, not format version {FORMAT_VERSION} "
@@ -240,3 +262,61 @@ def decode_batch(payloads: list[bytes], expected_shape: tuple[int, ...],
                  expected_bits: int) -> QuantizedTensor:
     """Several payloads of one config, stacked into one batch."""
     return QuantizedTensor.cat([decode(p, expected_shape, expected_bits) for p in payloads])
+
+
+# ------------------------------------------------------------------------ entropy-coded latents
+def encode_entropy(code: EntropyCode) -> bytes:
+    """One sample's entropy-bottleneck symbols (batch size 1) to wire bytes."""
+    symbols = code.symbols
+    if symbols.shape[0] != 1 or symbols.dim() != 4:
+        raise ValueError(f"encode takes one sample's (1, C, H, W) symbols; got "
+                         f"{tuple(symbols.shape)}")
+    tables, rate = code.tables, code.rate
+    channels = tables.active_channels(rate)
+    q = symbols[0].numpy()
+    index = (q[channels] - tables.low[rate].numpy()[channels, None, None].astype(np.int64))
+    rows = np.broadcast_to(channels[:, None, None], index.shape)
+    if index.size and (index.min() < 0 or (index > (tables.high[rate].numpy()[rows]
+                                                    - tables.low[rate].numpy()[rows])).any()):
+        raise ValueError("symbols outside the tables' coded range (clamp them first)")
+    freq = tables.freq[rate][rows, index].reshape(-1)
+    cum = tables.cum[rate][rows, index].reshape(-1)
+    header = bytearray([_ENTROPY_TAG | ENTROPY_FORMAT_VERSION, rate])
+    for dim in q.shape:
+        header += _varint(int(dim))
+    return bytes(header) + rans.encode(freq, cum)
+
+
+def decode_entropy(payload: bytes, tables: CodingTables, expected_rate: int,
+                   expected_shape: tuple[int, int, int]) -> EntropyCode:
+    """Wire bytes to entropy-bottleneck symbols of batch size 1, checking the header against
+    what the config expects before any symbol is decoded."""
+    payload = _sized(payload)
+    if payload[0] != _ENTROPY_TAG | ENTROPY_FORMAT_VERSION:
+        raise PayloadError(
+            f"payload starts with {payload[0]:#04x}, not the entropy-coded format "
+            f"{_ENTROPY_TAG | ENTROPY_FORMAT_VERSION:#04x}; is the sender running another "
+            "splitnet version, or another config?")
+    if payload[1] != expected_rate:
+        raise PayloadError(f"payload is coded at rate {payload[1]}; the config says "
+                           f"{expected_rate}")
+    offset, shape = 2, []
+    for _ in range(3):
+        dim, offset = _read_varint(payload, offset)
+        shape.append(dim)
+    if tuple(shape) != tuple(expected_shape):
+        raise PayloadError(f"payload shape {tuple(shape)} does not match the config's "
+                           f"{tuple(expected_shape)}")
+    channels = tables.active_channels(expected_rate)
+    plane = shape[1] * shape[2]
+    lookup, freq, cum = tables.decoder_rows(expected_rate)
+    rows = np.repeat(channels, plane)
+    try:
+        index = rans.decode(payload[offset:], len(rows), lookup, freq, cum, rows)
+    except rans.RansError as error:
+        raise PayloadError(f"payload body is not a valid rANS stream: {error}") from None
+    low = tables.low[expected_rate].numpy().astype(np.int64)
+    symbols = np.broadcast_to(low[:, None, None], shape).copy()
+    symbols[channels] = (index.reshape(len(channels), shape[1], shape[2])
+                         + low[channels, None, None])
+    return EntropyCode(torch.from_numpy(symbols.astype(np.int32))[None], expected_rate, tables)

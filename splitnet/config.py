@@ -6,6 +6,7 @@ own string form, and is carried in every request, reply and record::
     Config(split=3, width=4, bits=4, exit_threshold=0.9)  ->  "split3/w4/b4/exit0.9"
     Config(split=2, width=None, bits=8)                  ->  "split2/raw/b8"
     Config(split=3, width=8, bits=4, int8=True)          ->  "split3/w8/b4/int8"
+    Config(split=1, rate=3)                              ->  "split1/rate3"
     LOCAL                                                ->  "local"
     OFFLOAD_INPUT                                        ->  "offload/png"
 """
@@ -41,6 +42,9 @@ class Config:
         split: split point index (1 = shallowest) for SPLIT; None otherwise.
         width: bottleneck channels kept, or None to send the raw activation (no bottleneck).
         bits: quantization bits of what is sent at the split (2, 4 or 8).
+        rate: the operating point of the model's learned entropy bottleneck (0 = fewest
+            bytes), which sends entropy-coded latents instead of a slimmable code; width is
+            then None and bits stays 8 (unused).
         exit_threshold: stop at a device-side exit when its top softmax probability is at
             least this; None never exits early.
         input_codec: how OFFLOAD_INPUT sends the image (see ``INPUT_CODECS``).
@@ -55,6 +59,7 @@ class Config:
     exit_threshold: float | None = None
     input_codec: str | None = None
     int8: bool = False
+    rate: int | None = None
 
     def __post_init__(self) -> None:
         if self.exit_threshold is not None and not 0.0 < self.exit_threshold <= 1.0:
@@ -68,7 +73,14 @@ class Config:
                 raise ConfigError(f"width must be >= 1 or None (raw), got {self.width}")
             if self.input_codec is not None:
                 raise ConfigError("input_codec only applies to OFFLOAD_INPUT")
+            if self.rate is not None and (self.rate < 0 or self.width is not None
+                                          or self.bits != 8):
+                raise ConfigError(f"an entropy-bottleneck config takes a rate >= 0 and no "
+                                  f"width or bits, got rate {self.rate}, width {self.width}, "
+                                  f"bits {self.bits}")
         else:
+            if self.rate is not None:
+                raise ConfigError(f"{self.placement.value} takes no rate")
             if self.split is not None or self.width is not None or self.bits != 8:
                 raise ConfigError(f"{self.placement.value} takes no split, width or bits")
             if self.placement is Placement.OFFLOAD_INPUT:
@@ -96,7 +108,12 @@ class Config:
     @property
     def raw(self) -> bool:
         """True for a split that sends the unmodified activation (no bottleneck)."""
-        return self.placement is Placement.SPLIT and self.width is None
+        return self.placement is Placement.SPLIT and self.width is None and self.rate is None
+
+    @property
+    def entropy_coded(self) -> bool:
+        """True for a split through the learned entropy bottleneck (``splitN/rateR``)."""
+        return self.rate is not None
 
     def with_exit(self, exit_threshold: float | None) -> Config:
         """The same config with another exit threshold."""
@@ -122,8 +139,11 @@ class Config:
         if self.placement is Placement.LOCAL:
             text = "local"
         else:
-            width = "raw" if self.width is None else f"w{self.width}"
-            text = f"split{self.split}/{width}/b{self.bits}"
+            if self.rate is not None:
+                text = f"split{self.split}/rate{self.rate}"
+            else:
+                width = "raw" if self.width is None else f"w{self.width}"
+                text = f"split{self.split}/{width}/b{self.bits}"
         if self.int8:
             text += "/int8"
         if self.exit_threshold is not None:
@@ -149,12 +169,16 @@ class Config:
                 raise ConfigError(f"bad exit threshold in {text!r}") from error
         if body == "local":
             return cls.local(exit_threshold, int8)
+        rate_match = re.fullmatch(r"split(\d+)/rate(\d+)", body)
+        if rate_match is not None:
+            return cls(split=int(rate_match.group(1)), rate=int(rate_match.group(2)),
+                       exit_threshold=exit_threshold, int8=int8)
         split_match = re.fullmatch(r"split(\d+)/(raw|w(\d+))/b(\d+)", body)
         if split_match is None:
             raise ConfigError(
                 f"cannot parse config {text!r}; expected e.g. 'split3/w4/b4', "
-                "'split2/raw/b8', 'local', 'offload/png', optionally followed by '/int8' "
-                "and '/exit0.9'"
+                "'split2/raw/b8', 'split1/rate2', 'local', 'offload/png', optionally "
+                "followed by '/int8' and '/exit0.9'"
             )
         width = None if split_match.group(2) == "raw" else int(split_match.group(3))
         return cls(

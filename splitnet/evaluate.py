@@ -10,6 +10,7 @@ both report the same quantities measured the same way.
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from collections.abc import Callable
@@ -30,14 +31,19 @@ from splitnet.card import (
 from splitnet.config import LOCAL, Config
 from splitnet.input_codecs import decode_image, encode_image
 from splitnet.model import SplitModel
+from splitnet.model.entropy_bottleneck import EntropyCode
 from splitnet.preprocess import images_to_input
 from splitnet.progress import progress
-from splitnet.quantize import quantize_min_max, quantize_unit_range
+from splitnet.quantize import QuantizedTensor, quantize_min_max, quantize_unit_range
 
 EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.999)
 GREY_INPUT_CODECS = ("png", "raw-zstd", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
 COLOUR_INPUT_CODECS = ("png", "jpeg95", "jpeg90", "jpeg75", "jpeg50")
 _PIXELS_PER_BATCH = 1000 * 28 * 28 * 8
+# (side in px, JPEG quality): full-size JPEGs, then smaller ones that reach the byte sizes
+# of the entropy bottleneck's rates, which a full-size JPEG cannot
+JPEG_SWEEP = ((224, 90), (224, 75), (224, 50), (224, 25), (224, 10), (160, 50), (160, 25),
+              (112, 75), (112, 50), (112, 25), (80, 50), (56, 50))
 
 
 def input_codecs_for(images: np.ndarray) -> tuple[str, ...]:
@@ -71,6 +77,9 @@ class Evaluator:
         self._int8_features: dict[int, list[torch.Tensor]] = {}
         self._full_logits: torch.Tensor | None = None
         self._exit_logits: dict[int, torch.Tensor] = {}
+        # entropy-coded payloads that did not decode to the symbols sent, per config: every
+        # payload is decoded again and compared (the coder must round-trip bit for bit)
+        self.round_trip_failures: dict[str, int] = {}
 
     # ---------------------------------------------------------------- cached pieces
     def _batches(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -120,9 +129,11 @@ class Evaluator:
             return [self.model.encode_features(f, config)
                     for f in self._batches(self.features(point))]
         head = self.model.int8_head
-        codes = []
+        codes: list[QuantizedTensor | EntropyCode] = []
         for h in self.int8_features(point):
-            if config.width is None:
+            if config.rate is not None:
+                codes.append(self.model.entropy_code(head.latent(h), config.rate))
+            elif config.width is None:
                 codes.append(quantize_min_max(head.to_float(h), config.bits))
             else:
                 codes.append(quantize_unit_range(head.encode(h, point, config.width),
@@ -152,7 +163,10 @@ class Evaluator:
         point = config.split
         logits, sizes = [], []
         for code in self._codes(config):
-            sizes += [len(p) for p in codec.encode_batch(code)]
+            payloads = codec.encode_batch(code)
+            sizes += [len(p) for p in payloads]
+            if isinstance(code, EntropyCode):
+                self._check_round_trip(str(config), code, payloads, model.code_shape(config))
             with model.edge_autocast():
                 logits.append(model.forward_tail(code, config).float())
         correct = self.correct(torch.cat(logits))
@@ -164,7 +178,7 @@ class Evaluator:
         head_params, tail_params = model.param_counts(config)
         stats = ConfigStats(
             config=str(config), split=point, width=config.width, bits=config.bits,
-            raw=config.raw, accuracy=float(correct.float().mean()),
+            raw=config.raw, rate=config.rate, accuracy=float(correct.float().mean()),
             mean_bytes=float(np.mean(sizes)), p95_bytes=_percentile(sizes, 95),
             head_macs=head_macs, tail_macs=tail_macs,
             head_params=head_params, tail_params=tail_params,
@@ -183,6 +197,45 @@ class Evaluator:
             if latency_repeats:
                 stats.int8_head_latency_ms = self.head_latency_ms(int8, latency_repeats)
         return stats
+
+    def _check_round_trip(self, name: str, code: EntropyCode, payloads: list[bytes],
+                          shape: tuple[int, int, int]) -> None:
+        failures = self.round_trip_failures.setdefault(name, 0)
+        for i, payload in enumerate(payloads):
+            back = codec.decode_entropy(payload, code.tables, code.rate, shape)
+            failures += int(not torch.equal(back.symbols, code.symbols[i:i + 1]))
+        self.round_trip_failures[name] = failures
+
+    @torch.no_grad()
+    def jpeg_sweep(self, points: tuple[tuple[int, int], ...] = JPEG_SWEEP
+                   ) -> list[dict[str, float]]:
+        """The whole network on JPEGs of the images at (side, quality): each image is
+        resized to ``side`` px, JPEG-coded, decoded and resized back to the model's size.
+        Mean bytes and accuracy per point: what sending the image costs at each size."""
+        from PIL import Image
+
+        rows = []
+        height = self.images.shape[1]
+        for side, quality in progress(points, desc="JPEG sweep",
+                                      enabled=None if self.show_progress else False):
+            sizes, decoded = [], []
+            for image in self.images:
+                small = Image.fromarray(np.ascontiguousarray(image))
+                if side != height:
+                    small = small.resize((side, side), Image.Resampling.BILINEAR)
+                buffer = io.BytesIO()
+                small.save(buffer, "JPEG", quality=quality, optimize=True)
+                sizes.append(buffer.tell())
+                back = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+                if side != height:
+                    back = back.resize((height, height), Image.Resampling.BILINEAR)
+                decoded.append(np.asarray(back))
+            x = images_to_input(np.stack(decoded))
+            with self.model.edge_autocast():
+                logits = torch.cat([self.model.backbone(b).float() for b in self._batches(x)])
+            rows.append({"side": side, "quality": quality, "mean_bytes": float(np.mean(sizes)),
+                         "accuracy": float(self.correct(logits).float().mean())})
+        return rows
 
     def _with_exit(self, correct: torch.Tensor, exit_point: int) -> dict[str, float]:
         probs = torch.softmax(self.exit_logits(exit_point), 1)

@@ -375,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m splitnet.train --model resnet18_imagenette   # camera model, "
                "~110 min\n"
                "  python -m splitnet.train --model resnet18_imagenette --init resnet18.pth\n"
-               "      # start from torchvision's ImageNet weights (download them yourself)",
+               "      # start from torchvision's ImageNet weights (download them yourself)\n"
+               "  python -m splitnet.train --model resnet18_imagenette \\\n"
+               "      --from splitnet/zoo/resnet18_imagenette.pt   # entropy bottleneck only",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("splitnet/zoo"),
@@ -391,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None,
                         help="resnet18_imagenette only: a torchvision resnet18 state dict to "
                              "start the backbone from (e.g. ImageNet weights)")
+    parser.add_argument("--from", dest="start", type=Path, default=None, metavar="CHECKPOINT",
+                        help="resnet18_imagenette only: take the backbone, exits and slimmable "
+                             "bottlenecks from this checkpoint and train only the entropy "
+                             "bottleneck (about an hour), then int8 calibration and the card")
     parser.add_argument("--epochs", type=int, default=Recipe.backbone_epochs,
                         help="backbone epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
@@ -414,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work_dir)
         try:
             train_camera_model(work_dir, args.out, args.data_dir, args.init,
-                               write_card=not args.no_card)
+                               write_card=not args.no_card, start=args.start)
         except DatasetNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         return 0
-    if args.init is not None:
-        parser.error("--init applies to resnet18_imagenette only")
+    if args.init is not None or args.start is not None:
+        parser.error("--init and --from apply to resnet18_imagenette only")
     recipe = replace(Recipe(), arch=args.arch, backbone_epochs=args.epochs, seed=args.seed)
     try:
         trainer = Trainer(recipe, args.work_dir / recipe.arch, args.data_dir)

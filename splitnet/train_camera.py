@@ -8,6 +8,8 @@
                           MSE(features) + KD(teacher logits), sandwich rule over widths
     stage 2b refine       per split point, alone: frozen head ─► cached 224 px activations
                           ─► bottleneck ─► frozen tail, same loss; a few epochs each
+    stage 2c entropy      the learned entropy bottleneck at split 1, on cached activations
+                          of the frozen network (``splitnet.train_entropy``)
     stage 3  int8         post-training static quantization of the device heads (torch.ao)
     stage 4  card         model card on the held-apart images ─► splitnet/zoo/
 
@@ -32,6 +34,12 @@ from splitnet.imagefolder import ImageSplit, find_imagenette, holdout_split, loa
 from splitnet.model import SplitModel
 from splitnet.model.resnet import ResNet
 from splitnet.progress import progress
+from splitnet.train_entropy import (
+    EntropyRecipe,
+    attach_entropy_bottleneck,
+    load_for_training,
+    train_entropy_bottleneck,
+)
 from splitnet.training import distillation_loss, load_state, one_cycle_lr, save_state
 
 
@@ -496,50 +504,72 @@ def calibrate_int8(model: SplitModel, data: CameraData, images: int = 256,
 def train_camera_model(work_dir: Path, out_dir: Path, data_dir: str | None = None,
                        init: Path | None = None, backbone: BackboneRecipe | None = None,
                        heads: HeadsRecipe | None = None, refine: RefineRecipe | None = None,
-                       write_card: bool = True, log: Any = print) -> Path:
-    """All stages; returns the written checkpoint. Resumes whatever was interrupted."""
+                       entropy: EntropyRecipe | None = None, write_card: bool = True,
+                       start: Path | None = None, log: Any = print) -> Path:
+    """All stages; returns the written checkpoint. Resumes whatever was interrupted.
+
+    With ``start`` (a checkpoint of this architecture), stages 1 to 2b are taken from it and
+    only the entropy bottleneck is trained, then int8 calibration and the card."""
     from splitnet.checkpoint import save_checkpoint
     from splitnet.model import create_model
 
     backbone = backbone or BackboneRecipe()
     heads = heads or HeadsRecipe()
     refine = refine or RefineRecipe()
+    entropy = entropy or EntropyRecipe()
     work_dir.mkdir(parents=True, exist_ok=True)
     data = CameraData(data_dir, work_dir / "cache", backbone.holdout_fraction, backbone.seed,
                       backbone.train_limit)
     torch.manual_seed(backbone.seed)
-    model = create_model("resnet18_imagenette").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if init is not None and not (work_dir / "backbone.pt").is_file():
-        skipped = load_torchvision_weights(model.network, init)
-        log(f"initialised the backbone from {init} (skipped {skipped})")
     minutes: dict[str, float] = {}
-    stage1 = torch.load(train_backbone(backbone, data, work_dir, log, model.network),
-                        map_location="cpu", weights_only=False)
-    model.network.load_state_dict(stage1["model"])
-    minutes["backbone"] = stage1["elapsed_s"] / 60
-    stage2 = torch.load(train_heads(heads, model, data, work_dir, log), map_location="cpu",
-                        weights_only=False)
-    model.load_state_dict(stage2["model"])
-    minutes["exits_and_bottlenecks"] = stage2["elapsed_s"] / 60
-    refined = torch.load(refine_bottlenecks(refine, model, data, work_dir, log),
-                         map_location="cpu", weights_only=False)
-    model.load_state_dict(refined["model"])
-    minutes["bottleneck_refinement"] = refined["elapsed_s"] / 60
+    meta: dict[str, Any]
+    if start is not None:
+        model = load_for_training(start).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        meta = torch.load(start, map_location="cpu", weights_only=False).get("meta", {})
+        minutes = {k: v for k, v in meta.get("minutes", {}).items()
+                   if k not in ("entropy_bottleneck", "int8_calibration")}
+        meta["started_from"] = start.name
+    else:
+        model = create_model("resnet18_imagenette").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if init is not None and not (work_dir / "backbone.pt").is_file():
+            skipped = load_torchvision_weights(model.network, init)
+            log(f"initialised the backbone from {init} (skipped {skipped})")
+        stage1 = torch.load(train_backbone(backbone, data, work_dir, log, model.network),
+                            map_location="cpu", weights_only=False)
+        model.network.load_state_dict(stage1["model"])
+        minutes["backbone"] = stage1["elapsed_s"] / 60
+        stage2 = torch.load(train_heads(heads, model, data, work_dir, log),
+                            map_location="cpu", weights_only=False)
+        model.load_state_dict(stage2["model"])
+        minutes["exits_and_bottlenecks"] = stage2["elapsed_s"] / 60
+        refined = torch.load(refine_bottlenecks(refine, model, data, work_dir, log),
+                             map_location="cpu", weights_only=False)
+        model.load_state_dict(refined["model"])
+        minutes["bottleneck_refinement"] = refined["elapsed_s"] / 60
+        meta = {"recipe": {"backbone": asdict(backbone), "heads": asdict(heads),
+                           "refine": asdict(refine)},
+                "backbone_epoch": stage1["epoch"],
+                "backbone_held_accuracy": stage1["held_accuracy"],
+                "history": {"backbone": stage1["history"], "heads": stage2["history"],
+                            "refine": refined["history"]},
+                "init": str(init) if init else None}
+    trained = train_entropy_bottleneck(entropy, model, data.train.images, data.train.labels,
+                                       data.held.images, data.held.labels, work_dir, log)
+    attach_entropy_bottleneck(model, trained)
+    stage2c = torch.load(trained, map_location="cpu", weights_only=False)
+    minutes["entropy_bottleneck"] = stage2c["elapsed_s"] / 60
+    meta.setdefault("recipe", {})["entropy"] = asdict(entropy)
+    meta.setdefault("history", {})["entropy"] = stage2c["history"]
     model.eval()
     started = time.monotonic()
     calibration = calibrate_int8(model, data)
     minutes["int8_calibration"] = (time.monotonic() - started) / 60
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "resnet18_imagenette.pt"
-    meta = {"recipe": {"backbone": asdict(backbone), "heads": asdict(heads),
-                       "refine": asdict(refine)},
-            "backbone_epoch": stage1["epoch"], "backbone_held_accuracy": stage1["held_accuracy"],
-            "history": {"backbone": stage1["history"], "heads": stage2["history"],
-                        "refine": refined["history"]},
-            "minutes": minutes, "train_minutes": sum(minutes.values()),
-            "init": str(init) if init else None}
+    meta.update({"minutes": minutes, "train_minutes": sum(minutes.values())})
     model_id = save_checkpoint(model, checkpoint, meta, half=True,
-                               int8_calibration=calibration)
+                               int8_calibration=calibration,
+                               coding_tables=model.coding_tables)
     log(f"wrote {checkpoint} (model id {model_id}); minutes per stage: "
         + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
     if write_card:

@@ -6,6 +6,8 @@
     image ─► quant ─► segments 0..s-1 (int8) ─┬─► exit head (int8) ─► dequant ─► logits
                                               ├─► encoder body (int8) ─► dequant ─► 1x1 conv(w)
                                               │                                  ─► sigmoid ─► code
+                                              ├─► entropy encoder (int8) ─► dequant ─► 1x1 conv
+                                              │                                  ─► latent y
                                               └─► dequant ─► raw activation
 
 What crosses the network and everything on the edge stay as they are: the int8 head sends
@@ -92,10 +94,16 @@ class Int8Head(nn.Module):
         })
         # the sliced 1x1 output conv stays fp32 and is shared with the fp32 model
         self._encoder_out = {p: model.bottleneck(p).encoder_out for p in model.split_points}
+        # the entropy bottleneck's encoder likewise: int8 body, fp32 1x1 conv to the latent
+        eb = model.entropy_bottleneck
+        self.entropy_encoder = None if eb is None else copy.deepcopy(eb.encoder_body).eval()
+        self._entropy_point = None if eb is None else eb.spec.point
+        self._entropy_out = None if eb is None else eb.encoder_out
         self._depth = model.depth
         fuse_modules(self.network, groups(), inplace=True)
-        for part in (self.exits, self.encoders):
-            _fuse_conv_bn_act(part)
+        for part in (self.exits, self.encoders, self.entropy_encoder):
+            if part is not None:
+                _fuse_conv_bn_act(part)
         with _quiet_deprecations():
             self.qconfig = get_default_qconfig(self.engine)
             prepare(self, inplace=True)
@@ -113,6 +121,8 @@ class Int8Head(nn.Module):
                     self.exits[str(point)](h)
                 if str(point) in self.encoders:
                     self.encoders[str(point)](h)
+                if point == self._entropy_point and self.entropy_encoder is not None:
+                    self.entropy_encoder(h)
 
     def calibration_state(self) -> dict[str, torch.Tensor]:
         """The observers' state: all that must be stored to rebuild this head."""
@@ -161,6 +171,14 @@ class Int8Head(nn.Module):
         """The bottleneck code in [0, 1]: int8 encoder body, then the fp32 sliced 1x1 conv."""
         hidden = self.dequant(self.encoders[str(point)](h))
         return torch.sigmoid(self._encoder_out[point](hidden, out_ch=width))
+
+    def latent(self, h: torch.Tensor) -> torch.Tensor:
+        """The entropy bottleneck's latent: int8 encoder body, then its fp32 1x1 conv."""
+        if self.entropy_encoder is None or self._entropy_out is None:
+            raise RuntimeError("this model has no entropy bottleneck")
+        hidden = self.dequant(self.entropy_encoder(h))
+        out: torch.Tensor = self._entropy_out(hidden)
+        return out
 
     def to_float(self, h: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.dequant(h)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from splitnet.model.entropy_bottleneck import EntropyBottleneckSpec
 from splitnet.model.mobilenet import MobileNetBackbone, StageSpec
 from splitnet.model.resnet import ResNet
 from splitnet.model.split_model import ArchSpec, BottleneckSpec, SplitModel
@@ -95,4 +96,5 @@ def resnet18_imagenette() -> ArchSpec:
         exit_hidden=256,
         input_shape=(3, 224, 224),
         edge_precision="bf16",
+        entropy_bottleneck=EntropyBottleneckSpec(point=1, latent_channels=16),
     )

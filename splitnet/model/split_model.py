@@ -30,6 +30,12 @@ from torch import nn
 from splitnet.config import VALID_BITS, Config, ConfigError, Placement
 from splitnet.model.backbone import SplitBackbone
 from splitnet.model.bottleneck import SlimmableBottleneck
+from splitnet.model.entropy_bottleneck import (
+    CodingTables,
+    EntropyBottleneck,
+    EntropyBottleneckSpec,
+    EntropyCode,
+)
 from splitnet.model.exits import ExitHead
 from splitnet.quantize import QuantizedTensor, quantize_min_max, quantize_unit_range
 
@@ -58,6 +64,8 @@ class ArchSpec:
     bits: tuple[int, ...] = field(default=VALID_BITS)
     # what the edge runs its part in: "fp32", or "bf16" (autocast; AMX makes it ~3x faster)
     edge_precision: str = "fp32"
+    # a learned entropy bottleneck with several rates (``split<p>/rate<r>`` configs), or None
+    entropy_bottleneck: EntropyBottleneckSpec | None = None
 
 
 class DevicePath(Protocol):
@@ -68,6 +76,7 @@ class DevicePath(Protocol):
     def finish(self, h: torch.Tensor, point: int) -> torch.Tensor: ...
     def exit_logits(self, h: torch.Tensor, point: int) -> torch.Tensor: ...
     def encode(self, h: torch.Tensor, point: int, width: int) -> torch.Tensor: ...
+    def latent(self, h: torch.Tensor) -> torch.Tensor: ...
     def to_float(self, h: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -93,6 +102,9 @@ class Float32Path:
     def encode(self, h: torch.Tensor, point: int, width: int) -> torch.Tensor:
         return self.model.bottleneck(point).encode(h, width)
 
+    def latent(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.require_entropy_bottleneck().latent(h)
+
     def to_float(self, h: torch.Tensor) -> torch.Tensor:
         return h
 
@@ -112,7 +124,7 @@ class HeadOutput:
 
     finished: torch.Tensor  # bool (B,)
     logits: torch.Tensor  # float (B, K), valid where finished
-    code: QuantizedTensor | None
+    code: QuantizedTensor | EntropyCode | None
     exited: torch.Tensor  # bool (B,)
     features: torch.Tensor | None = None
     device_state: torch.Tensor | None = None
@@ -125,6 +137,7 @@ class SplitModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.__dict__["_int8_head"] = None
+        self.__dict__["_coding_tables"] = None
         self.__dict__["_fp32_path"] = Float32Path(self)  # built once: forward_head is hot
         self.network = spec.backbone()
         if len(spec.bottlenecks) != self.network.num_splits:
@@ -140,6 +153,10 @@ class SplitModel(nn.Module):
                                  spec.num_classes)
             for point in spec.exit_points
         })
+        self.entropy_bottleneck: EntropyBottleneck | None = None
+        if spec.entropy_bottleneck is not None:
+            self.entropy_bottleneck = EntropyBottleneck(
+                spec.entropy_bottleneck, self.feature_shape(spec.entropy_bottleneck.point)[0])
 
     # ----------------------------------------------------------------- introspection
     def bottleneck(self, point: int) -> SlimmableBottleneck:
@@ -171,6 +188,9 @@ class SplitModel(nn.Module):
         """(C, H, W) of the tensor a split config sends."""
         self.check(config)
         channels, height, width = self.feature_shape(config.split or 0)
+        if config.rate is not None:
+            latent = self.require_entropy_bottleneck().spec.latent_channels
+            return (latent, -(-height // 2), -(-width // 2))
         if config.width is None:
             return (channels, height, width)
         stride = self.bottleneck(config.split or 0).stride
@@ -191,6 +211,9 @@ class SplitModel(nn.Module):
             configs.append(Config(split=point, width=None, bits=8))
             for width, bits in itertools.product(self.spec.bottleneck_widths, self.spec.bits):
                 configs.append(Config(split=point, width=width, bits=bits))
+            eb = self.entropy_bottleneck
+            if eb is not None and eb.spec.point == point:
+                configs += [Config(split=point, rate=r) for r in range(eb.rates)]
         return configs
 
     def check(self, config: Config) -> None:
@@ -201,6 +224,15 @@ class SplitModel(nn.Module):
             return
         if config.split not in self.split_points:
             raise ConfigError(f"split point {config.split} not offered; use {self.split_points}")
+        if config.rate is not None:
+            eb = self.entropy_bottleneck
+            if eb is None or eb.spec.point != config.split:
+                where = "nowhere" if eb is None else f"at split {eb.spec.point} only"
+                raise ConfigError(f"{self.spec.name} has an entropy bottleneck {where}; "
+                                  f"{config} cannot run")
+            if not 0 <= config.rate < eb.rates:
+                raise ConfigError(f"rate {config.rate} not offered; use 0..{eb.rates - 1}")
+            return
         if config.width is not None and config.width not in self.spec.bottleneck_widths:
             raise ConfigError(
                 f"width {config.width} not offered; use {self.spec.bottleneck_widths} or raw"
@@ -224,6 +256,12 @@ class SplitModel(nn.Module):
         self.check(config)
         head = count(segments(0, config.split))
         tail = count(segments(config.split, self.depth))
+        if config.rate is not None:
+            eb = self.require_entropy_bottleneck()
+            replaced = self.network.segment(config.split)[:eb.spec.decoder_replaces]
+            head += count([eb.encoder_body, eb.encoder_out])
+            tail += count([eb.decoder_body, eb.decoder_layer1]) - count(replaced)
+            return head, tail
         if config.width is not None:
             bottleneck = self.bottleneck(config.split)
             width, index = config.width, bottleneck.widths.index(config.width)
@@ -276,7 +314,9 @@ class SplitModel(nn.Module):
             return HeadOutput(torch.ones(batch, dtype=torch.bool), logits, None, finished)
         assert config.split is not None
         features = path.to_float(h)
-        if config.width is None:
+        if config.rate is not None:
+            code: QuantizedTensor | EntropyCode = self.entropy_code(path.latent(h), config.rate)
+        elif config.width is None:
             code = quantize_min_max(features, config.bits)
         else:
             code = quantize_unit_range(path.encode(h, config.split, config.width), config.bits)
@@ -293,6 +333,48 @@ class SplitModel(nn.Module):
         path: DevicePath = self.int8_head if config.int8 else self.__dict__["_fp32_path"]
         final = path.finish(head.device_state, config.split)
         return torch.where(head.finished.unsqueeze(1), head.logits, final)
+
+    # ----------------------------------------------------------------- entropy bottleneck
+    def require_entropy_bottleneck(self) -> EntropyBottleneck:
+        if self.entropy_bottleneck is None:
+            raise ConfigError(f"{self.spec.name} has no entropy bottleneck")
+        return self.entropy_bottleneck
+
+    @property
+    def coding_tables(self) -> CodingTables:
+        """The entropy coder's tables: the checkpoint's, or (a model not loaded from one)
+        computed from the current weights on first use."""
+        tables = self.__dict__.get("_coding_tables")
+        if tables is None:
+            tables = self.require_entropy_bottleneck().coding_tables()
+            self.__dict__["_coding_tables"] = tables
+        return tables  # type: ignore[no-any-return]
+
+    def attach_coding_tables(self, tables: CodingTables | None) -> None:
+        """Use ``tables`` (a checkpoint's) for every entropy-coded config."""
+        self.__dict__["_coding_tables"] = tables
+
+    def entropy_decoder_target(self, features: torch.Tensor) -> torch.Tensor:
+        """What the entropy decoder rebuilds from the activation at its split point: that
+        activation through the modules the decoder stands in for (ResNet: layer1)."""
+        eb = self.require_entropy_bottleneck()
+        h = features
+        for module in self.network.segment(eb.spec.point)[:eb.spec.decoder_replaces]:
+            h = module(h)
+        return h
+
+    def logits_after_entropy_decoder(self, h: torch.Tensor) -> torch.Tensor:
+        """Finish the network from what the entropy decoder rebuilt."""
+        eb = self.require_entropy_bottleneck()
+        for module in self.network.segment(eb.spec.point)[eb.spec.decoder_replaces:]:
+            h = module(h)
+        return self.logits_from(h, eb.spec.point + 1)
+
+    def entropy_code(self, latent: torch.Tensor, rate: int) -> EntropyCode:
+        """The latent ``y`` as the symbols an entropy-bottleneck config sends."""
+        tables = self.coding_tables
+        symbols = self.require_entropy_bottleneck().symbols(latent, rate, tables)
+        return EntropyCode(symbols, rate, tables)
 
     # ----------------------------------------------------------------- int8 device part
     @property
@@ -312,20 +394,32 @@ class SplitModel(nn.Module):
         """Use ``head`` for int8 configs. Kept out of ``state_dict`` (and the model id)."""
         self.__dict__["_int8_head"] = head
 
-    def encode_features(self, features: torch.Tensor, config: Config) -> QuantizedTensor:
-        """The activation at the split, as the quantized code a SPLIT config sends (fp32)."""
+    def encode_features(self, features: torch.Tensor,
+                        config: Config) -> QuantizedTensor | EntropyCode:
+        """The activation at the split, as the code a SPLIT config sends (fp32 head)."""
+        if config.rate is not None:
+            return self.entropy_code(self.require_entropy_bottleneck().latent(features),
+                                     config.rate)
         if config.width is None:
             return quantize_min_max(features, config.bits)
         assert config.split is not None
         return quantize_unit_range(self.bottleneck(config.split).encode(features, config.width),
                                    config.bits)
 
-    def forward_tail(self, code: QuantizedTensor, config: Config) -> torch.Tensor:
+    def forward_tail(self, code: QuantizedTensor | EntropyCode, config: Config) -> torch.Tensor:
         """Edge side: dequantize, decode the bottleneck (if any), finish the network."""
         self.check(config)
         if config.placement is not Placement.SPLIT or config.split is None:
             raise ConfigError("forward_tail needs a SPLIT config")
         expected = self.code_shape(config)
+        if isinstance(code, EntropyCode) or config.rate is not None:
+            if not isinstance(code, EntropyCode) or code.rate != config.rate \
+                    or tuple(code.symbols.shape[1:]) != expected:
+                raise ConfigError(f"{config} needs an entropy code of shape {expected} at "
+                                  f"rate {config.rate}")
+            eb = self.require_entropy_bottleneck()
+            return self.logits_after_entropy_decoder(eb.decode(code.symbols, code.rate,
+                                                               code.tables))
         if tuple(code.codes.shape[1:]) != expected or code.bits != config.bits:
             raise ConfigError(
                 f"code of shape {tuple(code.codes.shape[1:])} at {code.bits} bits does not fit "
