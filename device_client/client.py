@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -42,12 +42,13 @@ from device_client.estimators import (
 from device_client.fallback import EdgeHealth
 from device_client.planner import Plan, Planner
 from device_client.replicas import EdgePool, resolve_targets
-from splitnet import codec
+from splitnet import codec, faults
 from splitnet.config import Config, Placement
 from splitnet.imagefolder import decode_image, resize_image
 from splitnet.input_codecs import encode_image
 from splitnet.messages import MAX_PROBE_PADDING_BYTES, InferReply, InferRequest
 from splitnet.preprocess import images_to_input
+from splitnet.supervision import Stopped, Supervisor
 from splitnet.zoo import load_card, load_pretrained
 
 Frame = np.ndarray | torch.Tensor | bytes | str | os.PathLike[str]
@@ -58,6 +59,8 @@ MIN_OFFLOAD_TIMEOUT_MS = 200.0
 # a padded probe whose padding crossed the link faster than this met a burst of delivery
 # opportunities, not the link's rate; the device sends a larger one
 MIN_TIMED_PROBE_MS = 20.0
+# a monitor round (a probe pair, maybe enlarged, each at most 2 s) longer than this is stalled
+MONITOR_STALL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -162,23 +165,28 @@ class DeviceClient:
         self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, token, tls_ca,
                               tls_identity) if edge is not None and offloads else None)
         self.probe_interval_s = probe_interval_s
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # the background loops run supervised: restarted when they crash; one that stalls
+        # or keeps crashing is this client's failure (``healthy``; a service exits on it)
+        self.supervisor = Supervisor(self._background_failed)
+        self._feed_socket: Any = None
         if self.link is not None and monitor:
-            self._start(self._monitor_loop, "edge-monitor")
+            self.supervisor.start("edge monitor", self._monitor_round, MONITOR_STALL_S)
         if load_feed:
-            self._start(lambda: self._load_feed_loop(load_feed), "load-feed")
+            self.supervisor.start("load feed", lambda beat: self._load_feed_round(load_feed),
+                                  MONITOR_STALL_S, on_crash=lambda error: self._close_feed())
 
     # ---------------------------------------------------------------- lifecycle
-    def _start(self, target: Any, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+    @property
+    def healthy(self) -> bool:
+        """Every background loop alive and making progress."""
+        return self.supervisor.healthy
+
+    def _background_failed(self, name: str, reason: str) -> None:
+        logging.getLogger(__name__).critical("device client: %s %s", name, reason)
 
     def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=3)
+        self.supervisor.stop(join_s=3)
+        self._close_feed()
         if self.link is not None:
             self.link.close()
 
@@ -269,37 +277,48 @@ class DeviceClient:
             padding_bytes = min(4 * padding_bytes, MAX_PROBE_PADDING_BYTES)
         self.bandwidth.add_sample(padding_bytes, transfer_ms)
 
-    def _monitor_loop(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                if self.health.probe_due():
-                    self.probe_once(timeout_s=1.0)
-                    if self.link is not None:
-                        self.link.reset_stream()  # a fresh stream for the recovered edge
-                    self.health.success()
-                elif self.health.up and self.bandwidth.stale(self.probe_interval_s):
-                    self.probe_once(timeout_s=2.0)
-            except EdgeError as error:
-                if error.timed_out and self.health.up:
-                    continue  # a slow probe on a working link: not an outage
-                self.health.failure(str(error))
+    def _monitor_round(self, beat: Callable[[], None]) -> None:
+        """One round of the edge monitor: probe a failed edge when its backoff is due, and
+        an idle link when its bandwidth samples are stale."""
+        if self.supervisor.stop_event.wait(0.05):
+            raise Stopped
+        faults.point("device.monitor")
+        try:
+            if self.health.probe_due():
+                self.probe_once(timeout_s=1.0)
+                if self.link is not None:
+                    self.link.reset_stream()  # a fresh stream for the recovered edge
+                self.health.success()
+            elif self.health.up and self.bandwidth.stale(self.probe_interval_s):
+                self.probe_once(timeout_s=2.0)
+        except EdgeError as error:
+            if error.timed_out and self.health.up:
+                return  # a slow probe on a working link: not an outage
+            self.health.failure(str(error))
 
-    def _load_feed_loop(self, address: str) -> None:
+    def _load_feed_round(self, address: str) -> None:
+        """One read of the edge's load feed (at most 200 ms)."""
         import zmq  # only when a load feed is used
 
-        socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
-        socket.setsockopt(zmq.SUBSCRIBE, b"load")
-        socket.setsockopt(zmq.RCVTIMEO, 200)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(address)
+        if self.supervisor.stop_event.is_set():
+            raise Stopped
+        if self._feed_socket is None:
+            socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+            socket.setsockopt(zmq.SUBSCRIBE, b"load")
+            socket.setsockopt(zmq.RCVTIMEO, 200)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(address)
+            self._feed_socket = socket
+        faults.point("device.feed")
         try:
-            while not self._stop.is_set():
-                try:
-                    report = json.loads(socket.recv().split(b" ", 1)[1])
-                except zmq.Again:
-                    continue
-                self.server.update_queue(float(report.get("queue_ms_recent", 0.0)))
-        finally:
+            report = json.loads(self._feed_socket.recv().split(b" ", 1)[1])
+        except zmq.Again:
+            return
+        self.server.update_queue(float(report.get("queue_ms_recent", 0.0)))
+
+    def _close_feed(self) -> None:
+        socket, self._feed_socket = self._feed_socket, None
+        if socket is not None:
             socket.close()
 
     # ---------------------------------------------------------------- inference
@@ -375,6 +394,36 @@ class DeviceClient:
             result.bytes_sent, result.bytes_received, energy, result.fallback,
             est.bandwidth_bps if self.link is not None else 0.0,  # 0: nothing estimated
             est.battery_level, plan.latency_ms, overhead_ms, result.error)
+
+    def infer_on_device(self, image: Frame) -> InferenceResult:
+        """Classify one frame on the device only, the way this policy runs with no edge:
+        what a frame stream falls back on when a step of its pipeline fails."""
+        started = time.perf_counter()
+        pixels = self._pixels(image)
+        est = self.estimates()
+        config = self._local_config(est)
+        with torch.no_grad():
+            head = self.model.forward_head(images_to_input(pixels[None]), config)
+        head_ms = (time.perf_counter() - started) * 1000
+        where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
+        return replace(self._local_result(config, head.logits, head_ms, where,
+                                          self.planner.plan_for(config, est)),
+                       fallback=True)
+
+    def finish_on_device(self, begun: Begun, reason: str) -> InferenceResult:
+        """Answer a frame whose offload step failed from what its device part holds."""
+        if begun.result is not None:
+            return begun.result
+        assert begun.finish is not None
+        started = time.perf_counter()
+        with torch.no_grad():
+            logits = begun.finish()
+        local_ms = (time.perf_counter() - started) * 1000
+        failed = InferenceResult(
+            -1, (), begun.plan.config, WHERE_LOCAL, LatencyBreakdown(begun.head_ms), 0, 0,
+            self.power.energy_mj(begun.head_ms), True, 0.0, 0.0, begun.plan.latency_ms, 0.0,
+            reason)
+        return self._fallback(failed, logits, local_ms)
 
     def _local_config(self, est: Estimates) -> Config:
         """What this policy runs with no edge (int8 and an exit when the policy uses them)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from splitnet import faults
 from splitnet.messages import (
     AUTH_METADATA,
     DEVICE_ID_METADATA,
@@ -58,13 +59,22 @@ class EdgeError(RuntimeError):
 
 
 class _StreamSession:
-    """One open InferStream with replies matched to requests by id."""
+    """One open InferStream with replies matched to requests by id.
+
+    The reader thread never dies with a pending input unanswered: a reply that cannot be
+    parsed fails only its own input (found by its request id), and anything else that ends
+    the reader marks the session broken and fails every pending input with EdgeError, so
+    the device finishes them itself; the next input opens a new stream. A session whose
+    input timed out is retired: new inputs go to a new stream, so none queues behind the
+    abandoned one, and the old stream is closed once its last pending input is settled."""
 
     def __init__(self, stub: pb_grpc.EdgeInferenceStub, metadata: tuple[tuple[str, str], ...]):
         self._outgoing: queue.Queue[Any] = queue.Queue()
         self._pending: dict[int, Future[InferReply]] = {}
         self._lock = threading.Lock()
         self.broken: EdgeError | None = None
+        self.retired = False
+        self.malformed_replies = 0
         self._call = stub.InferStream(iter(self._outgoing.get, None), metadata=metadata)
         self._reader = threading.Thread(target=self._read, name="edge-stream", daemon=True)
         self._reader.start()
@@ -72,20 +82,39 @@ class _StreamSession:
     def _read(self) -> None:
         try:
             for message in self._call:
-                reply = InferReply.from_message(message)
-                with self._lock:
-                    future = self._pending.pop(reply.request_id, None)
-                if future is not None:
-                    future.set_result(reply)
+                self._settle(message)
             error = EdgeError("the edge closed the stream")
         except grpc.RpcError as rpc_error:
             error = EdgeError(f"stream failed: {rpc_error.code().name}: {rpc_error.details()}",
                               code=rpc_error.code())
+        except Exception as failure:  # noqa: BLE001 - the reader must answer what it holds
+            error = EdgeError(f"stream reader failed: {failure!r}")
         with self._lock:
             self.broken = error
             pending, self._pending = self._pending, {}
         for future in pending.values():
-            future.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
+
+    def _settle(self, message: Any) -> None:
+        """One reply to its input's future; a reply that does not parse fails that input."""
+        request_id = int(getattr(message, "request_id", 0) or 0)
+        try:
+            faults.point("device.reader")
+            reply: InferReply | EdgeError = InferReply.from_message(message)
+        except Exception as error:  # noqa: BLE001 - any malformed reply is the edge's fault
+            self.malformed_replies += 1
+            reply = EdgeError(f"malformed reply from the edge: {error}")
+        with self._lock:
+            future = self._pending.pop(request_id, None)
+            idle = self.retired and not self._pending
+        if future is not None and not future.done():
+            if isinstance(reply, EdgeError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        if idle:
+            self.close()
 
     def submit(self, request: InferRequest) -> Future[InferReply]:
         future: Future[InferReply] = Future()
@@ -99,6 +128,14 @@ class _StreamSession:
     def forget(self, request_id: int) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
+
+    def retire(self) -> None:
+        """Take no more inputs; close once nothing is pending."""
+        with self._lock:
+            self.retired = True
+            idle = not self._pending
+        if idle:
+            self.close()
 
     def close(self) -> None:
         self._outgoing.put(None)
@@ -147,8 +184,9 @@ class EdgeLink:
 
     def _stream(self) -> _StreamSession:
         with self._session_lock:
-            if self._session is None or self._session.broken is not None:
-                if self._session is not None:
+            if self._session is None or self._session.broken is not None \
+                    or self._session.retired:
+                if self._session is not None and not self._session.retired:
                     self._session.close()
                 self._session = _StreamSession(self.stub, self.metadata)
             return self._session
@@ -161,6 +199,10 @@ class EdgeLink:
             reply = future.result(timeout=timeout_s)
         except FutureTimeout:
             session.forget(request.request_id)
+            with self._session_lock:  # the next input must not queue behind this one
+                if self._session is session:
+                    self._session = None
+            session.retire()
             raise EdgeError(f"no reply within {timeout_s * 1000:.0f} ms",
                             code=grpc.StatusCode.DEADLINE_EXCEEDED, timed_out=True) from None
         except EdgeError:
@@ -188,7 +230,8 @@ class EdgeLink:
                                       metadata=self.metadata, wait_for_ready=False)
         except grpc.RpcError as error:
             raise EdgeError(f"probe failed: {error.code().name}: {error.details()}",
-                            code=error.code()) from None
+                            code=error.code(),
+                            timed_out=error.code() is grpc.StatusCode.DEADLINE_EXCEEDED) from None
         return (time.perf_counter() - start) * 1000, load_from_probe_reply(message)
 
     def model_info(self, timeout_s: float = 5.0) -> ModelInfo:

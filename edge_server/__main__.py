@@ -20,7 +20,7 @@ from splitnet.tokens import (
     add_token_options,
     host_of,
     plaintext_token_problem,
-    read_token,
+    read_token_table,
 )
 from splitnet.zoo import checkpoint_for, list_zoo
 
@@ -55,11 +55,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
                         help="longest a request waits for others to batch with "
                              "(default: %(default)s)")
+    parser.add_argument("--worker-stall-s", type=float, default=60.0,
+                        help="a batch that takes the worker longer than this is a stalled "
+                             "worker: its batch is run again by a fresh one and health reads "
+                             "NOT_SERVING meanwhile (default: %(default)s)")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="requests waiting before new ones get RESOURCE_EXHAUSTED "
                              "(default: %(default)s)")
     add_token_options(parser, "every call must present as 'authorization: Bearer TOKEN' "
-                              "(the health service stays open)")
+                              "(the health service stays open); or lines 'NAME TOKEN', one "
+                              "token per device, whose NAME keys that device's share of "
+                              "the queue")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate for TLS")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for TLS")
     parser.add_argument("--tls-client-ca", type=Path, default=None,
@@ -106,20 +112,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
             parser.error(f"--limit {text}: {value!r} is not a number")
         limits = replace(limits, **{name: number})
     try:
-        token = read_token(args.token_file)
+        token, device_tokens = read_token_table(args.token_file)
     except TokenError as error:
         parser.error(str(error))
-    problem = plaintext_token_problem([host_of(args.address)], token, bool(args.tls_cert),
-                                      args.insecure)
+    problem = plaintext_token_problem([host_of(args.address)],
+                                      token or next(iter(device_tokens), None),
+                                      bool(args.tls_cert), args.insecure)
     if problem:
         parser.error(problem)
     checkpoints = tuple(checkpoint_for(m) for m in args.model) + tuple(args.checkpoint)
     options = ServerOptions(
         address=args.address, checkpoints=checkpoints, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token=token,
+        device_tokens=device_tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         load_pub=args.load_pub,
         torch_threads=args.threads, precision=args.precision, metrics_port=args.metrics_port,
+        worker_stall_s=args.worker_stall_s,
         metrics_address=args.metrics_address, limits=limits)
     return options, args.grace_s
 

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ import grpc
 import numpy as np
 import torch
 
-from edge_server.launch import start_edge_process, stop_edge_process
+from edge_server.launch import device_tokens, start_edge_process, stop_edge_process
 from splitnet import codec
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
-from splitnet.messages import DEVICE_ID_METADATA, MODEL_ID_METADATA, InferRequest
+from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
 from splitnet.preprocess import images_to_input
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.workloads import stream_images
@@ -52,13 +53,39 @@ THROUGHPUT_CASES = ((DEFAULT_MODEL, "split1/w12/b2", 4.0), (SMALL_MODEL, "split2
 SERVER_CPU_TARGET_MS = 0.3
 
 
+BENCH_DEVICES = 64  # device tokens every benchmark server knows (bench-0 ... bench-63)
+
+
+def bench_tokens() -> dict[str, str]:
+    """The benchmark devices' tokens (one file per process, in a temporary folder)."""
+    global _TOKENS
+    if _TOKENS is None:
+        folder = Path(tempfile.mkdtemp(prefix="splitnet-bench-"))
+        _TOKENS = device_tokens([f"bench-{i}" for i in range(BENCH_DEVICES)], folder)
+    return _TOKENS[1]
+
+
+_TOKENS: tuple[Path, dict[str, str]] | None = None
+
+
+def device_metadata(model_id: str, index: int) -> tuple[tuple[str, str], ...]:
+    """What benchmark device ``index`` sends: the model id and its own token (the edge keys
+    its share of the queue on the token, so each device is a device on loopback too)."""
+    return ((MODEL_ID_METADATA, model_id),
+            (AUTH_METADATA, f"Bearer {bench_tokens()[f'bench-{index}']}"))
+
+
 def start_server(checkpoint: Path, max_batch_size: int, threads: int,
-                 metrics_port: int | None = None) -> tuple[Any, int]:
+                 metrics_port: int | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> tuple[Any, int]:
     metrics = ("--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1") \
         if metrics_port is not None else ()
+    bench_tokens()
+    assert _TOKENS is not None
     return start_edge_process(checkpoint, args=(
         "--max-batch-size", str(max_batch_size), "--max-wait-ms", "2", "--max-queue", "1024",
-        "--threads", str(threads), *metrics))
+        "--threads", str(threads), "--token-file", str(_TOKENS[0]), *metrics, *args),
+        env=env)
 
 
 def payloads_for(checkpoint: Path, config: Config, count: int) -> tuple[str, list[bytes]]:
@@ -163,8 +190,7 @@ class ClosedLoopDevices:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
             self._channels.append(channel)
             self._calls.append(pb_grpc.EdgeInferenceStub(channel).InferStream(
-                metadata=((MODEL_ID_METADATA, self.model_id),
-                          (DEVICE_ID_METADATA, f"bench-{index}"))))
+                metadata=device_metadata(self.model_id, index)))
 
     async def round(self, seconds: float) -> list[float]:
         """Per-request ms. A refused request is an error here: the figures count answers."""
@@ -350,7 +376,7 @@ async def _wire(port: int, model_id: str, config: Config, payloads: list[bytes],
                 ) -> dict[str, Any]:
     proxy = CountingProxy(port)
     proxy_port = await proxy.start()
-    metadata = ((MODEL_ID_METADATA, model_id),)
+    metadata = device_metadata(model_id, 0)
     result: dict[str, Any] = {"config": str(config), "inferences": count}
     payload_mean = float(np.mean([len(payloads[i % len(payloads)]) for i in range(count)]))
     result["mean_payload_bytes"] = payload_mean

@@ -12,7 +12,9 @@ Used by the benchmarks and the experiment runner.
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -21,13 +23,16 @@ from pathlib import Path
 
 
 def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
-                       args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+                       args: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                       env: dict[str, str] | None = None
                        ) -> tuple[subprocess.Popen[str], int]:
-    """A running edge server process and its port; raises RuntimeError if it fails."""
+    """A running edge server process and its port; raises RuntimeError if it fails.
+    ``env`` adds to this process's environment (a fault plan, say)."""
     process = subprocess.Popen(
         [*prefix, sys.executable, "-m", "edge_server", "--address", f"{host}:{port}",
          "--checkpoint", str(checkpoint), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=None if env is None else {**os.environ, **env})
     seen = ""  # log lines before it (the edge precision chosen, for one), for the error
     for line in process.stdout or ():
         match = re.search(r"serving .+ on port (\d+)", line)
@@ -37,6 +42,18 @@ def start_edge_process(checkpoint: Path, host: str = "127.0.0.1", port: int = 0,
         seen += line
     process.kill()
     raise RuntimeError(f"edge server did not start: {seen.strip()[-2000:]}")
+
+
+def device_tokens(names: Iterable[str], folder: Path) -> tuple[Path, dict[str, str]]:
+    """A token per device for an edge on this machine (``--token-file``): on loopback
+    every device has the same address, and the edge keys each one's share of its queue on
+    what it authenticated. Returns the file and {device name: its token}."""
+    tokens = {name: secrets.token_hex(16) for name in names}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "device-tokens"
+    path.write_text("".join(f"{name} {token}\n" for name, token in tokens.items()))
+    path.chmod(0o600)
+    return path, tokens
 
 
 def _drain(stream: Iterable[str]) -> None:

@@ -3,7 +3,8 @@
     EdgeServer(options).start() ─► grpc.aio.server (its own event loop thread)
                                      ├─ splitnet.v1.EdgeInference (servicer → batcher → engines,
                                      │                             one per served model)
-                                     ├─ grpc.health.v1.Health     (SERVING / NOT_SERVING)
+                                     ├─ grpc.health.v1.Health     (SERVING; NOT_SERVING
+                                     │                             while no batch worker runs)
                                      └─ TokenAuthInterceptor      (when a token is set)
                                    ─► ZMQ PUB load feed           (when an address is set)
                                    ─► Prometheus /metrics (HTTP)  (when a port is set)
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from edge_server.auth import TokenAuthInterceptor
+from edge_server.auth import Identities, TokenAuthInterceptor
 from edge_server.batching import DynamicBatcher
 from edge_server.engine import BatchKey, Decoded, ModelSet
 from edge_server.metrics import EdgeMetrics
@@ -73,7 +75,8 @@ class ServerOptions:
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
     max_queue: int = 256
-    token: str | None = None
+    token: str | None = None  # one token shared by every device
+    device_tokens: dict[str, str] = field(default_factory=dict)  # token ─► device name
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: devices must show a cert this CA signed
@@ -83,6 +86,9 @@ class ServerOptions:
     metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port)
     metrics_address: str = "0.0.0.0"
     limits: Limits = field(default_factory=Limits)
+    # a batch worker round (one batch) longer than this is a stalled worker: its batch is
+    # answered UNAVAILABLE, health turns NOT_SERVING and a fresh worker takes over
+    worker_stall_s: float = 60.0
 
 
 def _load_checked(path: Path) -> LoadedModel:
@@ -117,7 +123,9 @@ class EdgeServer:
             self.models.run_batch, options.max_batch_size, options.max_wait_ms,
             options.max_queue,
             on_batch=lambda key, size, seconds, cpu_seconds: self.metrics.batch(
-                key[0], size, seconds, cpu_seconds))
+                key[0], size, seconds, cpu_seconds),
+            stall_s=options.worker_stall_s, on_health=self._worker_health)
+        self._serving = False  # set once started; health follows the worker after that
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio",
                                         daemon=True)
@@ -140,7 +148,8 @@ class EdgeServer:
     async def _build(self) -> int:
         """The aio server with its services, bound (not started); returns the port."""
         options = self.options
-        interceptors = [TokenAuthInterceptor(options.token)] if options.token else []
+        interceptors = ([TokenAuthInterceptor(options.token, options.device_tokens)]
+                        if options.token or options.device_tokens else [])
         limits = options.limits
         # the largest legal request: a payload of the largest kind, or a bandwidth probe
         self.max_message_bytes = max(self.models.max_payload_bytes,
@@ -150,7 +159,8 @@ class EdgeServer:
         pb_grpc.add_EdgeInferenceServicer_to_server(
             EdgeInferenceServicer(self.models, self.batcher, self.metrics,
                                   limits.per_device_in_flight, limits.idle_stream_s,
-                                  limits.over_share_delay_ms / 1000),
+                                  limits.over_share_delay_ms / 1000,
+                                  identities=Identities(options.device_tokens)),
             self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -177,13 +187,36 @@ class EdgeServer:
                 await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         self._call(start())
+        self._serving = True
+        if not self.batcher.healthy:
+            self._worker_health(False)
         return self
+
+    def _worker_health(self, up: bool) -> None:
+        """The batch worker went down or came back (called from the worker's supervisor):
+        health follows, NOT_SERVING while no worker runs the models."""
+        if not self._serving or self._stopped.is_set():
+            return
+        status = (health_pb2.HealthCheckResponse.SERVING if up
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        logging.getLogger(__name__).warning("batch worker %s: health %s",
+                                            "back" if up else "down",
+                                            "SERVING" if up else "NOT_SERVING")
+
+        async def set_all() -> None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
+            asyncio.run_coroutine_threadsafe(set_all(), self._loop)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls; let in-flight requests finish for up to ``grace_s``."""
         with self._stopping:
             if self._stopped.is_set():
                 return
+
+            self._serving = False
 
             async def stop() -> None:
                 await self.health.enter_graceful_shutdown()

@@ -8,7 +8,8 @@
     every request, answered or refused ─► EdgeMetrics (status, seconds, bytes)
 
 Parsing and checks run in the event loop: they are microseconds of Python, and doing them
-before a request is queued lets a bad one be refused without touching the worker.
+before a request is queued lets a bad one be refused without touching the worker. Decoding
+an offloaded image (up to tens of ms for a PNG) runs on a small thread pool instead.
 
 Errors (unary Infer aborts with the status; InferStream replies with ``error`` set and
 keeps the stream open):
@@ -18,6 +19,8 @@ keeps the stream open):
       unknown configuration
     queue full, or this device past    RESOURCE_EXHAUSTED
       its share of the queue
+    the batch worker stalled on it     UNAVAILABLE (the device finishes it itself)
+    the model failed on its batch      INTERNAL
     a stream idle for too long         ends with OK (the device opens a new one)
 """
 
@@ -26,18 +29,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 import grpc
 
-from edge_server.batching import BatchResult, DynamicBatcher, QueueFullError
+from edge_server.auth import Identities
+from edge_server.batching import (
+    BatchResult,
+    DynamicBatcher,
+    QueueFullError,
+    WorkerStalledError,
+)
 from edge_server.engine import BatchKey, Decoded, Engine, ModelSet, UnknownModelError
 from edge_server.metrics import UNKNOWN_MODEL, EdgeMetrics
 from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
-from splitnet.config import ConfigError
+from splitnet.config import ConfigError, Placement
 from splitnet.messages import (
-    DEVICE_ID_METADATA,
     MODEL_ID_METADATA,
     InferReply,
     InferRequest,
@@ -48,16 +57,6 @@ from splitnet.messages import (
 )
 from splitnet.v1 import inference_pb2 as pb
 from splitnet.v1 import inference_pb2_grpc as pb_grpc
-
-
-def device_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, for the per-device share: the device id it sends in metadata, else
-    its network address (without the port, so new connections do not make a new device)."""
-    sent = dict(context.invocation_metadata() or ()).get(DEVICE_ID_METADATA)
-    if isinstance(sent, str) and sent:
-        return sent[:64]
-    peer = context.peer() or ""
-    return peer.rpartition(":")[0] or peer
 
 
 class RequestError(Exception):
@@ -81,13 +80,17 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
 
     def __init__(self, models: ModelSet, batcher: DynamicBatcher[BatchKey, Decoded],
                  metrics: EdgeMetrics, per_device_in_flight: int = 8,
-                 idle_stream_s: float = 120.0, over_share_delay_s: float = 0.25) -> None:
+                 idle_stream_s: float = 120.0, over_share_delay_s: float = 0.25,
+                 max_wait_s: float = 120.0, identities: Identities | None = None) -> None:
         self.models = models
         self.batcher = batcher
         self.metrics = metrics
         self.per_device_in_flight = per_device_in_flight
         self.idle_stream_s = idle_stream_s
         self.over_share_delay_s = over_share_delay_s
+        self.max_wait_s = max_wait_s  # the longest any request waits for its batch
+        self.identities = identities or Identities()  # what the per-device share is keyed on
+        self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="image-decode")
         self._in_flight: dict[str, int] = {}  # per device; touched only in the event loop
 
     # ---------------------------------------------------------------- checks
@@ -102,11 +105,17 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                    f"{error}; send '{MODEL_ID_METADATA}' metadata naming one of GetModelInfo's "
                    "models, or point the device at a server with its model")
 
-    def _submit(self, engine: Engine, message: pb.InferRequest
-                ) -> tuple[InferRequest, asyncio.Future[BatchResult]]:
+    async def _submit(self, engine: Engine, message: pb.InferRequest
+                      ) -> tuple[InferRequest, asyncio.Future[BatchResult]]:
         try:
             request = InferRequest.from_message(message)
-            decoded = engine.prepare(request.config, request.payload)
+            if request.config.placement is Placement.OFFLOAD_INPUT:
+                # an image takes up to tens of ms to decode (a PNG): off the event loop,
+                # which serves every other device meanwhile
+                decoded = await asyncio.get_running_loop().run_in_executor(
+                    self._decoders, engine.prepare, request.config, request.payload)
+            else:  # a code decodes in microseconds: a thread hand-off would cost more
+                decoded = engine.prepare(request.config, request.payload)
         except (ConfigError, PayloadError) as error:
             kind = "configuration" if isinstance(error, ConfigError) else "payload"
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -131,12 +140,16 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                                "their replies or run this input on the device")
         self._in_flight[device] = held + 1
         try:
-            parsed, future = self._submit(engine, message)
+            parsed, future = await self._submit(engine, message)
+            # never unbounded: a stalled worker answers its batch, and this bound backs it up
+            bound = self.max_wait_s if timeout_s is None else min(timeout_s, self.max_wait_s)
             try:
-                return parsed, await asyncio.wait_for(future, timeout_s)
+                return parsed, await asyncio.wait_for(future, bound)
             except TimeoutError as error:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "deadline passed in the queue") from error
+            except WorkerStalledError as error:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(error)) from error
             except Exception as error:  # noqa: BLE001 - any model failure is internal
                 raise RequestError(grpc.StatusCode.INTERNAL,
                                    f"inference failed: {error}") from error
@@ -178,7 +191,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
         started = time.perf_counter()
         engine = await self._engine_for(context, "Infer")
         try:
-            parsed, result = await self._compute(engine, device_of(context), request,
+            parsed, result = await self._compute(engine, self.identities.of(context), request,
                                                  context.time_remaining())
         except RequestError as error:
             self._count(engine, "Infer", started, request, None, error.code)
@@ -190,7 +203,7 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
     async def InferStream(self, request_iterator: AsyncIterator[pb.InferRequest],  # noqa: N802
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.InferReply]:
         engine = await self._engine_for(context, "InferStream")
-        device = device_of(context)
+        device = self.identities.of(context)
         # One input at a time per stream, in order: a device waits for each result anyway.
         # Batching happens across streams.
         incoming = request_iterator.__aiter__()

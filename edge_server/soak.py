@@ -3,9 +3,14 @@
     server process (--metrics-port) ◄── 8 client processes × 8 streams (grpc.aio)
         each stream, per request: 85 % valid, 5 % malformed payload, 5 % unknown config,
         5 % hang up mid-stream (cancel the call with a request in flight, open a new one)
-    ◄── 1 flooding device: 48 unary calls in flight, one device id, in alternate 20 s
-        phases (on, off, on, …), so that the others' latency with and without the flood
-        is compared within one run
+    ◄── 1 flooding device: 48 unary calls in flight, in alternate 20 s phases (on, off,
+        on, …), so that the others' latency with and without the flood is compared within
+        one run
+    each device (client process, or the flood) has its own token: the edge keys its
+        per-device share on it
+    faults injected into the batch worker (``--faults``, splitnet.faults; by default a
+        batch that raises every 40th and a worker that stalls for 2 s every 400th, with a
+        1 s stall limit): every valid request must still be answered
     every 10 s: the server's RSS and open file descriptors, from its own metrics
 
 Report: RSS and open FDs over time, p50/p99 latency of valid requests per minute (flood
@@ -38,6 +43,8 @@ FLOOD_IN_FLIGHT = 48
 FLOOD_PHASE_S = 20.0
 KINDS = ("valid", "malformed", "unknown-config", "hang-up")
 MIX = (0.85, 0.05, 0.05, 0.05)
+DEFAULT_FAULTS = "edge.batch=exception*0%40, edge.on_batch=hang:2*0%400"
+STALL_S = 1.0  # the server's --worker-stall-s in the soak
 
 
 def _payloads(model: str) -> tuple[str, str, list[bytes]]:
@@ -51,11 +58,11 @@ def _payloads(model: str) -> tuple[str, str, list[bytes]]:
 
 
 async def _client(index: int, port: int, model: str, seconds: float,
-                  out: list[tuple[float, str, str, float]]) -> None:
+                  out: list[tuple[float, str, str, float]], token: str) -> None:
     import grpc
 
     from splitnet.config import Config
-    from splitnet.messages import DEVICE_ID_METADATA, MODEL_ID_METADATA, InferRequest
+    from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
     from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
     model_id, config_text, payloads = _payloads(model)
@@ -63,7 +70,7 @@ async def _client(index: int, port: int, model: str, seconds: float,
     unknown = Config(split=9, width=4, bits=4)
     rng = random.Random(index)
     started = time.monotonic()
-    metadata = ((MODEL_ID_METADATA, model_id), (DEVICE_ID_METADATA, f"soak-{index}"))
+    metadata = ((MODEL_ID_METADATA, model_id), (AUTH_METADATA, f"Bearer {token}"))
 
     async def stream(number: int) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -102,16 +109,16 @@ async def _client(index: int, port: int, model: str, seconds: float,
 
 
 async def _flood(port: int, model: str, seconds: float,
-                 out: list[tuple[float, str, str, float]]) -> None:
+                 out: list[tuple[float, str, str, float]], token: str) -> None:
     import grpc
 
     from splitnet.config import Config
-    from splitnet.messages import DEVICE_ID_METADATA, MODEL_ID_METADATA, InferRequest
+    from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
     from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
     model_id, config_text, payloads = _payloads(model)
     message = InferRequest(0, Config.parse(config_text), payloads[0]).to_message()
-    metadata = ((MODEL_ID_METADATA, model_id), (DEVICE_ID_METADATA, "flood"))
+    metadata = ((MODEL_ID_METADATA, model_id), (AUTH_METADATA, f"Bearer {token}"))
     started = time.monotonic()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.EdgeInferenceStub(channel)
@@ -138,21 +145,26 @@ def flooding(t_s: float) -> bool:
 
 
 def _process(role: str, index: int, port: int, model: str, seconds: float,
-             results: Any) -> None:
+             results: Any, token: str) -> None:
     out: list[tuple[float, str, str, float]] = []
-    coroutine = _flood(port, model, seconds, out) if role == "flood" else \
-        _client(index, port, model, seconds, out)
+    coroutine = _flood(port, model, seconds, out, token) if role == "flood" else \
+        _client(index, port, model, seconds, out, token)
     asyncio.run(coroutine)
     results.put(out)
 
 
-def soak(minutes: float, model: str) -> dict[str, Any]:
-    from edge_server.bench import _free_port, start_server
+def soak(minutes: float, model: str, fault_plan: str = DEFAULT_FAULTS) -> dict[str, Any]:
+    from edge_server.bench import BENCH_DEVICES, _free_port, bench_tokens, start_server
     from edge_server.launch import stop_edge_process
+    from splitnet import faults
     from splitnet.zoo import checkpoint_for
 
+    faults.parse(fault_plan)  # a bad plan is refused here, not in the server's log
     metrics_port = _free_port()
-    server, port = start_server(checkpoint_for(model), 32, 1, metrics_port)
+    env = {"SPLITNET_FAULTS": fault_plan} if fault_plan else {}
+    server, port = start_server(checkpoint_for(model), 32, 1, metrics_port, env=env,
+                                args=("--worker-stall-s", str(STALL_S)))
+    tokens = bench_tokens()
     seconds = minutes * 60
     samples: list[dict[str, float]] = []
     stop = threading.Event()
@@ -171,8 +183,9 @@ def soak(minutes: float, model: str) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     roles = [("client", i) for i in range(CLIENTS)] + [("flood", 0)]
-    processes = [context.Process(target=_process, args=(r, i, port, model, seconds, results))
-                 for r, i in roles]
+    processes = [context.Process(target=_process, args=(
+        r, i, port, model, seconds, results,
+        tokens[f"bench-{BENCH_DEVICES - 1 if r == 'flood' else i}"])) for r, i in roles]
     for p in processes:
         p.start()
     records: list[tuple[float, str, str, float]] = []
@@ -187,7 +200,8 @@ def soak(minutes: float, model: str) -> dict[str, Any]:
                     **_process_metrics(metrics_port)})
     alive = server.poll() is None
     stop_edge_process(server)
-    return _report(records, samples, alive, minutes, clients_done_s)
+    return _report(records, samples, alive, minutes, clients_done_s) | {
+        "faults": fault_plan or None, "worker_stall_s": STALL_S}
 
 
 def _process_metrics(metrics_port: int) -> dict[str, float]:
@@ -258,9 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="mnv2_fmnist",
                         help="the zoo model served (default: %(default)s, the light one: "
                              "the soak is about the server, not the model)")
+    parser.add_argument("--faults", default=DEFAULT_FAULTS,
+                        help="faults injected into the server (splitnet.faults: "
+                             "POINT=KIND[:SECONDS][*TIMES][+AFTER][%%EVERY], comma-separated; "
+                             "'' for none; default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    report = soak(args.minutes, args.model)
+    try:
+        report = soak(args.minutes, args.model, args.faults)
+    except ValueError as error:
+        parser.error(str(error))
     text = json.dumps(report, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

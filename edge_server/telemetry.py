@@ -3,17 +3,23 @@
     DynamicBatcher (depth, service ms, queue ms) ──► LoadReport ──► reply.load
                                                                └──► ZMQ PUB every interval:
                                                                     b"load " + JSON
+                                                                    (a supervised thread)
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import zmq
+
 from edge_server.batching import DynamicBatcher
+from splitnet import faults
 from splitnet.messages import LoadReport
+from splitnet.supervision import Stopped, Supervisor
 
 LOAD_TOPIC = b"load"
 
@@ -31,8 +37,6 @@ class LoadPublisher:
     def __init__(self, batcher: DynamicBatcher[Any, Any], address: str,
                  model_ids: tuple[str, ...],
                  interval_s: float = 0.5) -> None:
-        import zmq
-
         self._batcher = batcher
         self._model_ids = list(model_ids)
         self._interval_s = interval_s
@@ -40,17 +44,25 @@ class LoadPublisher:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(address)
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="load-pub", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # a replaced (stalled) round must not share the socket
+        self.supervisor = Supervisor(self._failed)
+        self.supervisor.start("load publisher", self._round, stall_s=max(10 * interval_s, 1.0))
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            report: dict[str, Any] = asdict(load_report(self._batcher))
-            report["model_ids"] = self._model_ids
-            self._socket.send(LOAD_TOPIC + b" " + json.dumps(report).encode())
+    def _round(self, beat: Callable[[], None]) -> None:
+        if self.supervisor.stop_event.wait(self._interval_s):
+            raise Stopped
+        faults.point("edge.publisher")
+        report: dict[str, Any] = asdict(load_report(self._batcher))
+        report["model_ids"] = self._model_ids
+        with self._lock:
+            self._socket.send(LOAD_TOPIC + b" " + json.dumps(report).encode(), zmq.NOBLOCK)
+
+    def _failed(self, name: str, reason: str) -> None:
+        """A feed that stalled or keeps crashing is started afresh: it only informs."""
+        if not self.supervisor.stop_event.wait(1.0):
+            self.supervisor.replace(name)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._socket.close()
+        self.supervisor.stop(join_s=2)
+        with self._lock:
+            self._socket.close()

@@ -11,9 +11,11 @@ Decoding untrusted bytes (the edge decodes what any device sends):
     bytes ─► Pillow reads the header only ─► format, size and mode checked against what
              the model takes (``expected_shape``) ─► only then are the pixels inflated
 
-so an image that declares the wrong size costs a header parse, whatever size it declares.
-Pillow's decompression-bomb limit is set to ``MAX_SIDE``² pixels besides. Anything
-malformed raises :class:`~splitnet.codec.PayloadError`.
+so an image that declares the wrong size costs a header parse, whatever size it declares;
+without an expected shape, no side may exceed ``MAX_SIDE``. Pillow's process-wide
+decompression-bomb limit is left alone: a device in the same process decodes camera stills
+far larger than any payload (``splitnet.imagefolder.decode_image``). Anything malformed
+raises :class:`~splitnet.codec.PayloadError`.
 """
 
 from __future__ import annotations
@@ -94,11 +96,9 @@ def _jpeg_quality(codec: str) -> int:
 
 
 def _pillow() -> Any:
-    """PIL.Image, imported on first use (the device's import path stays light), with its
-    decompression-bomb limit at ``MAX_SIDE``² pixels: larger declared images raise."""
+    """PIL.Image, imported on first use (the device's import path stays light)."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
     return Image
 
 

@@ -2,6 +2,8 @@
 
     --token-file FILE ─┐
     $SPLITNET_TOKEN   ─┴─► read_token() ─► the token (or None: no authentication)
+    edge: a file of NAME TOKEN lines ─► read_token_table() ─► one token per device, whose
+                                        name keys that device's share of the edge
     --token TOKEN     ───► refused: every local user can read argv in `ps`
 
 A token travels in call metadata, so over plaintext it is as public as the link:
@@ -54,6 +56,30 @@ def read_token(token_file: Path | None) -> str | None:
             raise TokenError(f"the token file {token_file} is empty")
         return token
     return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def read_token_table(token_file: Path | None) -> tuple[str | None, dict[str, str]]:
+    """The edge's tokens: one shared token (a file of one line, or ``$SPLITNET_TOKEN``), or
+    one token per device (lines ``NAME TOKEN``; blank lines and ``#`` comments ignored).
+    Returns (shared token or None, {token: device name})."""
+    if token_file is None:
+        return read_token(None), {}
+    text = read_token(token_file) or ""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) == 1 and len(lines[0].split()) == 1:
+        return lines[0], {}
+    table: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if len(fields) != 2:
+            raise TokenError(f"{token_file} line {number}: expected 'NAME TOKEN' (one token "
+                             "per device) or a file holding one token only")
+        name, token = fields
+        if token in table:
+            raise TokenError(f"{token_file}: the token of {name!r} is also {table[token]!r}'s")
+        table[token] = name
+    return None, table
 
 
 def is_loopback(host: str) -> bool:

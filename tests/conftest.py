@@ -44,3 +44,14 @@ def shipped() -> LoadedModel:
 @pytest.fixture(scope="session")
 def card() -> ModelCard:
     return load_card(CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def edge(checkpoint):
+    """A real edge server on loopback serving the test checkpoint, for one test module."""
+    from edge_server.server import EdgeServer, ServerOptions
+
+    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
+                                      max_wait_ms=1)).start()
+    yield server
+    server.stop(1)

@@ -8,8 +8,15 @@ reads libFuzzer's final statistics and prints, per target: executions, coverage 
 corpus entries, and crashes (an exception the parser does not document as its refusal).
 
     codec     splitnet.codec.decode: a payload for every split config shape and bit depth
+    entropy   splitnet.codec.decode_entropy: the camera model's entropy-coded latents at
+              every rate, with its shipped tables (half the inputs get a valid header)
     request   the servicer's checks, in process: protobuf InferRequest ─► config ─►
               Engine.prepare (payload or input image) for the small model
+    reply     the device's reading of an edge's reply: protobuf InferReply ─►
+              messages.InferReply ─► its check against what was sent (a malformed reply is
+              refused as such, never a crash of the stream reader)
+    image     the device's image loader (splitnet.imagefolder.decode_image): any file a
+              drop folder may hold, refused with ImageDecodeError when it is not an image
     scenario  experiments.scenario.parse_scenario: TOML text
     trace     experiments.traces.Trace.parse: Mahimahi text
 
@@ -30,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("codec", "request", "scenario", "trace")
+TARGETS = ("codec", "entropy", "request", "reply", "image", "scenario", "trace")
 OUT_DIR = Path("runs/fuzz")
 
 
@@ -54,6 +61,27 @@ def _target(name: str) -> Callable[[bytes], None]:
                 with contextlib.suppress(PayloadError):
                     codec.decode(data[1:], shape, bits)
             return run
+        if name == "entropy":
+            from splitnet import codec
+            from splitnet.codec import PayloadError
+            from splitnet.config import Config
+            from splitnet.zoo import checkpoint_for, load_pretrained
+
+            model = load_pretrained(checkpoint_for("resnet18_imagenette")).model
+            tables = model.coding_tables
+            shape = model.code_shape(Config(split=1, rate=0))
+            header = bytes([0xB1, 0, *shape])
+
+            def run(data: bytes) -> None:
+                if not data:
+                    return
+                rate = data[0] % tables.rates
+                payload = data[1:]
+                if data[0] & 0x80:
+                    payload = header[:1] + bytes([rate]) + header[2:] + payload
+                with contextlib.suppress(PayloadError):
+                    codec.decode_entropy(payload, tables, rate, shape)
+            return run
         if name == "request":
             from google.protobuf.message import DecodeError
 
@@ -72,6 +100,29 @@ def _target(name: str) -> Callable[[bytes], None]:
                     engine.prepare(request.config, request.payload)
                 except (DecodeError, ConfigError, PayloadError):
                     pass
+            return run
+        if name == "reply":
+            from google.protobuf.message import DecodeError
+
+            from splitnet.config import Config, ConfigError
+            from splitnet.messages import InferReply
+            from splitnet.v1 import inference_pb2 as pb
+
+            sent = Config(split=3, width=4, bits=4)
+
+            def run(data: bytes) -> None:
+                try:
+                    reply = InferReply.from_message(pb.InferReply.FromString(data))
+                except (DecodeError, ConfigError):
+                    return
+                reply.problem(7, sent, "mnv2_fmnist-0123456789abcdef", 10)
+            return run
+        if name == "image":
+            from splitnet.imagefolder import ImageDecodeError, decode_image
+
+            def run(data: bytes) -> None:
+                with contextlib.suppress(ImageDecodeError):
+                    decode_image(data, 224, max_pixels=4_000_000)
             return run
         if name == "scenario":
             from experiments.scenario import ScenarioError, parse_scenario
@@ -97,6 +148,7 @@ def _target(name: str) -> Callable[[bytes], None]:
 def _seeds(name: str) -> list[bytes]:
     """Well-formed inputs to start the corpus from, so that mutation starts past the
     magic bytes and headers: real payloads, real requests, the shipped files."""
+    import numpy as np
     import torch
 
     from experiments.scenario import SCENARIO_DIR
@@ -114,6 +166,31 @@ def _seeds(name: str) -> list[bytes]:
     if name == "trace":
         return [b"\n".join(resolve_trace(t).read_bytes().split(b"\n")[:200])
                 for t in ("ATT-LTE-driving.up", "TMobile-LTE-short.up")]
+    if name == "entropy":
+        camera = load_pretrained(checkpoint_for("resnet18_imagenette")).model
+        photos = stream_images("resnet18_imagenette").images[:2] if _has_imagenette() \
+            else np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), np.uint8)
+        eb = camera.require_entropy_bottleneck()
+        entropy_seeds = []
+        with torch.no_grad():
+            for rate in range(eb.rates):
+                head = camera.forward_head(images_to_input(photos[:1]),
+                                           Config(split=eb.spec.point, rate=rate))
+                assert head.code is not None
+                entropy_seeds.append(bytes([rate]) + codec.encode(head.code))
+        return entropy_seeds
+    if name == "image":
+        photo = stream_images("resnet18_imagenette").images[0] \
+            if _has_imagenette() else np.full((64, 48, 3), 90, np.uint8)
+        small = photo[::4, ::4]
+        return [encode_image(small, "jpeg75"), encode_image(small, "png"),
+                encode_image(small[..., 0], "png")]
+    if name == "reply":
+        from splitnet.messages import InferReply
+
+        reply = InferReply(7, Config(split=3, width=4, bits=4), (0.1,) * 10, 3, 1.0, 2.0, 4,
+                           model_tag=0x01234567)
+        return [reply.to_message().SerializeToString()]
     model = load_pretrained(checkpoint_for("mnv2_fmnist")).model
     images = stream_images("mnv2_fmnist").images[:2]
     configs = model.split_configs()
@@ -131,6 +208,16 @@ def _seeds(name: str) -> list[bytes]:
                                       encode_image(images[1], codec_name))
                          .to_message().SerializeToString())
     return seeds
+
+
+def _has_imagenette() -> bool:
+    from splitnet.imagefolder import find_imagenette
+
+    try:
+        find_imagenette()
+    except Exception:  # noqa: BLE001 - any reason: fall back to a synthetic seed
+        return False
+    return True
 
 
 def _child(name: str, seconds: float | None, runs: int | None, input_file: Path | None) -> None:

@@ -300,27 +300,33 @@ def test_the_batcher_settles_a_batch_in_the_event_loop_and_skips_a_caller_that_l
         batcher.close()
 
 
+@pytest.mark.parametrize("rotate_ids", [False, True])
 def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoint, shipped,
-                                                                          test_split):
+                                                                          test_split,
+                                                                          rotate_ids):
+    """The share is keyed on what the edge authenticated (here, each device's own token),
+    so a device that sends a new self-reported id with every call gains nothing."""
     from edge_server.server import Limits
-    from splitnet.messages import DEVICE_ID_METADATA
+    from splitnet.messages import AUTH_METADATA, DEVICE_ID_METADATA
 
     # each request waits 300 ms hoping to batch: the flood's calls are all in flight at once
     server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
                                       max_wait_ms=300,
+                                      device_tokens={"tok-flood": "flood", "tok-calm": "calm"},
                                       limits=Limits(per_device_in_flight=2,
                                                     over_share_delay_ms=500))).start()
     try:
         good = request_for(shipped.model, test_split.images[0], BOTTLENECK).to_message()
         stub = stub_for(server.port)
 
-        def as_device(name: str):
-            return metadata(shipped.model_id) + ((DEVICE_ID_METADATA, name),)
+        def as_device(name: str, claimed: str):
+            return metadata(shipped.model_id) + ((AUTH_METADATA, f"Bearer tok-{name}"),
+                                                 (DEVICE_ID_METADATA, claimed))
 
         sent = time.perf_counter()
-        flood = [stub.Infer.future(good, timeout=10, metadata=as_device("flood"))
-                 for _ in range(6)]
-        calm = stub.Infer.future(good, timeout=10, metadata=as_device("calm"))
+        flood = [stub.Infer.future(good, timeout=10, metadata=as_device(
+                     "flood", f"flood-{i}" if rotate_ids else "flood")) for i in range(6)]
+        calm = stub.Infer.future(good, timeout=10, metadata=as_device("calm", "calm"))
         assert not calm.result().HasField("error")  # the other device is served
         codes = []
         for call in flood:

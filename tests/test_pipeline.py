@@ -23,14 +23,6 @@ from splitnet.config import Config, Placement
 FIXED = Config(split=3, width=4, bits=4)
 
 
-@pytest.fixture(scope="module")
-def edge(checkpoint):
-    server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
-                                      max_wait_ms=1)).start()
-    yield server
-    server.stop(1)
-
-
 def test_a_device_that_cannot_keep_up_drops_stale_frames_and_answers_the_rest(checkpoint,
                                                                              test_split):
     with DeviceClient(None, "local", checkpoint, battery="1.0") as client:
