@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from device_client import tuning
 from device_client.battery import Battery, make_battery
+from device_client.compute import Compute, run_here
 from device_client.edge import EdgeError
 from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import (
@@ -43,6 +45,7 @@ from device_client.fallback import EdgeHealth
 from device_client.planner import Plan, Planner
 from device_client.replicas import EdgePool, resolve_targets
 from splitnet import codec, faults
+from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, Placement
 from splitnet.imagefolder import decode_image, resize_image
 from splitnet.input_codecs import encode_image
@@ -55,10 +58,6 @@ Frame = np.ndarray | torch.Tensor | bytes | str | os.PathLike[str]
 WHERE_EXIT = "device-exit"
 WHERE_EDGE = "edge"
 WHERE_LOCAL = "local"
-MIN_OFFLOAD_TIMEOUT_MS = 200.0
-# a padded probe whose padding crossed the link faster than this met a burst of delivery
-# opportunities, not the link's rate; the device sends a larger one
-MIN_TIMED_PROBE_MS = 20.0
 # a monitor round (a probe pair, maybe enlarged, each at most 2 s) longer than this is stalled
 MONITOR_STALL_S = 30.0
 
@@ -135,9 +134,12 @@ class DeviceClient:
                  accuracy_floor: float | None = None, battery: str | Battery = "auto",
                  power: PowerProfile = RPI4, fixed_config: Config | None = None,
                  offload_timeout_ms: float | None = None, load_feed: str | None = None,
-                 probe_interval_s: float = 5.0, monitor: bool = True,
-                 tls_identity: tuple[Path, Path] | None = None) -> None:
-        self.loaded = load_pretrained(checkpoint)
+                 probe_interval_s: float = tuning.PROBE_INTERVAL_S, monitor: bool = True,
+                 tls_identity: tuple[Path, Path] | None = None,
+                 loaded: LoadedModel | None = None) -> None:
+        # where the device's own work runs (experiments put an emulated device here)
+        self.compute: Compute = run_here
+        self.loaded = loaded or load_pretrained(checkpoint)  # (a model already loaded)
         self.model = self.loaded.model
         self.card = load_card(checkpoint)
         if self.card.model_id != self.loaded.model_id:
@@ -205,9 +207,9 @@ class DeviceClient:
         x = torch.zeros(1, *self.model.spec.input_shape)
         config = self._local_config(self.estimates()).without_exit()
         with torch.no_grad():
-            self.model.forward_head(x, config)
+            self.compute("head", self.model.forward_head, x, config, int8=config.int8)
             started = time.perf_counter()
-            self.model.forward_head(x, config)
+            self.compute("head", self.model.forward_head, x, config, int8=config.int8)
         measured_ms = (time.perf_counter() - started) * 1000
         self.head_speed.add_sample(measured_ms, self.card.device_ms(config), config)
         if self.link is not None:
@@ -232,7 +234,7 @@ class DeviceClient:
         channels, height, width = self.model.spec.input_shape
         frame = np.zeros((height, width, 3) if channels == 3 else (height, width), np.uint8)
         for codec_row in self.card.input_codecs:
-            encode_image(frame, codec_row.codec)
+            self.compute("encode_image", encode_image, frame, codec_row.codec)
         self.infer(frame, self.planner.candidates.default_offload)  # never raises: an
         # edge that fails it is finished locally and counted, as for any input
 
@@ -260,8 +262,9 @@ class DeviceClient:
         self.rtt.add_sample(empty_ms)
         self.server.update_queue(load.queue_ms_recent)
         if padding_bytes is None:  # about 50 ms of transfer at the current estimate
-            padding_bytes = int(np.clip(self.bandwidth.estimate_bps / 8 * 0.05, 3000,
-                                        MAX_PROBE_PADDING_BYTES))
+            padding_bytes = int(np.clip(
+                self.bandwidth.estimate_bps / 8 * tuning.PROBE_TRANSFER_MS / 1000, 3000,
+                MAX_PROBE_PADDING_BYTES))
         while True:
             sent_at = time.perf_counter()
             try:
@@ -272,7 +275,8 @@ class DeviceClient:
                     self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
                 raise
             transfer_ms = padded_ms - empty_ms
-            if transfer_ms >= MIN_TIMED_PROBE_MS or padding_bytes >= MAX_PROBE_PADDING_BYTES:
+            if transfer_ms >= tuning.MIN_TIMED_PROBE_MS \
+                    or padding_bytes >= MAX_PROBE_PADDING_BYTES:
                 break
             padding_bytes = min(4 * padding_bytes, MAX_PROBE_PADDING_BYTES)
         self.bandwidth.add_sample(padding_bytes, transfer_ms)
@@ -349,13 +353,15 @@ class DeviceClient:
         t = time.perf_counter()
         with torch.no_grad():
             if config.placement is Placement.OFFLOAD_INPUT:
-                payload = encode_image(pixels, config.input_codec or "png")
+                payload = self.compute("encode_image", encode_image, pixels,
+                                       config.input_codec or "png")
                 encode_ms = (time.perf_counter() - t) * 1000
                 self._learn_head_speed(config, encode_ms, exited=False)
                 return Begun(started, plan, est, None, payload, encode_ms,
                              lambda: self._finish_locally(x, est))
-            head = self.model.forward_head(x, config)
-            code = codec.encode(head.code) if head.code is not None else None
+            head = self.compute("head", self.model.forward_head, x, config, int8=config.int8)
+            code = self.compute("codec.encode", codec.encode, head.code) \
+                if head.code is not None else None
             head_ms = (time.perf_counter() - t) * 1000
         exited = bool(head.exited[0])
         self._learn_head_speed(config, head_ms, exited)
@@ -364,7 +370,8 @@ class DeviceClient:
             local = self._local_result(config, head.logits, head_ms, where, plan)
             return Begun(started, plan, est, local, None, head_ms, None)
         return Begun(started, plan, est, None, code, head_ms,
-                     lambda: self.model.finish_on_device(head, config))
+                     lambda: self.compute("finish", self.model.finish_on_device, head, config,
+                                          int8=config.int8))
 
     def complete(self, begun: Begun) -> InferenceResult:
         """The rest of :meth:`infer`: offload what :meth:`begin` prepared and wait for the
@@ -403,7 +410,8 @@ class DeviceClient:
         est = self.estimates()
         config = self._local_config(est)
         with torch.no_grad():
-            head = self.model.forward_head(images_to_input(pixels[None]), config)
+            head = self.compute("head", self.model.forward_head,
+                                images_to_input(pixels[None]), config, int8=config.int8)
         head_ms = (time.perf_counter() - started) * 1000
         where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
         return replace(self._local_result(config, head.logits, head_ms, where,
@@ -431,7 +439,9 @@ class DeviceClient:
 
     def _finish_locally(self, x: torch.Tensor, est: Estimates) -> torch.Tensor:
         """Logits for an input the edge did not answer, the way the policy runs LOCAL."""
-        return self.model.forward_head(x, self._local_config(est)).logits
+        config = self._local_config(est)
+        return self.compute("head", self.model.forward_head, x, config,
+                            int8=config.int8).logits
 
     def _pixels(self, image: Frame) -> np.ndarray:
         channels, height, width = self.model.spec.input_shape
@@ -495,7 +505,8 @@ class DeviceClient:
         if self.offload_timeout_ms is not None:
             return self.offload_timeout_ms / 1000
         overrun_ms = max(plan.remote_ms, plan.fallback_ms)
-        return min(max(plan.remote_ms + overrun_ms, MIN_OFFLOAD_TIMEOUT_MS), 10_000.0) / 1000
+        return min(max(plan.remote_ms + overrun_ms, tuning.MIN_OFFLOAD_TIMEOUT_MS),
+                   tuning.MAX_OFFLOAD_TIMEOUT_MS) / 1000
 
     def _offload(self, config: Config, payload: bytes, plan: Plan,
                  head_ms: float = 0.0) -> InferenceResult:

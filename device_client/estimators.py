@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from device_client import tuning
 from splitnet.config import Config, Placement
 
 
@@ -66,10 +67,12 @@ class BandwidthEstimator:
     probing every 5 s only) for 55-75 % of the data of probing every second.
     """
 
-    UNSETTLED_SPREAD = 2.0
+    UNSETTLED_SPREAD = tuning.UNSETTLED_SPREAD
 
-    def __init__(self, initial_bps: float = 1e6, window: int = 5,
-                 min_sample_bytes: int = 1500, settle_samples: int = 3) -> None:
+    def __init__(self, initial_bps: float = tuning.BANDWIDTH_PRIOR_BPS,
+                 window: int = tuning.BANDWIDTH_WINDOW,
+                 min_sample_bytes: int = tuning.MIN_SAMPLE_BYTES,
+                 settle_samples: int = tuning.SETTLE_SAMPLES) -> None:
         self.initial_bps = initial_bps
         self.settle_samples = min(settle_samples, window)
         self._samples: collections.deque[float] = collections.deque([initial_bps],
@@ -121,7 +124,7 @@ class BandwidthEstimator:
                 return False
             return max(self._samples) > self.UNSETTLED_SPREAD * min(self._samples)
 
-    def stale(self, max_age_s: float, settle_s: float = 0.2,
+    def stale(self, max_age_s: float, settle_s: float = tuning.SETTLE_PROBE_S,
               unsettled_s: float | None = None) -> bool:
         """Time for a probe: the latest sample is older than ``max_age_s``; or, until
         ``settle_samples`` have come since the start, ``settle_s`` after the last (one
@@ -132,7 +135,8 @@ class BandwidthEstimator:
         age = time.monotonic() - self.last_sample_at
         with self._lock:
             measured = 0 if self._prior else len(self._samples)
-        unsettled_s = max_age_s / 5 if unsettled_s is None else min(unsettled_s, max_age_s)
+        unsettled_s = (max_age_s * tuning.UNSETTLED_PROBE_FRACTION if unsettled_s is None
+                       else min(unsettled_s, max_age_s))
         return age > max_age_s or (measured < self.settle_samples and age > settle_s) \
             or (age > unsettled_s and self.unsettled)
 
@@ -149,7 +153,8 @@ class RttEstimator:
     few ms and the bandwidth estimate read 1.5-2x the link's capacity.
     """
 
-    def __init__(self, initial_ms: float = 20.0, window: int = 9) -> None:
+    def __init__(self, initial_ms: float = tuning.RTT_PRIOR_MS,
+                 window: int = tuning.RTT_WINDOW) -> None:
         self._samples: collections.deque[float] = collections.deque([initial_ms], maxlen=window)
         self._measured: collections.deque[float] = collections.deque(maxlen=window)
 
@@ -178,14 +183,16 @@ class ServerLoadEstimator:
         self._measured = False  # the first measurement replaces the guess
 
     def update_queue(self, queue_ms: float) -> None:
-        self.queue_ms = 0.7 * self.queue_ms + 0.3 * max(queue_ms, 0.0)
+        weight = tuning.SERVER_QUEUE_WEIGHT
+        self.queue_ms = (1 - weight) * self.queue_ms + weight * max(queue_ms, 0.0)
         self.updated_at = time.monotonic()
 
     def update_compute(self, compute_ms: float, tail_mmacs: float) -> None:
         if tail_mmacs > 0 and compute_ms > 0:
             measured = compute_ms / tail_mmacs
+            weight = tuning.SERVER_COMPUTE_WEIGHT
             self.ms_per_mmac = measured if not self._measured else \
-                0.8 * self.ms_per_mmac + 0.2 * measured
+                (1 - weight) * self.ms_per_mmac + weight * measured
             self._measured = True
 
 
@@ -204,13 +211,23 @@ class HeadSpeedEstimator:
     plan (in a grid cell, one input that took 161 ms against the usual 27 sent the adaptive
     policy to another config for the rest of the run); a lasting change moves it after
     three inputs.
+
+    A slowdown is news that ages. A config the device stopped running (it was slow, so
+    the planner sends instead) gets no new samples, and its factor would stay at the slow
+    value for ever. So a per-config factor fades towards the quickest that config has been
+    seen to run, halving the gap every ``half_life_s`` since its last sample; the device
+    then tries it again once it looks competitive, and a real sample sets it anew.
     """
 
-    def __init__(self, initial: float = 1.0, window: int = 5) -> None:
+    def __init__(self, initial: float = 1.0, window: int = tuning.HEAD_SPEED_WINDOW,
+                 half_life_s: float = tuning.HEAD_SPEED_HALF_LIFE_S) -> None:
         self.factor = initial
         self.window = window
+        self.half_life_s = half_life_s
         self._recent: dict[Any, collections.deque[float]] = {}
         self._per_config: dict[Config, float] = {}
+        self._quickest: dict[Config, float] = {}
+        self._last_at: dict[Config, float] = {}
         self._per_precision: dict[bool, float] = {}
 
     def add_sample(self, measured_ms: float, profiled_ms: float,
@@ -225,6 +242,8 @@ class HeadSpeedEstimator:
         if config is not None:
             base = config.without_exit()
             self._per_config[base] = self._median_with(("config", base), ratio)
+            self._quickest[base] = min(self._quickest.get(base, ratio), ratio)
+            self._last_at[base] = time.monotonic()
         if not shared:
             return
         # the first measurement replaces the prior (the card's machine is not this one)
@@ -239,8 +258,17 @@ class HeadSpeedEstimator:
 
     @property
     def per_config(self) -> dict[Config, float]:
-        """A snapshot of the per-config factors (configs run at least once)."""
-        return dict(self._per_config)
+        """A snapshot of the per-config factors (configs run at least once), each faded
+        towards its quickest by the time since its last sample."""
+        return self.per_config_at(time.monotonic())
+
+    def per_config_at(self, now: float) -> dict[Config, float]:
+        out = {}
+        for base, factor in self._per_config.items():
+            quickest = self._quickest[base]
+            keep = 0.5 ** (max(now - self._last_at[base], 0.0) / self.half_life_s)
+            out[base] = quickest + (factor - quickest) * keep
+        return out
 
     @property
     def per_precision(self) -> dict[bool, float]:
@@ -261,7 +289,8 @@ class FailureRateEstimator:
     ran its last 27 frames locally over a 5-13 Mbit/s uplink after one timeout.
     """
 
-    def __init__(self, weight: float = 0.1, half_life_s: float = 5.0) -> None:
+    def __init__(self, weight: float = tuning.FAILURE_WEIGHT,
+                 half_life_s: float = tuning.FAILURE_HALF_LIFE_S) -> None:
         self.weight = weight
         self.half_life_s = half_life_s
         self._rate = 0.0
@@ -293,7 +322,7 @@ class SendOverheadEstimator:
     Pi Zero 2's offload of a 28 × 28 PNG was priced 85-91 ms where it took 60.)
     """
 
-    def __init__(self, window: int = 5) -> None:
+    def __init__(self, window: int = tuning.SEND_OVERHEAD_WINDOW) -> None:
         self._recent: dict[Placement, collections.deque[float]] = {}
         self.window = window
 

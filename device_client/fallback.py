@@ -10,12 +10,15 @@ import random
 import threading
 import time
 
+from device_client import tuning
+
 
 class EdgeHealth:
     """Whether to offload now, and when to probe a failed edge next."""
 
-    def __init__(self, initial_backoff_s: float = 0.25, max_backoff_s: float = 5.0,
-                 jitter: float = 0.2, seed: int | None = None) -> None:
+    def __init__(self, initial_backoff_s: float = tuning.BACKOFF_INITIAL_S,
+                 max_backoff_s: float = tuning.BACKOFF_MAX_S,
+                 jitter: float = tuning.BACKOFF_JITTER, seed: int | None = None) -> None:
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.jitter = jitter

@@ -53,8 +53,13 @@ from device_client.estimators import Estimates
 from splitnet.card import ModelCard
 from splitnet.config import LOCAL, Config, Placement
 
-POLICIES = ("adaptive", "adaptive-v0", "local", "local-exit", "offload-input", "neurosurgeon",
-            "edgent", "fixed")
+# Every peer runs with the same engineering as the adaptive policy: the int8 head and the
+# early exits wherever it runs on the device, and the device's best network (int8 with its
+# exit) when the edge fails. "<peer>-paper" is the peer as its paper has it: fp32 on the
+# device, exits only where the paper has them, and the plain fp32 network as fallback.
+PEERS = ("offload-input", "neurosurgeon", "edgent", "fixed")
+PAPER_VARIANTS = tuple(f"{p}-paper" for p in PEERS)
+POLICIES = ("adaptive", "adaptive-v0", "local", "local-exit", *PEERS, *PAPER_VARIANTS)
 # the adaptive policy, and its ablation without the learned entropy bottleneck's configs
 ADAPTIVE_POLICIES = ("adaptive", "adaptive-v0")
 DEFAULT_EDGENT_DEADLINE_MS = 100.0
@@ -244,40 +249,45 @@ class Planner:
         self.deadline_ms = deadline_ms
         self.power = power
         self.frame_rate_hz: float | None = None  # set by a frame pipeline
-        # `allowed`: what the policy may choose while the edge answers. When it does not,
-        # every policy runs LOCAL (`local_only`); those that know about exits may use them.
-        # The device-only baselines may run the int8 network, as a Pi deployment would;
-        # the split baselines keep their papers' fp32 heads.
+        # `allowed`: what the policy may choose while the edge answers; `local_only`: what
+        # it runs when the edge does not (see PEERS and PAPER_VARIANTS).
         fp32 = ~cands.is_int8
         plain_local = cands.is_local & ~cands.has_exit
         default_offload = np.array([c == cands.default_offload for c in cands.configs])
-        local_only = plain_local & fp32
-        if policy == "local":
+        best_local = cands.is_local  # the device's best network: int8, with its exit
+        paper = policy.endswith("-paper")
+        peer = policy.removesuffix("-paper")
+        local_only = plain_local & fp32 if paper else best_local
+        if peer == "local":
             allowed = local_only = plain_local
-        elif policy == "local-exit":  # BranchyNet as deployed: the best device-only exit net
+        elif peer == "local-exit":  # BranchyNet as deployed: the best device-only exit net
             allowed = local_only = cands.is_local
-        elif policy == "offload-input":
+        elif peer == "offload-input":
             allowed = default_offload
-        elif policy == "neurosurgeon":  # best partition by latency; no bottleneck, no exit
-            allowed = (cands.is_raw | plain_local | default_offload) & fp32 & ~cands.has_exit
-        elif policy == "edgent":  # raw split + exit, best accuracy under the deadline
-            allowed = (cands.is_raw | cands.is_local) & fp32
-            local_only = cands.is_local & fp32
+        elif peer == "neurosurgeon":  # best partition by latency; no bottleneck
+            allowed = cands.is_raw | cands.is_local | default_offload
+            if paper:  # no exit, fp32
+                allowed = allowed & fp32 & ~cands.has_exit
+        elif peer == "edgent":  # raw split + exit, best accuracy under the deadline
+            allowed = cands.is_raw | cands.is_local
+            if paper:
+                allowed, local_only = allowed & fp32, cands.is_local & fp32
             if self.deadline_ms is None:
                 self.deadline_ms = DEFAULT_EDGENT_DEADLINE_MS
-        elif policy == "fixed":
+        elif peer == "fixed":
             fixed = fixed_config or self.default_fixed_config()
             if fixed not in cands.index:
                 raise ValueError(f"fixed config {fixed} is not in the model card")
-            allowed = np.zeros(len(cands.configs), dtype=bool)
-            allowed[cands.index[fixed]] = True
             self.fixed_config = fixed
+            allowed = np.array([c.without_exit().with_int8(False) == fixed
+                                for c in cands.configs])
+            if paper:  # the config as chosen: fp32 head, no exit
+                allowed = np.zeros(len(cands.configs), dtype=bool)
+                allowed[cands.index[fixed]] = True
         elif policy == "adaptive-v0":
             allowed = ~cands.is_entropy_coded
-            local_only = cands.is_local
         else:
             allowed = np.ones(len(cands.configs), dtype=bool)
-            local_only = cands.is_local
         self.allowed = allowed
         self.local_only = local_only
 
@@ -372,7 +382,7 @@ class Planner:
                 fastest = int(np.argmin(np.where(feasible, costs.stage_ms, np.inf)))
                 return replace(self._plan_of(fastest, costs), sustainable=False)
             allowed = keeps_up if sustainable else allowed
-        if self.policy == "edgent":
+        if self.policy.removesuffix("-paper") == "edgent":
             choice = self._best_accuracy_under_deadline(allowed, costs.latency_ms)
         else:
             choice = self._best_score(allowed, costs.latency_ms, costs.energy_mj,

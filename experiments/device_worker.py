@@ -1,9 +1,12 @@
 """One emulated device: paced inputs through a DeviceClient, records pushed over ZMQ.
 
-    runner ──spawns──► device_worker: loads, warms up ──ZMQ PUSH {"ready"}──► runner
-    runner ──stdin: t0 (monotonic time of input 0, once every device is ready)──► worker
-    worker (device time emulated) ──infer(image_i at t0 + i/rate)──►
-                                              └─ ZMQ PUSH: one JSON record per input, then
+    runner ──spawns──► device_worker (--serve: one job per stdin line, the process kept)
+    job: loads (once per process), warms up a new DeviceClient ──ZMQ PUSH {"ready"}──► runner
+    runner ──stdin: t0 (monotonic time of frame 0, once every device is ready)──► worker
+    worker (device time emulated): frame i arrives at t0 + i/rate; whenever the device is
+        free it takes the newest arrived frame, and the ones it passed over are dropped
+                                              └─ ZMQ PUSH: one JSON record per frame
+                                                 (answered or dropped), then
                                                  {"done": true, "device": k}
     frame-stream mode (--stream-fps): the frames as a video file at that rate (the camera)
     through the pipelined client;
@@ -19,6 +22,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,25 @@ class CompetingLoad:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One run (the arguments given), or with ``--serve`` one run per line of stdin: each
+    line a JSON list of arguments, the runner's next job for this device. A served worker
+    keeps its process, torch and the loaded model between runs; each run gets a new
+    DeviceClient, so nothing it learnt carries over."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["--serve"]:
+        return run_job(argv)
+    while line := sys.stdin.readline():
+        job = json.loads(line)
+        if not job:
+            return 0
+        run_job(job)
+    return 0
+
+
+_MODELS: dict[Path | None, Any] = {}  # a served worker's loaded checkpoints
+
+
+def run_job(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.device_worker")
     parser.add_argument("--edge", required=True)
     parser.add_argument("--policy", required=True)
@@ -91,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         schedule = {int(i): Config.parse(c)
                     for i, c in json.loads(args.schedule.read_text()).items()}
     client_policy = "adaptive" if args.policy == REPLAY_POLICY else args.policy
+    if args.checkpoint not in _MODELS:
+        from splitnet.zoo import load_pretrained
+
+        _MODELS[args.checkpoint] = load_pretrained(args.checkpoint)
     with DeviceClient(args.edge, client_policy, args.checkpoint, battery=f"sim:{args.battery}",
                       power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
-                      fixed_config=fixed) as client:
+                      fixed_config=fixed, loaded=_MODELS[args.checkpoint]) as client:
         images = stream_images(client.model.spec.name, cache_dir=default_cache_dir(),
                                window=slice(args.start, args.start + args.count)).images
         load = CompetingLoad(args.busy and tuple(args.busy))
@@ -109,22 +136,48 @@ def main(argv: list[str] | None = None) -> int:
             _stream(client, images, args, socket)
             least_cpu.save()
             return 0
-        for i, image in enumerate(images):
-            due = args.t0 + i / args.rate_hz
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            started = time.monotonic()
-            result = client.infer(image, schedule.get(args.start + i))
-            record = result.record()
-            record.update(device=args.device_id, index=args.start + i, policy=args.policy,
-                          t_due=due, t_start=started, t_end=time.monotonic(),
-                          edge_up=client.health.up, rtt_estimate_ms=client.rtt.estimate_ms)
+        for record in camera_clock(client, images, args, schedule):
             socket.send(json.dumps(record).encode())
         least_cpu.save()  # what this device found, for the devices after it
     socket.send(json.dumps({"done": True, "device": args.device_id}).encode())
     socket.close()
     return 0
+
+
+def camera_clock(client: DeviceClient, images: Any, args: argparse.Namespace,
+                 schedule: dict[int, Config]) -> Iterator[dict[str, Any]]:
+    """Frames arrive at ``args.rate_hz`` from ``args.t0``, one per image, whatever the
+    device does; the device takes the newest frame that has arrived whenever it is free,
+    and the frames it passed over are dropped (newest wins, as a camera app does).
+
+    Yields one record per frame: an answered one with its arrival time and response time
+    (``response_ms``, from arrival to result), a dropped one with ``dropped`` and the time
+    a newer frame superseded it. Every policy meets the same frames at the same times on
+    the same stretch of trace."""
+    count, rate = len(images), args.rate_hz
+    taken = 0  # frames before this one are answered or dropped
+    while taken < count:
+        now = time.monotonic()
+        arrived = min(count, int(math.floor((now - args.t0) * rate)) + 1)
+        if arrived <= taken:  # the next frame is not there yet: wait for it
+            time.sleep(max(args.t0 + taken / rate - now, 0.0))
+            continue
+        newest = arrived - 1
+        for skipped in range(taken, newest):
+            yield {"dropped": True, "device": args.device_id, "index": args.start + skipped,
+                   "frame": skipped, "policy": args.policy,
+                   "t_arrival": args.t0 + skipped / rate, "t_dropped": now}
+        arrival = args.t0 + newest / rate
+        started = time.monotonic()
+        result = client.infer(images[newest], schedule.get(args.start + newest))
+        ended = time.monotonic()
+        record = result.record()
+        record.update(device=args.device_id, index=args.start + newest, frame=newest,
+                      policy=args.policy, t_arrival=arrival, t_start=started, t_end=ended,
+                      response_ms=(ended - arrival) * 1000, edge_up=client.health.up,
+                      rtt_estimate_ms=client.rtt.estimate_ms)
+        yield record
+        taken = newest + 1
 
 
 def _stream(client: DeviceClient, images: Any, args: argparse.Namespace,

@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from device_client.energy import RPI4, PowerProfile
 
@@ -215,6 +215,7 @@ def calibrate(profile: DeviceProfile, path: Path | None = LEAST_CPU_FILE) -> Cal
 
 
 SameWork = Callable[[tuple[Any, ...], Any], Hashable]
+T = TypeVar("T")
 
 
 class LeastCpu:
@@ -299,52 +300,45 @@ def stretch(work: Callable[..., Any], factor: Callable[[], float],
     return stretched
 
 
+class EmulatedDevice:
+    """The device's work (``device_client.compute``) made to take as long as on the
+    calibrated device: each piece at its precision's factor, times ``load()`` (a competing
+    load), priced at the least CPU time this host has taken for the same work."""
+
+    def __init__(self, fp32_factor: float, int8_factor: float,
+                 load: Callable[[], float], least_cpu: LeastCpu) -> None:
+        self.fp32_factor, self.int8_factor = fp32_factor, int8_factor
+        self.load, self.least_cpu = load, least_cpu
+
+    def __call__(self, name: str, fn: Callable[..., T], *args: Any, int8: bool = False) -> T:
+        factor = self.int8_factor if int8 else self.fp32_factor
+        stretched = stretch(fn, lambda: factor * self.load(), _same_work(name),
+                            self.least_cpu)
+        out: T = stretched(*args)
+        return out
+
+
+def _same_work(name: str) -> SameWork:
+    """What makes two calls the same work: a head, its config, the input's shape and
+    whether an exit fired; a finish, its config; an encoder, what it produced."""
+    import hashlib
+
+    if name == "head":
+        return lambda args, out: ("head", args[1], tuple(args[0].shape),
+                                  bool(out.exited.all()))
+    if name == "finish":
+        return lambda args, out: ("finish", args[1])
+    return lambda args, out: (name, hashlib.blake2b(out, digest_size=16).hexdigest())
+
+
 def emulate(client: Any, fp32_factor: float, int8_factor: float,
             load: Callable[[], float] = lambda: 1.0,
             least_cpu: LeastCpu | None = None) -> LeastCpu:
-    """Make ``client`` (a DeviceClient in this process) run at the calibrated device's speed:
-    its model calls and its encoders, each at its precision's factor, times ``load()`` (a
-    competing load on the device). Returns the table of least CPU times it prices from
+    """Make ``client`` (a DeviceClient in this process) run at the calibrated device's
+    speed, through its compute seam. Returns the table of least CPU times it prices from
     (``least_cpu``, else one for this process alone); ``save`` it when done."""
-    import hashlib
-
-    import device_client.client as client_module
-    from splitnet.config import Config
-
-    model = client.model
-    if least_cpu is None:
-        least_cpu = LeastCpu(model.spec.name, path=None)
-
-    def head_work(args: tuple[Any, ...], out: Any) -> Hashable:
-        x, config = args
-        return "head", config, tuple(x.shape), bool(out.exited.all())
-
-    def at_precision(work: Callable[..., Any], same_work: SameWork) -> Callable[..., Any]:
-        def run(first: Any, config: Config) -> Any:  # (input or head output, config)
-            factor = int8_factor if config.int8 else fp32_factor
-            return stretch(work, lambda: factor * load(), same_work, least_cpu)(first, config)
-        return run
-
-    model.forward_head = at_precision(model.forward_head, head_work)
-    model.finish_on_device = at_precision(model.finish_on_device,
-                                          lambda args, out: ("finish", args[1]))
-    def call_work(name: str) -> SameWork:
-        return lambda args, out: (name, tuple(args[0].shape), *args[1:])
-
-    for name in ("backbone", "logits_from"):
-        setattr(model, name, stretch(getattr(model, name), lambda: fp32_factor * load(),
-                                     call_work(name), least_cpu))
-    # this process is the emulated device: its encoders run at the device's speed too; the
-    # same output is the same work (the same frame at the same quality, the same code)
-    def output_work(name: str) -> SameWork:
-        return lambda args, out: (name, hashlib.blake2b(out, digest_size=16).hexdigest())
-
-    client_module.encode_image = stretch(client_module.encode_image,
-                                         lambda: fp32_factor * load(),
-                                         output_work("encode_image"), least_cpu)
-    client_module.codec.encode = stretch(client_module.codec.encode,
-                                         lambda: fp32_factor * load(),
-                                         output_work("codec.encode"), least_cpu)
+    least_cpu = least_cpu or LeastCpu(client.model.spec.name, path=None)
+    client.compute = EmulatedDevice(fp32_factor, int8_factor, load, least_cpu)
     return least_cpu
 
 

@@ -1,4 +1,5 @@
-"""The oracle: the best choice in hindsight, per time window, from the profile and the trace.
+"""The predicted best: the cost model's choice in hindsight, per time window, from the
+profile and the trace; and its replay, run for real.
 
     for each window of the run (1 s), the window in which the adaptive run took each input
     up (not when it was due: a slow device falls behind the arrivals):
@@ -14,13 +15,13 @@
           overhead of inputs answered by the edge less that of inputs finished locally)
     each input takes its window's choice, plus the client overhead every input pays (the
     run's median for a local input: planning, bookkeeping) ─► latency, energy, accuracy, bytes
-    the per-input choices (``schedule``) ─► ``oracle-replay``: run for real, measured
+    the per-input choices (``schedule``) ─► ``predicted-best-replay``: run for real, measured
 
-The predicted oracle is a model's figure, so it is not a bound: the replay is. Both are
-reported, each under its own name.
-
-The oracle knows the future capacity exactly; the adaptive policy must estimate it. It
-chooses perfectly but runs the same software, so it pays the same per-input overhead.
+Neither is a bound: the prediction is a model's figure, and its replay runs choices the
+model thought best, which measured runs have beaten (the cost model is not the machine).
+The bound the experiments report is measured instead: each frame's quickest full-accuracy
+answer of any policy (``experiments.report.per_frame_bound``). The replay stays as a policy
+row: what perfect knowledge of the link is worth to this cost model.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from experiments.traces import Trace
 from splitnet.card import ModelCard
 from splitnet.config import Config, Placement
 
-REPLAY_POLICY = "oracle-replay"  # the oracle's per-window choices, run for real
+REPLAY_POLICY = "predicted-best-replay"  # the predicted best choices, run for real
 
 
 def placement_of(config: Config) -> str:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from device_client.client import MIN_TIMED_PROBE_MS
 from device_client.estimators import BandwidthEstimator
+from device_client.tuning import MIN_TIMED_PROBE_MS
 from experiments.scenario import GRID_TRACES
 from experiments.traces import PACKET_BYTES, Trace
 from splitnet.messages import MAX_PROBE_PADDING_BYTES

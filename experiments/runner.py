@@ -88,6 +88,74 @@ class PolicyRun:
     stream: list[dict[str, Any]] = field(default_factory=list)  # per device, stream mode
 
 
+class DeviceWorker:
+    """A served device worker process (``experiments.device_worker --serve``): it runs one
+    job after another, keeping torch and the model loaded, so a grid does not pay a
+    process's start-up for every policy and repetition. Its stderr goes to a file (a pipe
+    no one reads would fill and block it)."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
+            prefix="splitnet-device-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.device_worker", "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, text=True)
+        _WORKERS.add(self.process)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def submit(self, argv: list[str]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(argv) + "\n")
+        self.process.stdin.flush()
+
+    def tail(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.write("null\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        _WORKERS.discard(self.process)
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+class WorkerPool:
+    """Served device workers for one lane: one per emulated device, replaced if one died."""
+
+    def __init__(self) -> None:
+        self.workers: list[DeviceWorker] = []
+
+    def get(self, count: int) -> list[DeviceWorker]:
+        self.workers = [w if w.alive else DeviceWorker() for w in self.workers]
+        while len(self.workers) < count:
+            self.workers.append(DeviceWorker())
+        return self.workers[:count]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.workers = []
+
+
+@contextlib.contextmanager
+def worker_pools(count: int) -> Iterator[list[WorkerPool]]:
+    """One pool of served device workers per lane, closed on the way out."""
+    pools = [WorkerPool() for _ in range(count)]
+    try:
+        yield pools
+    finally:
+        for pool in pools:
+            pool.close()
+
+
 @contextlib.contextmanager
 def edge_server(checkpoint: Path, host: str = "127.0.0.1",
                 prefix: list[str] | None = None) -> Iterator[int]:
@@ -115,12 +183,14 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                records_path: Path, show_progress: bool = True,
                kernel_link: KernelLink | None = None,
                schedule: Path | None = None,
-               stream: tuple[float, float] | None = None) -> PolicyRun:
+               stream: tuple[float, float] | None = None,
+               pool: WorkerPool | None = None) -> PolicyRun:
     """One policy, all devices, on a link (re)started at the scenario's trace offset.
 
     Userspace: a fresh shaper per device. Kernel: the scenario's namespaces, with the
     trace clock reset, the device worker run inside the device namespace. ``stream``
-    (fps, seconds): frame-stream mode instead of paced inputs.
+    (fps, seconds): frame-stream mode instead of the camera clock. ``pool``: served
+    workers to run on (a process each otherwise).
     """
     trace = Trace.load(scenario.trace, scenario.scale)
     profile = PROFILES[scenario.device]
@@ -134,7 +204,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         for k in range(scenario.devices)]
     counters_before = [(link.bytes_up, link.bytes_down) if kernel_link else (0, 0)
                        for link in links]
-    processes: list[subprocess.Popen[str]] = []
+    processes: list[subprocess.Popen[str]] = []  # one-shot workers
+    served = pool.get(len(links)) if pool is not None and kernel_link is None else []
     records: list[dict[str, Any]] = []
     expected = scenario.devices * (int(stream[0] * stream[1]) if stream else scenario.images)
     run_s = stream[1] if stream else scenario.images / scenario.rate_hz
@@ -152,8 +223,7 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 edge_address = f"{kernel_link.edge_ip}:{edge_port}"
                 emulation["link_not_emulated"] = kernel_link.not_emulated
             link.started_at = t0
-            command = prefix + [
-                sys.executable, "-m", "experiments.device_worker",
+            job = [
                 "--edge", edge_address,
                 "--policy", policy, "--records", address, "--device-id", str(k),
                 "--device", scenario.device,
@@ -171,13 +241,17 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                 *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
             if _STOPPING.is_set():
                 break
-            processes.append(subprocess.Popen(command, stdin=subprocess.PIPE,
-                                              stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE, text=True))
+            if served:
+                served[k].submit(job)
+                continue
+            processes.append(subprocess.Popen(
+                [*prefix, sys.executable, "-m", "experiments.device_worker", *job],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True))
             _WORKERS.add(processes[-1])
         poller = zmq.Poller()
         poller.register(collector, zmq.POLLIN)
-        t0 = _start_together(processes, collector, poller)
+        t0 = _start_together(processes, [w.process for w in served], collector, poller)
         for link in links:
             link.started_at = t0  # the trace clock starts with input 0
         done = 0
@@ -186,10 +260,11 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         bar_iter = iter(bar)
         deadline = t0 + run_s + 120
         streams: list[dict[str, Any]] = []
-        while done < len(processes) and time.monotonic() < deadline:
+        running = processes + [w.process for w in served]
+        while done < len(running) and time.monotonic() < deadline:
             if not poller.poll(500):
-                if all(p.poll() is not None for p in processes):
-                    break  # every worker exited (a crash shows up as lost inputs)
+                if all(p.poll() is not None for p in running):
+                    break  # every worker exited (a crash shows up as lost frames)
                 continue
             message = json.loads(collector.recv())
             if message.get("done"):
@@ -198,12 +273,16 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             if "stream" in message:  # a frame stream's statistics
                 streams.append(message["stream"])
                 continue
+            if message.get("dropped"):  # a frame the device never took up
+                message["t"] = message["t_arrival"] - t0
+                records.append(message)
+                next(bar_iter, None)
+                continue
             link = links[message["device"]]
             # the true capacity around this input: one second centred on its start
             message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
                                                              message["t_start"] + 0.5)
-            # when the device took the input up, which is when the link mattered to it (a
-            # device that cannot keep up with the arrivals takes inputs up after they are due)
+            # when the device took the frame up, which is when the link mattered to it
             message["t"] = message["t_start"] - t0
             records.append(message)
             next(bar_iter, None)
@@ -217,6 +296,10 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
             if process.returncode and process.stderr:
                 tail = process.stderr.read()[-2000:]
                 print(f"device worker for {policy} failed:\n{tail}", file=sys.stderr)
+        for worker in served:
+            if not worker.alive:
+                print(f"device worker for {policy} failed:\n{worker.tail()}",
+                      file=sys.stderr)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -238,24 +321,29 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
                      time.monotonic() - started, emulation, streams)
 
 
-def _start_together(processes: list[subprocess.Popen[str]], collector: zmq.Socket[bytes],
+def _start_together(processes: list[subprocess.Popen[str]],
+                    served: list[subprocess.Popen[str]], collector: zmq.Socket[bytes],
                     poller: zmq.Poller) -> float:
     """Wait until every device worker has loaded and warmed up (each PUSHes ``ready``),
-    then give them all input 0's time on stdin; returns it. A worker that exits or is not
-    ready within ``STARTUP_TIMEOUT_S`` is left to show up as lost inputs."""
+    then give them all frame 0's time on stdin; returns it. A worker that exits or is not
+    ready within ``STARTUP_TIMEOUT_S`` is left to show up as lost frames. One-shot workers'
+    stdin is closed after it; served ones keep theirs for their next job."""
     ready = 0
+    everyone = processes + served
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while ready < len(processes) and time.monotonic() < deadline:
+    while ready < len(everyone) and time.monotonic() < deadline:
         if poller.poll(200):
             ready += bool(json.loads(collector.recv()).get("ready"))
-        elif any(p.poll() is not None for p in processes):
+        elif any(p.poll() is not None for p in everyone):
             break
     t0 = time.monotonic() + 0.05
-    for process in processes:
-        with contextlib.suppress(OSError):  # a worker that already exited
+    for process in everyone:
+        with contextlib.suppress(OSError, ValueError):  # a worker that already exited
             assert process.stdin is not None
             process.stdin.write(f"{t0!r}\n")
-            process.stdin.close()
+            process.stdin.flush()
+            if process in processes:
+                process.stdin.close()
     return t0
 
 
@@ -265,7 +353,8 @@ Replay = Callable[[dict[str, PolicyRun]], dict[int, str]]
 def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_CHECKPOINT,
                  show_progress: bool = True, replay: Replay | None = None,
                  stream: tuple[float, float] | None = None,
-                 edges: Sequence[int] = ()) -> dict[str, PolicyRun]:
+                 edges: Sequence[int] = (),
+                 pools: Sequence[WorkerPool] = ()) -> dict[str, PolicyRun]:
     """Every policy of ``scenario``, in a seeded random order (so no policy always runs on
     a warm or a cold machine); records go to ``out_dir/records.jsonl``.
 
@@ -273,7 +362,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     into the oracle's per-input configs, which are then run for real. ``stream`` (fps,
     seconds): each policy gets a camera's frame stream instead (no replay then). ``edges``:
     the ports of running edge servers of ``checkpoint`` (``edge_servers``) for the lanes to
-    use; without enough of them (or on the kernel link), the run starts its own.
+    use; without enough of them (or on the kernel link), the run starts its own. ``pools``:
+    served device workers, one pool per lane (else a process per device and policy).
     """
     host_times()  # the anchors again, while nothing else runs (see experiments.devices)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,18 +379,20 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     queue = iter(policies)  # each lane takes the next policy when it is free
     queue_lock = threading.Lock()
 
-    def run_lane(port: int, kernel_link: KernelLink | None) -> None:
+    def run_lane(lane: int, port: int, kernel_link: KernelLink | None) -> None:
         while True:
             with queue_lock:
                 policy = next(queue, None)
             if policy is None or _STOPPING.is_set():
                 return
             runs[policy] = run_policy(scenario, policy, port, checkpoint, records_path,
-                                      bars, kernel_link=kernel_link, stream=stream)
+                                      bars, kernel_link=kernel_link, stream=stream,
+                                      pool=pools[lane] if lane < len(pools) else None)
 
     def run_all(ports: list[int], kernel_link: KernelLink | None) -> None:
-        with ThreadPoolExecutor(len(ports)) as pool:
-            for done in [pool.submit(run_lane, port, kernel_link) for port in ports]:
+        with ThreadPoolExecutor(len(ports)) as executor:
+            for done in [executor.submit(run_lane, lane, port, kernel_link)
+                         for lane, port in enumerate(ports)]:
                 done.result()
         if _STOPPING.is_set():
             raise StoppedError(_STOPPED_BY[0])
@@ -309,7 +401,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
             schedule.write_text(json.dumps(replay(runs)))
             runs[REPLAY_POLICY] = run_policy(scenario, REPLAY_POLICY, ports[0], checkpoint,
                                              records_path, bars, kernel_link=kernel_link,
-                                             schedule=schedule)
+                                             schedule=schedule,
+                                             pool=pools[0] if pools else None)
 
     if scenario.link == "kernel":
         if scenario.devices != 1:

@@ -6,6 +6,7 @@
 
 The evaluation images are never those the card was measured on (``splitnet.workloads``).
 Only the exit threshold is read from the card, because that is where it is chosen.
+Writes results/bench-<model>/ (meta.json, bench.json, bench.md, the rate plot).
 Usage: ``python -m splitnet.bench --model resnet18_imagenette --json``.
 """
 
@@ -30,6 +31,7 @@ from splitnet.config import LOCAL, Config
 from splitnet.data import DatasetNotFoundError
 from splitnet.evaluate import Evaluator, macs
 from splitnet.model import SplitModel
+from splitnet.provenance import RESULTS_DIR, command_line, finish_results, start_results
 from splitnet.workloads import default_cache_dir, eval_images
 from splitnet.zoo import checkpoint_for, list_zoo, load_card
 
@@ -148,6 +150,10 @@ def run_bench(model_name: str, checkpoint: Path, data_dir: str | None, limit: in
         chosen.update(exit_fraction=row.exit_fraction,
                       loss=full_accuracy - row.overall_accuracy)
     result["chosen_exit"] = chosen
+    result["card"] = {"full_accuracy": card.full.accuracy,
+                      "configs": [{"config": c.config, "raw": c.raw, "accuracy": c.accuracy,
+                                   "mean_bytes": c.mean_bytes, "head_macs": c.head_macs}
+                                  for c in card.configs]}
     if model.has_int8:
         head_configs = [LOCAL] + [Config(split=p, width=max(model.spec.bottleneck_widths),
                                          bits=4) for p in model.split_points]
@@ -251,11 +257,20 @@ TARGETS: dict[str, dict[str, Any]] = {
 def check_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target of ``t``, with the measured figure and met / not met."""
     full = result["full_accuracy"]
-    configs = [c for c in result["configs"] if not c["raw"]]
+
+    card = result["card"]
+    measured = {c["config"]: c for c in result["configs"]}
 
     def best_within(rows: list[dict[str, Any]], loss: float) -> dict[str, Any] | None:
-        ok = [c for c in rows if c["accuracy"] >= full - loss]
-        return min(ok, key=lambda c: c["mean_bytes"], default=None)
+        """Chosen on the card's held-apart images (the fewest bytes within ``loss`` of the
+        full model there), then scored here: the row of this run for that config."""
+        ok = [c for c in rows if c["accuracy"] >= card["full_accuracy"] - loss]
+        chosen = min(ok, key=lambda c: c["mean_bytes"], default=None)
+        return None if chosen is None else measured[chosen["config"]]
+
+    def met_within(row: dict[str, Any] | None, loss: float, max_bytes: float) -> bool:
+        return row is not None and row["accuracy"] >= full - loss \
+            and row["mean_bytes"] <= max_bytes
 
     def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if row is None else {k: row[k] for k in ("config", "accuracy",
@@ -266,15 +281,18 @@ def check_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[s
                   / min(c["mean_bytes"] for c in all_configs))
     macs_span = (max(c["head_macs"] for c in all_configs)
                  / min(c["head_macs"] for c in all_configs))
-    small = best_within([c for c in configs if c["mean_bytes"] <= t["small_bytes"]],
+    card_configs = [c for c in card["configs"] if not c["raw"]]
+    small = best_within([c for c in card_configs if c["mean_bytes"] <= t["small_bytes"]],
                         t["small_max_loss"])
     switch, reload = result["switch_ms_median"], result["reload_ms_median"]
     chosen = result.get("chosen_exit")
     out: dict[str, dict[str, Any]] = {
         f"full_accuracy>={t['full_accuracy']}": {"measured": full,
                                                  "met": full >= t["full_accuracy"]},
-        f"bottleneck<={t['small_bytes']}B_within_{t['small_max_loss'] * 100:g}pt": {
-            "measured": brief(small), "met": small is not None},
+        f"bottleneck<={t['small_bytes']}B_within_{t['small_max_loss'] * 100:g}pt"
+        " (chosen on the card)": {
+            "measured": brief(small),
+            "met": met_within(small, t["small_max_loss"], t["small_bytes"])},
         "bytes_span>=10x": {"measured": bytes_span, "met": bytes_span >= t["bytes_span"]},
         "head_macs_span>=4x": {"measured": macs_span, "met": macs_span >= t["head_macs_span"]},
         "switch<=1ms_and_reload>=100x": {
@@ -288,13 +306,14 @@ def check_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[s
             and chosen["loss"] <= t["exit_max_loss"]},
     }
     if t.get("cheap_head_fraction"):
-        cheap_rows = [c for c in configs
+        cheap_rows = [c for c in card_configs
                       if c["head_macs"] <= t["cheap_head_fraction"] * result["full_macs"]
                       and c["mean_bytes"] <= t["cheap_head_bytes"]]
         cheap = best_within(cheap_rows, t["cheap_head_max_loss"])
         out[f"head<={t['cheap_head_fraction']:.0%}_MACs_<={t['cheap_head_bytes']}B_within_"
-            f"{t['cheap_head_max_loss'] * 100:g}pt"] = {"measured": brief(cheap),
-                                                        "met": cheap is not None}
+            f"{t['cheap_head_max_loss'] * 100:g}pt (chosen on the card)"] = {
+            "measured": brief(cheap),
+            "met": met_within(cheap, t["cheap_head_max_loss"], t["cheap_head_bytes"])}
     if "int8" in result and "int8_max_loss" in t:
         int8 = result["int8"]
         loss = full - int8["full_accuracy"]
@@ -476,31 +495,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N evaluation images only (default: all)")
     parser.add_argument("--repeats", type=int, default=100,
                         help="switch/reload repetitions (default: %(default)s)")
-    parser.add_argument("--markdown", type=Path, default=None,
-                        help="where to write the Markdown table "
-                             "(default: runs/bench/<model>.md)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder: meta.json (commit, host, command), "
+                             "bench.json, bench.md and the rate plot "
+                             "(default: results/bench-<model>)")
     args = parser.parse_args(argv)
-    args.markdown = args.markdown or Path(f"runs/bench/{args.model}.md")
+    out = args.out or RESULTS_DIR / f"bench-{args.model}"
+    meta = start_results(out, command_line("splitnet.bench", argv))
     try:
         checkpoint = args.checkpoint or checkpoint_for(args.model)
         result = run_bench(args.model, checkpoint, args.data_dir, args.limit, args.repeats)
     except (CheckpointError, DatasetNotFoundError, CardError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(markdown(result))
+    (out / "bench.md").write_text(markdown(result))
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
     if "entropy" in result:
-        plot = plot_rate_accuracy(result, args.markdown.with_name(
-            f"{args.model}-rate-accuracy.png"))
+        plot = plot_rate_accuracy(result, out / "rate-accuracy.png")
         if plot is not None:
             print(f"wrote {plot}", file=sys.stderr)
+    finish_results(out, meta)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         for name, target in result["targets"].items():
             print(f"{'met    ' if target['met'] else 'NOT met'}  {name}: "
                   f"{json.dumps(target['measured'])}")
-    print(f"wrote {args.markdown}", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

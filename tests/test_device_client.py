@@ -432,14 +432,10 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
 
 
 @pytest.fixture
-def emulate(monkeypatch):
-    """``experiments.devices.emulate``, with the encoders it stretches module-wide put back
-    after the test."""
-    import device_client.client as client_module
+def emulate():
+    """``experiments.devices.emulate``: it sets the client's compute seam, nothing else."""
     from experiments.devices import emulate
 
-    monkeypatch.setattr(client_module, "encode_image", client_module.encode_image)
-    monkeypatch.setattr(client_module.codec, "encode", client_module.codec.encode)
     return emulate
 
 

@@ -194,12 +194,17 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
 
 
 def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
+    from experiments.scenario import GRID_POLICIES, GRID_TRACES
+
     default = load_scenario("default")
-    assert default.policies[0] == "adaptive" and default.policies[-1] == "oracle-replay"
-    assert {"local-exit", "fixed", "neurosurgeon", "edgent"} <= set(default.policies)
+    assert default.policies[0] == "adaptive" and default.device == "pizero2"
+    assert {"local-exit", "fixed", "neurosurgeon", "edgent", "edgent-paper"} \
+        <= set(default.policies)
     cells = grid(default)
-    assert len(cells) == 12 and len({c.name for c in cells}) == 12
+    assert len(cells) == 16 and len({c.name for c in cells}) == 16
     assert {c.rtt_ms for c in cells} == {10.0, 40.0} and {c.scale for c in cells} == {1.0}
+    assert all(c.policies == GRID_POLICIES and c.trace_start_s == GRID_TRACES[c.trace]
+               for c in cells)
     driving = grid(default, ["ATT-LTE-driving", "Verizon-LTE-short-pizero2-rtt10"])
     assert [c.name for c in driving] == [
         "ATT-LTE-driving-rpi4-rtt10", "ATT-LTE-driving-rpi4-rtt40",
@@ -210,7 +215,7 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
     with pytest.raises(ScenarioError, match="no grid cell matches Sprint.*ATT-LTE-driving"):
         grid(default, ["Sprint"])
     second = default.repetition(1)
-    assert second.trace_start_s == default.trace_start_s + default.images / default.rate_hz + 10
+    assert second.trace_start_s == default.trace_start_s + default.images / default.rate_hz + 6
     assert second.seed == default.seed + 1 and second.name.endswith("rep2")
     bad = tmp_path / "bad.toml"
     bad.write_text('[scenario]\ntrace = "ATT-LTE-driving.up"\nspeed = 3\n')
@@ -218,6 +223,25 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
         load_scenario(bad)
     with pytest.raises(ScenarioError, match="unknown device"):
         Scenario(device="cray")
+
+
+def test_the_held_out_cells_are_not_where_anything_was_tuned():
+    """The grid's offsets stay clear of every stretch a scenario or an earlier grid used
+    (docs/tuning.md): ATT from 265 s, and the short traces' first and last 25 s."""
+    from experiments.scenario import GRID_IMAGES, GRID_RATE_HZ, GRID_REPETITIONS, GRID_TRACES
+
+    length = {"ATT-LTE-driving.up": 1012, "Verizon-EVDO-driving.up": 1065,
+              "TMobile-LTE-short.up": 140, "Verizon-LTE-short.up": 140}
+    for trace, start in GRID_TRACES.items():
+        cell = Scenario(trace=trace, trace_start_s=start, images=GRID_IMAGES,
+                        rate_hz=GRID_RATE_HZ)
+        last = cell.repetition(GRID_REPETITIONS - 1)
+        end = last.trace_start_s + GRID_IMAGES / GRID_RATE_HZ
+        assert end <= length[trace], trace  # no repetition wraps round the trace
+        if trace == "ATT-LTE-driving.up":
+            assert start > 265 + 60
+        if length[trace] == 140:
+            assert 25 <= start and end <= 140 - 25 + 10
 
 
 def test_a_busy_device_slows_only_inside_its_window():
@@ -234,84 +258,159 @@ def test_a_busy_device_slows_only_inside_its_window():
         Scenario(busy=(5.0, 2.0, 0.5))
 
 
+def _frame(t: float, index: int, where: str = "local", config: str = "local/int8",
+           response_ms: float = 40.0, label: int = 0, **extra: object) -> dict[str, object]:
+    return {"t": t, "device": 0, "index": index, "where": where, "config": config,
+            "response_ms": response_ms, "total_ms": response_ms, "label": label,
+            "t_arrival": t, "t_end": t + response_ms / 1000, "bytes_sent": 0,
+            "energy_mj": 1.0, "fallback": False, "bandwidth_estimate_bps": 0.0,
+            "true_capacity_bps": 0.0, **extra}
+
+
+def _dropped(t: float, index: int, dropped_at: float) -> dict[str, object]:
+    return {"t": t, "device": 0, "index": index, "dropped": True, "t_arrival": t,
+            "t_dropped": dropped_at}
+
+
 def test_the_report_splits_a_busy_run_before_during_and_after_the_load():
-    from experiments.report import busy_window
+    from experiments.report import busy_window, return_after_load
     from experiments.runner import PolicyRun
 
-    def record(t: float, where: str, config: str, ms: float) -> dict[str, object]:
-        return {"t": t, "where": where, "config": config, "total_ms": ms}
-
-    run = PolicyRun("adaptive", [record(1.0, "device-exit", "local/int8", 40.0),
-                                 record(6.0, "edge", "offload/jpeg90", 80.0),
-                                 record(7.0, "local", "local/int8", 100.0),
-                                 record(13.0, "device-exit", "local/int8", 42.0)],
-                    expected=4, bytes_up=0, bytes_down=0, seconds=1.0)
+    run = PolicyRun("adaptive", [_frame(1.0, 0, "device-exit", response_ms=40.0),
+                                 _frame(6.0, 1, "edge", "offload/jpeg90", 80.0),
+                                 _frame(7.0, 2, "local", response_ms=100.0),
+                                 _dropped(8.0, 3, 8.1),
+                                 _frame(13.0, 4, "device-exit", response_ms=42.0)],
+                    expected=5, bytes_up=0, bytes_down=0, seconds=1.0)
     phases = busy_window((5.0, 12.0, 0.6), {"adaptive": run})["adaptive"]
-    assert [p["inputs"] for p in phases.values()] == [1, 2, 1]
-    assert phases["during"]["mean_latency_ms"] == pytest.approx(90.0)
+    assert [p["frames"] for p in phases.values()] == [1, 2, 1]  # dropped frames are apart
+    assert phases["during"]["mean_response_ms"] == pytest.approx(90.0)
     assert phases["during"]["placements"] == {"local": 0.5, "split": 0.0,
                                               "offload-input": 0.5}
     assert phases["before"]["placements"]["local"] == phases["after"]["placements"]["local"] == 1
+    reference = PolicyRun("local-exit", [_frame(13.0, 4, response_ms=40.0)], 1, 0, 0, 1.0)
+    back = return_after_load((5.0, 12.0, 0.6), run, reference)
+    assert back["back_after_s"] == pytest.approx(1.0) and back["met"]
 
 
-def test_repetitions_combine_into_means_with_a_t_interval():
+def test_a_dropped_frame_is_scored_by_the_answer_shown_when_it_was_dropped():
+    from experiments.report import shown_labels, summarize_policy
+    from experiments.runner import PolicyRun
+
+    records = [_frame(0.0, 0, label=1, response_ms=250.0),  # answered at 0.25 s
+               _dropped(0.1, 1, 0.25),                       # dropped at 0.25 s: shows 1
+               _frame(0.2, 2, label=2, response_ms=300.0),   # answered at 0.5 s
+               _dropped(0.3, 3, 0.1)]                        # dropped before any answer
+    shown = shown_labels(records)
+    assert shown == {(0, 0): 1, (0, 1): 1, (0, 2): 2, (0, 3): -1}
+    labels = np.array([1, 1, 0, 0])
+    scenario = Scenario(images=5, rate_hz=10.0)
+    row = summarize_policy(PolicyRun("p", records, expected=5, bytes_up=0, bytes_down=0,
+                                     seconds=1.0), labels, scenario)
+    assert row["answered"] == 2 and row["dropped"] == 2 and row["lost"] == 1
+    assert row["accuracy"] == pytest.approx(2 / 4)  # frames 0 and 1 right
+    assert row["mean_response_ms"] == pytest.approx(275.0)
+    assert row["drop_rate"] == pytest.approx(2 / 5)
+
+
+def test_the_per_frame_bound_is_each_frames_quickest_full_accuracy_answer():
+    from experiments.report import against_bound, per_frame_bound
+    from experiments.runner import PolicyRun
+
+    full = {0: 3, 1: 4}
+    fast_wrong = PolicyRun("a", [_frame(0, 0, response_ms=10.0, label=9),
+                                 _frame(0, 1, response_ms=20.0, label=4)], 2, 0, 0, 1.0)
+    slow_right = PolicyRun("b", [_frame(0, 0, response_ms=30.0, label=3),
+                                 _frame(0, 1, response_ms=50.0, label=4)], 2, 0, 0, 1.0)
+    bound = per_frame_bound({"a": fast_wrong, "b": slow_right}, full)
+    assert bound == {(0, 0): 30.0, (0, 1): 20.0}  # a wrong answer is no bound
+    assert against_bound(slow_right, bound)["ratio"] == pytest.approx(80 / 50)
+
+
+def test_paired_ratios_have_t_intervals_and_verdicts_that_can_say_not_resolved():
+    from experiments.statistics import (
+        MET,
+        NOT_MET,
+        NOT_RESOLVED,
+        paired_ratio,
+        pooled_ratio,
+        verdict,
+    )
+
+    same = paired_ratio([10.0, 20.0, 30.0], [12.5, 25.0, 37.5])
+    assert same.value == pytest.approx(0.8) and same.low == pytest.approx(0.8)
+    noisy = paired_ratio([10.0, 20.0, 9.0], [12.0, 18.0, 12.0])
+    assert noisy.low < noisy.value < noisy.high
+    logs = np.log([10 / 12, 20 / 18, 9 / 12])
+    half = 4.303 * logs.std(ddof=1) / 3 ** 0.5
+    assert noisy.high == pytest.approx(np.exp(logs.mean() + half), rel=1e-3)
+    assert verdict(same, 0.85) == MET
+    assert verdict(paired_ratio([10.0, 10.0], [9.0, 9.0]), 0.85) == NOT_MET
+    assert verdict(noisy, 0.85) == NOT_RESOLVED
+    pooled = pooled_ratio([([10.0, 20.0, 30.0], [12.5, 25.0, 37.5]),
+                           ([10.0, 20.0, 9.0], [12.0, 18.0, 12.0])])
+    assert pooled.value == pytest.approx(np.sqrt(same.value * noisy.value))
+    assert pooled.low < pooled.value < pooled.high
+
+
+def test_repetitions_combine_into_paired_ratios():
     from experiments.report import combine_repetitions
 
-    def summary(adaptive_ms: float, replay_ms: float) -> dict:
-        row = {"mean_latency_ms": adaptive_ms, "lost": 0, "switches": 2, "accuracy": 0.9,
-               "energy_mj_per_inference": 1.0, "placements": {"local": 0.5, "split": 0.5}}
-        return {"policies": {"adaptive": row, "oracle-replay": {**row, "mean_latency_ms":
-                                                                  replay_ms}},
-                "oracle": dict(row), "device_emulation": {}, "plots": [],
-                "run_seconds": 1.0, "bandwidth_estimate_median_error": 0.2}
+    def summary(adaptive_ms: float, peer_ms: float) -> dict:
+        row = {"mean_response_ms": adaptive_ms, "lost": 0, "switches": 2, "accuracy": 0.9,
+               "energy_mj_per_frame": 1.0, "placements": {"local": 0.5, "split": 0.5},
+               "dropped": 1}
+        return {"policies": {"adaptive": row, "local": {**row, "mean_response_ms": peer_ms}},
+                "bound": {"frames": 10, "ratio": 1.1, "bound_mean_ms": 9.0},
+                "device_emulation": {}, "plots": [], "run_seconds": 1.0,
+                "bandwidth_estimate_median_error": 0.2}
 
     combined = combine_repetitions(load_scenario("default"),
                                    [summary(10, 8), summary(12, 8), summary(14, 11)])
     adaptive = combined["policies"]["adaptive"]
-    assert adaptive["mean_latency_ms"] == pytest.approx(12)
-    assert adaptive["ci95_latency_ms"] == pytest.approx(4.303 * 2 / 3 ** 0.5)
-    assert adaptive["switches"] == 6 and adaptive["placements"]["split"] == 0.5
-    assert combined["adaptive_to_oracle_replay_latency"] == pytest.approx(12 / 9)
-    assert combined["repetitions"] == 3
+    assert adaptive["mean_response_ms"] == pytest.approx(12)
+    assert adaptive["ci95_response_ms"] == pytest.approx(4.303 * 2 / 3 ** 0.5, rel=1e-3)
+    assert adaptive["switches"] == 6 and adaptive["dropped"] == 3
+    ratio = combined["ratios"]["local"]
+    assert ratio["ratio"] == pytest.approx((10 / 8 * 12 / 8 * 14 / 11) ** (1 / 3))
+    assert ratio["ci95_low"] < ratio["ratio"] < ratio["ci95_high"]
+    assert combined["repetitions"] == 3 and combined["bound"]["ratio"] == pytest.approx(1.1)
 
 
-def test_a_short_two_policy_scenario_runs_end_to_end(tmp_path, checkpoint):
+def test_a_short_scenario_runs_end_to_end_on_the_camera_clock(tmp_path, checkpoint):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "run", "--trace", "Verizon-LTE-short.up",
-         "--n", "12", "--rate-hz", "20", "--policies", "adaptive,local,oracle-replay",
-         "--json",
-         "--out", str(out), "--checkpoint", str(checkpoint)],
+         "--n", "12", "--rate-hz", "20", "--policies",
+         "adaptive,local,predicted-best-replay", "--json", "--out", str(out),
+         "--checkpoint", str(checkpoint)],
         capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert set(summary["policies"]) == {"adaptive", "local"}
-    measured = [*summary["policies"].values(), summary["oracle_replay"]]
-    for row in [*measured, summary["oracle"]]:
-        assert set(row) >= {"accuracy", "mean_latency_ms", "p95_latency_ms",
-                            "bytes_per_inference", "energy_mj_per_inference",
-                            "deadline_miss_rate", "fallbacks", "lost", "placements"}
-    for row in measured:
-        assert row["lost"] == 0 and row["ci95_latency_ms"] > 0
+    assert set(summary["policies"]) == {"adaptive", "local", "predicted-best-replay"}
+    for row in summary["policies"].values():
+        assert set(row) >= {"accuracy", "mean_response_ms", "p95_response_ms",
+                            "answered_fps", "drop_rate", "bytes_per_frame",
+                            "energy_mj_per_frame", "fallbacks", "lost", "placements"}
+        assert row["lost"] == 0 and row["ci95_response_ms"] > 0
         assert sum(row["placements"].values()) == pytest.approx(1)
     assert summary["policies"]["local"]["placements"]["local"] == 1
-    assert summary["policies"]["local"]["bytes_per_inference"] == 0
-    assert summary["adaptive_to_oracle_latency"] > 0
-    assert summary["adaptive_to_oracle_replay_latency"] > 0
-    # the replay ran exactly the oracle's per-input choices
-    schedule = json.loads((out / "oracle_schedule.json").read_text())
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    replayed = {r["index"]: r["config"] for r in records if r["policy"] == "oracle-replay"}
-    assert replayed == {int(i): c for i, c in schedule.items()}
-    assert len(records) == 36 and {"config", "where", "head_ms", "transfer_ms", "server_ms",
-                                    "energy_mj", "true_capacity_bps",
-                                    "bandwidth_estimate_bps", "fallback"} <= set(records[0])
-    for policy in ("adaptive", "local", "oracle-replay"):  # ``t``: when it was taken up
-        ran = sorted((r for r in records if r["policy"] == policy), key=lambda r: r["index"])
-        assert ran[0]["t"] >= 0
-        assert all(a["t"] < b["t"] for a, b in zip(ran, ran[1:], strict=False))
-        assert all(r["t"] - r["t_start"] == pytest.approx(ran[0]["t"] - ran[0]["t_start"])
-                   for r in ran)
+    assert summary["policies"]["local"]["bytes_per_frame"] == 0
+    assert summary["adaptive_over"]["local"]["ratio"] > 0
+    assert summary["bound"]["frames"] > 0 and summary["bound"]["ratio"] > 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["command"].startswith("python -m experiments run") and meta["host"]["cpu"]
+    import gzip
+
+    with gzip.open(out / "records.jsonl.gz", "rt") as f:
+        records = [json.loads(line) for line in f]
+    frames = {(r["policy"], r["index"]) for r in records}
+    assert len(frames) == len(records) == 36  # every frame answered or dropped, once
+    answered = [r for r in records if not r.get("dropped")]
+    assert {"config", "where", "head_ms", "response_ms", "t_arrival", "energy_mj",
+            "true_capacity_bps", "bandwidth_estimate_bps", "fallback"} <= set(answered[0])
+    for r in answered:  # response is from arrival: at least the device's own time
+        assert r["response_ms"] >= r["total_ms"] - 1
     for name in ("summary.md", "summary.csv", "latency_over_time.png",
                  "adaptive_choices.png", "accuracy_vs_bytes.png"):
         assert (out / name).is_file(), name
@@ -460,32 +559,35 @@ def test_the_anchors_are_the_least_seen_on_this_host_and_lanes_can_ask_at_once(t
 def test_grid_targets_are_computed_from_the_cells_and_can_fail():
     from experiments.__main__ import grid_targets
 
-    def cell(trace: str, adaptive_ms: float, replay_ms: float, placements: dict) -> dict:
-        def row(ms: float) -> dict:
-            return {"mean_latency_ms": ms, "lost": 0, "accuracy": 0.87}
-        return {"scenario": {"trace": trace},
-                "policies": {"adaptive": row(adaptive_ms), "local": row(40.0),
-                             "local-exit": row(30.0), "oracle-replay": row(replay_ms)},
-                "oracle": {"placements": placements, "switches": 3},
-                "adaptive_to_oracle_replay_latency": adaptive_ms / replay_ms,
-                "bandwidth_estimate_median_error": 0.2}
+    def cell(name: str, adaptive: list[float], peers: dict[str, list[float]]) -> dict:
+        def row(reps: list[float]) -> dict:
+            return {"mean_response_ms": float(np.mean(reps)), "repetition_mean_response_ms":
+                    reps, "lost": 0, "dropped": 0, "accuracy": 0.87,
+                    "placements": {"local": 1.0}}
+        return {"scenario": {"name": name, "trace": name},
+                "policies": {"adaptive": row(adaptive), "adaptive-v0": row(adaptive),
+                             "local": row([40.0] * len(adaptive)),
+                             **{p: row(v) for p, v in peers.items()}},
+                "bound": {"ratio": 1.2}, "bandwidth_estimate_median_error": 0.2}
 
-    good = [cell("ATT-LTE-driving.up", 20.0, 19.0, {"local": 0.5, "split": 0.3,
-                                                      "offload-input": 0.2}),
-            cell("Verizon-LTE-short.up", 25.0, 24.0, {"local": 1.0})]
+    good = [cell("a", [20.0, 21.0, 19.0], {"local-exit": [30.0, 31.0, 29.0],
+                                           "edgent": [60.0, 61.0, 59.0],
+                                           "edgent-paper": [90.0, 91.0, 89.0]}),
+            cell("b", [25.0, 24.0, 26.0], {"local-exit": [31.0, 30.0, 32.0],
+                                           "edgent": [28.0, 30.0, 29.0],
+                                           "edgent-paper": [90.0, 91.0, 89.0]})]
     targets = grid_targets(good)
-    assert all(targets[k]["met"] for k in (
-        "oracle_placement_best_share", "oracle_switches_on_driving_trace", "lost_inputs",
-        "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
-        "adaptive_over_best_peer_worst_cell", "bandwidth_median_relative_error_worst_cell"))
-    assert targets["geomean_latency_local_exit_over_adaptive"]["measured"] > 1
-    assert targets["accuracy_points_below_local_all_cells"]["measured"] == 0
-    bad = [cell("Verizon-LTE-short.up", 35.0, 20.0, {"local": 1.0})]
+    assert targets["strongest_variants"]["edgent"] == "edgent"  # not its paper's
+    headline = targets["headline_adaptive_over_best_peer"]
+    assert headline["best_peer"] == "local-exit" and headline["verdict"] == "met"
+    assert headline["ci95_low"] < headline["ratio"] < headline["ci95_high"] <= 0.85
+    assert targets["no_cell_worse_than_its_best_peer"]["met"]
+    assert targets["no_cell_worse_than_its_best_peer"]["cells"]["b"]["best_peer"] == "edgent"
+    assert targets["lost_frames"]["met"]
+    bad = [cell("c", [35.0, 36.0, 34.0], {"local-exit": [30.0, 31.0, 29.0]})]
     targets = grid_targets(bad)
-    for key in ("oracle_placement_best_share", "oracle_switches_on_driving_trace",
-                "adaptive_over_oracle_replay_worst_cell", "geomean_latency_ms",
-                "adaptive_over_best_peer_worst_cell"):
-        assert not targets[key]["met"], key
+    assert targets["headline_adaptive_over_best_peer"]["verdict"] == "not met"
+    assert targets["no_cell_worse_than_its_best_peer"]["worse"] == ["c"]
 
 
 def test_the_oracle_prices_each_config_by_what_the_run_measured_of_it():

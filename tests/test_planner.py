@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from dataclasses import replace
+
 import pytest
 
 from device_client.battery import FixedBattery, SimulatedBattery, find_sysfs_battery, make_battery
@@ -112,19 +114,54 @@ def test_a_deadline_is_met_when_any_accurate_candidate_can_meet_it(card):
 
 def test_baselines_stay_inside_their_own_choices(card):
     est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
-    assert Planner(card, "local").plan(est).config == Config.local()
+    assert Planner(card, "local").plan(est).config.without_exit() in (
+        Config.local(), Config.local(int8=True))
     assert Planner(card, "offload-input").plan(est).config == Config.offload_input("png")
-    neuro = Planner(card, "neurosurgeon").plan(est).config
-    assert neuro.exit_threshold is None and (neuro.raw or neuro.placement is not Placement.SPLIT)
+    for policy in ("neurosurgeon", "neurosurgeon-paper"):
+        neuro = Planner(card, policy).plan(est).config
+        assert neuro.raw or neuro.placement is not Placement.SPLIT
+    assert Planner(card, "neurosurgeon-paper").plan(est).config.exit_threshold is None
     for e in SCENARIOS:
-        edgent = Planner(card, "edgent", deadline_ms=50).plan(e).config
-        assert edgent.raw or edgent.placement is Placement.LOCAL
+        for policy in ("edgent", "edgent-paper"):
+            edgent = Planner(card, policy, deadline_ms=50).plan(e).config
+            assert edgent.raw or edgent.placement is Placement.LOCAL
     fixed = Config(split=2, width=4, bits=4)
-    assert Planner(card, "fixed", fixed_config=fixed).plan(est).config == fixed
+    assert Planner(card, "fixed-paper", fixed_config=fixed).plan(est).config == fixed
+    assert Planner(card, "fixed", fixed_config=fixed).plan(est).config.without_exit() \
+        .with_int8(False) == fixed
     default_fixed = Planner(card, "fixed").plan(est).config
     assert default_fixed.placement is Placement.SPLIT and not default_fixed.raw
     with pytest.raises(ValueError, match="unknown policy"):
         Planner(card, "magic")
+
+
+def test_every_policy_falls_back_on_the_devices_best_network_and_papers_keep_theirs(card):
+    """Equal engineering: when the edge fails, every policy (paper variants apart) runs what
+    the adaptive policy runs, the device's best network, int8 with its exit."""
+    from device_client.planner import PAPER_VARIANTS, POLICIES
+
+    c = Planner(card, "adaptive").candidates
+    no_edge = replace(estimates(bandwidth_bps=1e6, head_speed_factor=10.0),
+                      edge_available=False)
+    best = Planner(card, "adaptive").plan(no_edge).config
+    assert best.placement is Placement.LOCAL
+    for policy in POLICIES:
+        if policy in PAPER_VARIANTS or policy == "local":
+            continue
+        planner = Planner(card, policy)
+        assert (planner.local_only == c.is_local).all(), policy
+        fallback = planner.plan(no_edge).config
+        if policy == "edgent":  # its own rule picks among the same: the most accurate exit
+            assert fallback.placement is Placement.LOCAL, policy
+        else:
+            assert fallback == best, policy
+    for policy in PAPER_VARIANTS:
+        planner = Planner(card, policy)
+        fallback = planner.plan(no_edge).config
+        assert not fallback.int8, policy
+        assert not (planner.allowed & c.is_int8).any(), policy
+        if policy != "edgent-paper":  # Edgent's own idea has exits
+            assert fallback.exit_threshold is None, policy
 
 
 def test_camera_card_offers_int8_heads_and_every_jpeg_quality_to_the_adaptive_policy():
@@ -137,11 +174,13 @@ def test_camera_card_offers_int8_heads_and_every_jpeg_quality_to_the_adaptive_po
     c = planner.candidates
     fp32, int8 = (c.index[Config(split=2, width=8, bits=4, int8=flag)] for flag in (False, True))
     assert c.payload_bytes[fp32] == c.payload_bytes[int8] and c.head_ms[int8] < c.head_ms[fp32]
-    # baselines: full offload sends JPEG q90; the split baselines keep fp32 heads
+    # baselines: full offload sends JPEG q90; the split baselines may run int8 heads, their
+    # papers' variants keep fp32 ones
     est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
     assert Planner(card, "offload-input").plan(est).config == Config.offload_input("jpeg90")
     for policy in ("neurosurgeon", "edgent", "fixed"):
-        allowed = Planner(card, policy).allowed
+        assert (Planner(card, policy).allowed & c.is_int8).any(), policy
+        allowed = Planner(card, f"{policy}-paper").allowed
         assert not (allowed & c.is_int8).any(), policy
     local_exit = Planner(card, "local-exit")
     assert local_exit.allowed.any() and not (local_exit.allowed & ~c.is_local).any()
