@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DATA   := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 # Imagenette (the camera workload): the workspace's shared copy when this checkout sits
-# beside it; otherwise wherever `make imagenette` (python -m splitnet.datasets) wrote it.
+# beside it; otherwise wherever `make imagenette` (python -m splitnet.data.download) wrote it.
 SHARED_IMAGENETTE := $(abspath $(wildcard ../shared/datasets/imagenette-224))
 ifneq ($(SHARED_IMAGENETTE),)
 export SPLITNET_IMAGENETTE_DIR ?= $(SHARED_IMAGENETTE)
@@ -37,13 +37,13 @@ demo: setup camera-data
 
 camera-data: setup
 	@[ -n "$$SPLITNET_IMAGENETTE_DIR" ] || [ -d "$$HOME/.local/share/splitnet/imagenette-224/val" ] \
-		|| $(BIN)/python -m splitnet.datasets imagenette
+		|| $(BIN)/python -m splitnet.data.download imagenette
 
 bench: setup
 	$(BIN)/python -m splitnet.bench --json
 	$(BIN)/python -m splitnet.bench --model resnet18_imagenette --json
-	$(BIN)/python -m edge_server.bench --json
-	$(BIN)/python -m device_client.bench --json
+	$(BIN)/python -m experiments.bench.edge --json
+	$(BIN)/python -m experiments.bench.device --json
 
 grid: setup
 	$(BIN)/python -m experiments grid
@@ -56,7 +56,7 @@ train-camera: setup
 
 # download, check and resize Imagenette v2 into ~/.local/share/splitnet/imagenette-224
 imagenette: setup
-	$(BIN)/python -m splitnet.datasets imagenette
+	$(BIN)/python -m splitnet.data.download imagenette
 
 proto: setup
 	$(BIN)/python proto/generate.py
@@ -80,7 +80,7 @@ image:
 # root; slow under emulation: a check people run, not part of make test)
 pi-check: setup camera-data
 	$(SUDO) apt-get install -y qemu-user-static mmdebstrap
-	$(SUDO) $(BIN)/python -m device_client.pi_check
+	$(SUDO) $(BIN)/python -m experiments.bench.pi_check
 
 image-check: setup
-	$(BIN)/python -m edge_server.image_check --image splitnet-edge:latest
+	$(BIN)/python -m experiments.bench.image_check --image splitnet-edge:latest

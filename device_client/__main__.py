@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from device_client.client import (
     WHERE_EDGE,
@@ -22,6 +23,7 @@ from device_client.client import (
     Frame,
     InferenceResult,
 )
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.pipeline import StreamResult, run_stream
 from device_client.planner import POLICIES
 from device_client.service import (
@@ -34,8 +36,8 @@ from device_client.sources import FrameSource, SourceError, open_source
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config, ConfigError
 from splitnet.data import DatasetNotFoundError
-from splitnet.imagefolder import ImageDecodeError
-from splitnet.progress import progress
+from splitnet.data.eval_sets import class_names, default_cache_dir, stream_images
+from splitnet.images import ImageDecodeError
 from splitnet.tokens import (
     TokenError,
     add_token_options,
@@ -43,7 +45,6 @@ from splitnet.tokens import (
     plaintext_token_problem,
     read_token,
 )
-from splitnet.workloads import class_names, default_cache_dir, stream_images
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
 
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                              "disagree by more than 2x (an outage began or ended) "
                              "(default: %(default)s; each probe sends ~50 ms of traffic: "
                              "17-63 MB an hour on the shipped LTE traces, see `python -m "
-                             "experiments.probe_study`)")
+                             "experiments.bench.probe_study`)")
     parser.add_argument("--deadline-ms", type=float, default=None,
                         help="per-input latency deadline; late offloads finish locally")
     parser.add_argument("--accuracy-floor", type=float, default=None,
@@ -197,11 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint or checkpoint_for(args.model)
     try:
         fixed = Config.parse(args.fixed_config) if args.fixed_config else None
-        client = DeviceClient(args.edge, args.policy, checkpoint, token, args.tls_ca,
-                              args.deadline_ms, args.accuracy_floor, args.battery,
-                              fixed_config=fixed, load_feed=args.load_feed,
-                              tls_identity=(args.tls_cert, args.tls_key) if args.tls_cert
-                              else None, probe_interval_s=args.probe_interval_s)
+        identity = (args.tls_cert, args.tls_key) if args.tls_cert else None
+        client = DeviceClient(checkpoint, args.edge,
+                              policy=PolicyOptions(args.policy, deadline_ms=args.deadline_ms,
+                                                   accuracy_floor=args.accuracy_floor,
+                                                   fixed_config=fixed),
+                              link=LinkOptions(token=token, tls_ca=args.tls_ca,
+                                               tls_identity=identity,
+                                               probe_interval_s=args.probe_interval_s,
+                                               load_feed=args.load_feed),
+                              device=DeviceOptions(battery=args.battery))
         if args.camera is not None or args.video is not None:
             source = open_source(args.camera, args.video, args.loop)
         else:
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     records = args.records.open("w") if args.records else None
     with client:
         try:
-            for index, frame in enumerate(progress(inputs, desc=f"{args.policy}")):
+            for index, frame in enumerate(tqdm(inputs, desc=f"{args.policy}", disable=None)):
                 try:
                     result = client.infer(frame)
                 except ImageDecodeError as error:  # a corrupt file: say so, go on

@@ -8,30 +8,32 @@
       OFFLOAD_INPUT  ─► PNG or JPEG at the planned quality ─► EdgePool ─► reply ─► "edge"
       edge failed or late ─► finish on the device from what it has ─► "local", fallback
 
-A background monitor probes a failed edge with backoff, and measures bandwidth and RTT with
-small probe pairs when the inputs themselves have sent too little to tell.
+    with DeviceClient.for_model("resnet18_imagenette", edge="10.0.0.5:50051") as client:
+        result = client.infer("frame.jpg")          # or await client.infer_async(...)
+        print(result.class_name, result.top_k)
+
+Settings come in three groups (``device_client.options``); the link's background watch is
+``device_client.monitor``; results are ``device_client.results``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from splitnet_proto.messages import InferReply, InferRequest
 
 from device_client import tuning
-from device_client.battery import Battery, make_battery
+from device_client.battery import make_battery
 from device_client.compute import Compute, run_here
 from device_client.edge import EdgeError
-from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import (
     BandwidthEstimator,
     Estimates,
@@ -42,70 +44,31 @@ from device_client.estimators import (
     ServerLoadEstimator,
 )
 from device_client.fallback import EdgeHealth
+from device_client.monitor import LinkMonitor
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.planner import Plan, Planner
 from device_client.replicas import EdgePool, resolve_targets
-from splitnet import codec, faults
+from device_client.results import (
+    WHERE_EDGE,
+    WHERE_EXIT,
+    WHERE_LOCAL,
+    Frame,
+    InferenceResult,
+    LatencyBreakdown,
+)
+from splitnet import codec
 from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, Placement
-from splitnet.imagefolder import decode_image, resize_image
+from splitnet.data.eval_sets import class_names
+from splitnet.images import decode_image, resize_image
 from splitnet.input_codecs import encode_image
-from splitnet.messages import MAX_PROBE_PADDING_BYTES, InferReply, InferRequest
 from splitnet.preprocess import images_to_input
-from splitnet.supervision import Stopped, Supervisor
-from splitnet.zoo import load_card, load_pretrained
-
-Frame = np.ndarray | torch.Tensor | bytes | str | os.PathLike[str]
-WHERE_EXIT = "device-exit"
-WHERE_EDGE = "edge"
-WHERE_LOCAL = "local"
-# a monitor round (a probe pair, maybe enlarged, each at most 2 s) longer than this is stalled
-MONITOR_STALL_S = 30.0
-
-
-@dataclass(frozen=True)
-class LatencyBreakdown:
-    """Where the time of one input went, in milliseconds."""
-
-    head_ms: float = 0.0  # device compute before sending, encoding included (or all of it)
-    transfer_ms: float = 0.0  # network: uplink, downlink and propagation
-    server_ms: float = 0.0  # edge queue + compute, as the edge reported it
-    local_tail_ms: float = 0.0  # device compute after a failed offload
-    total_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    """One input's result and what it cost."""
-
-    label: int
-    probabilities: tuple[float, ...]
-    config: Config
-    where: str  # "device-exit", "edge" or "local"
-    latency: LatencyBreakdown
-    bytes_sent: int
-    bytes_received: int
-    energy_mj: float
-    fallback: bool
-    bandwidth_estimate_bps: float
-    battery_level: float
-    predicted_latency_ms: float
-    overhead_ms: float  # decoding, planning, bookkeeping: all but the model (its encoding
-    # included) and the network
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        """A flat JSON-able record (see the design brief's Records)."""
-        out = asdict(self)
-        out["config"] = str(self.config)
-        out.update(out.pop("latency"))
-        out.update(out.pop("extra"))
-        out.pop("probabilities")
-        return out
+from splitnet.supervision import Supervisor
+from splitnet.zoo import DEFAULT_MODEL, card_path_for, checkpoint_for, load_pretrained
 
 
 @dataclass
-class Begun:
+class PreparedInput:
     """One input after its device part (:meth:`DeviceClient.begin`): finished on the device
     (``result``), or a payload to send with the way to finish it on the device if the
     edge fails (``finish``)."""
@@ -115,44 +78,46 @@ class Begun:
     est: Estimates
     result: InferenceResult | None
     payload: bytes | None
-    head_ms: float
+    device_ms: float
     finish: Callable[[], torch.Tensor] | None
 
 
 class DeviceClient:
     """The device side of splitnet. Use as a context manager, or call ``close()``.
 
+    ``model``: a zoo model's name, a checkpoint path, or a model already loaded.
     ``edge``: one ``host:port``, several replicas (``host:port,host:port`` or
-    ``dns:///name:port``, see ``device_client.replicas``), or None to run on the device only.
-    ``tls_ca`` turns TLS on; ``tls_identity`` (certificate, key) is this device's own
-    certificate, for an edge that requires mutual TLS.
+    ``dns:///name:port``, see ``device_client.replicas``), or None to run on the device
+    only. ``policy``: a policy name, or PolicyOptions; ``link`` and ``device``: see
+    ``device_client.options``.
     """
 
-    def __init__(self, edge: str | None = None, policy: str = "adaptive",
-                 checkpoint: Path | None = None, token: str | None = None,
-                 tls_ca: Path | None = None, deadline_ms: float | None = None,
-                 accuracy_floor: float | None = None, battery: str | Battery = "auto",
-                 power: PowerProfile = RPI4, fixed_config: Config | None = None,
-                 offload_timeout_ms: float | None = None, load_feed: str | None = None,
-                 probe_interval_s: float = tuning.PROBE_INTERVAL_S, monitor: bool = True,
-                 tls_identity: tuple[Path, Path] | None = None,
-                 loaded: LoadedModel | None = None) -> None:
+    def __init__(self, model: str | Path | LoadedModel = DEFAULT_MODEL,
+                 edge: str | None = None, *, policy: str | PolicyOptions = "adaptive",
+                 link: LinkOptions | None = None, device: DeviceOptions | None = None) -> None:
+        policy = PolicyOptions(policy) if isinstance(policy, str) else policy
+        link = link or LinkOptions()
+        device = device or DeviceOptions()
         # where the device's own work runs (experiments put an emulated device here)
         self.compute: Compute = run_here
-        self.loaded = loaded or load_pretrained(checkpoint)  # (a model already loaded)
+        self.loaded, checkpoint = _loaded(model)
         self.model = self.loaded.model
-        self.card = load_card(checkpoint)
+        from splitnet.card import ModelCard
+
+        self.card = ModelCard.load(card_path_for(checkpoint))
         if self.card.model_id != self.loaded.model_id:
             raise ValueError(f"model card is for {self.card.model_id}, checkpoint is "
                              f"{self.loaded.model_id}; rewrite it with python -m splitnet.profile")
-        self.planner = Planner(self.card, policy, accuracy_floor, deadline_ms, power,
-                               fixed_config)
-        self.policy = policy
-        self.power = power
-        self.battery = make_battery(battery) if isinstance(battery, str) else battery
-        self.deadline_ms = deadline_ms
+        self.class_names = class_names(self.model.spec.name)
+        self.planner = Planner(self.card, policy.name, policy.accuracy_floor,
+                               policy.deadline_ms, device.power, policy.fixed_config)
+        self.policy = policy.name
+        self.power = device.power
+        self.battery = make_battery(device.battery) if isinstance(device.battery, str) \
+            else device.battery
+        self.deadline_ms = policy.deadline_ms
         # An offload not answered in time is finished locally (see ``_timeout_s``).
-        self.offload_timeout_ms = offload_timeout_ms
+        self.offload_timeout_ms = link.offload_timeout_ms
         self.bandwidth = BandwidthEstimator()
         self.rtt = RttEstimator()
         device_ms_per_mmac = self.card.full.latency_ms / (self.card.full.macs / 1e6)
@@ -164,18 +129,24 @@ class DeviceClient:
         self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
-        self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, token, tls_ca,
-                              tls_identity) if edge is not None and offloads else None)
-        self.probe_interval_s = probe_interval_s
+        self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, link.token,
+                              link.tls_ca, link.tls_identity)
+                     if edge is not None and offloads else None)
         # the background loops run supervised: restarted when they crash; one that stalls
         # or keeps crashing is this client's failure (``healthy``; a service exits on it)
         self.supervisor = Supervisor(self._background_failed)
-        self._feed_socket: Any = None
-        if self.link is not None and monitor:
-            self.supervisor.start("edge monitor", self._monitor_round, MONITOR_STALL_S)
-        if load_feed:
-            self.supervisor.start("load feed", lambda beat: self._load_feed_round(load_feed),
-                                  MONITOR_STALL_S, on_crash=lambda error: self._close_feed())
+        self.monitor: LinkMonitor | None = None
+        if self.link is not None:
+            self.monitor = LinkMonitor(self.link, self.bandwidth, self.rtt, self.server,
+                                       self.health, link.probe_interval_s, self.supervisor)
+            if link.monitor:
+                self.monitor.start(link.load_feed)
+
+    @classmethod
+    def for_model(cls, name: str = DEFAULT_MODEL, edge: str | None = None,
+                  **options: str | PolicyOptions | LinkOptions | DeviceOptions) -> DeviceClient:
+        """A client of the shipped model ``name``, talking to ``edge`` (see the class)."""
+        return cls(name, edge, **options)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -188,7 +159,8 @@ class DeviceClient:
 
     def close(self) -> None:
         self.supervisor.stop(join_s=3)
-        self._close_feed()
+        if self.monitor is not None:
+            self.monitor.close()
         if self.link is not None:
             self.link.close()
 
@@ -251,79 +223,9 @@ class DeviceClient:
             send_overhead_ms=self.send_overhead.extra_ms)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
-        """An empty probe (RTT), then a padded one (RTT + padding / bandwidth).
-
-        A cellular uplink delivers in bursts: a few kB can cross in one burst, far faster
-        than the link's rate. A padding that took under MIN_TIMED_PROBE_MS is no sample;
-        the probe is sent again four times larger, up to MAX_PROBE_PADDING_BYTES.
-        """
-        assert self.link is not None
-        empty_ms, load = self.link.probe(0, timeout_s)
-        self.rtt.add_sample(empty_ms)
-        self.server.update_queue(load.queue_ms_recent)
-        if padding_bytes is None:  # about 50 ms of transfer at the current estimate
-            padding_bytes = int(np.clip(
-                self.bandwidth.estimate_bps / 8 * tuning.PROBE_TRANSFER_MS / 1000, 3000,
-                MAX_PROBE_PADDING_BYTES))
-        while True:
-            sent_at = time.perf_counter()
-            try:
-                padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
-            except EdgeError as error:
-                if error.timed_out:  # still news: the link is at most this fast
-                    waited_ms = (time.perf_counter() - sent_at) * 1000
-                    self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
-                raise
-            transfer_ms = padded_ms - empty_ms
-            if transfer_ms >= tuning.MIN_TIMED_PROBE_MS \
-                    or padding_bytes >= MAX_PROBE_PADDING_BYTES:
-                break
-            padding_bytes = min(4 * padding_bytes, MAX_PROBE_PADDING_BYTES)
-        self.bandwidth.add_sample(padding_bytes, transfer_ms)
-
-    def _monitor_round(self, beat: Callable[[], None]) -> None:
-        """One round of the edge monitor: probe a failed edge when its backoff is due, and
-        an idle link when its bandwidth samples are stale."""
-        if self.supervisor.stop_event.wait(0.05):
-            raise Stopped
-        faults.point("device.monitor")
-        try:
-            if self.health.probe_due():
-                self.probe_once(timeout_s=1.0)
-                if self.link is not None:
-                    self.link.reset_stream()  # a fresh stream for the recovered edge
-                self.health.success()
-            elif self.health.up and self.bandwidth.stale(self.probe_interval_s):
-                self.probe_once(timeout_s=2.0)
-        except EdgeError as error:
-            if error.timed_out and self.health.up:
-                return  # a slow probe on a working link: not an outage
-            self.health.failure(str(error))
-
-    def _load_feed_round(self, address: str) -> None:
-        """One read of the edge's load feed (at most 200 ms)."""
-        import zmq  # only when a load feed is used
-
-        if self.supervisor.stop_event.is_set():
-            raise Stopped
-        if self._feed_socket is None:
-            socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
-            socket.setsockopt(zmq.SUBSCRIBE, b"load")
-            socket.setsockopt(zmq.RCVTIMEO, 200)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.connect(address)
-            self._feed_socket = socket
-        faults.point("device.feed")
-        try:
-            report = json.loads(self._feed_socket.recv().split(b" ", 1)[1])
-        except zmq.Again:
-            return
-        self.server.update_queue(float(report.get("queue_ms_recent", 0.0)))
-
-    def _close_feed(self) -> None:
-        socket, self._feed_socket = self._feed_socket, None
-        if socket is not None:
-            socket.close()
+        """One probe pair now (see ``LinkMonitor.probe_once``)."""
+        assert self.monitor is not None, "a client without an edge has nothing to probe"
+        self.monitor.probe_once(padding_bytes, timeout_s)
 
     # ---------------------------------------------------------------- inference
     def infer(self, image: Frame, config: Config | None = None) -> InferenceResult:
@@ -337,7 +239,7 @@ class DeviceClient:
         return self.complete(self.begin(image, config))
 
     def begin(self, image: Frame, config: Config | None = None,
-              edge_lane_free: bool | None = None) -> Begun:
+              edge_lane_free: bool | None = None) -> PreparedInput:
         """The device's part of :meth:`infer`: decode, plan, run the head (or encode the
         frame). A pipeline runs this for frame i + 1 while :meth:`complete` waits on the
         edge for frame i, and says whether the edge lane is free (see ``Planner.plan``)."""
@@ -357,40 +259,40 @@ class DeviceClient:
                                        config.input_codec or "png")
                 encode_ms = (time.perf_counter() - t) * 1000
                 self._learn_head_speed(config, encode_ms, exited=False)
-                return Begun(started, plan, est, None, payload, encode_ms,
+                return PreparedInput(started, plan, est, None, payload, encode_ms,
                              lambda: self._finish_locally(x, est))
             head = self.compute("head", self.model.forward_head, x, config, int8=config.int8)
             code = self.compute("codec.encode", codec.encode, head.code) \
                 if head.code is not None else None
-            head_ms = (time.perf_counter() - t) * 1000
+            device_ms = (time.perf_counter() - t) * 1000
         exited = bool(head.exited[0])
-        self._learn_head_speed(config, head_ms, exited)
+        self._learn_head_speed(config, device_ms, exited)
         if code is None:  # LOCAL, or an exit fired: nothing to send
             where = WHERE_EXIT if exited else WHERE_LOCAL
-            local = self._local_result(config, head.logits, head_ms, where, plan)
-            return Begun(started, plan, est, local, None, head_ms, None)
-        return Begun(started, plan, est, None, code, head_ms,
+            local = self._local_result(config, head.logits, device_ms, where, plan)
+            return PreparedInput(started, plan, est, local, None, device_ms, None)
+        return PreparedInput(started, plan, est, None, code, device_ms,
                      lambda: self.compute("finish", self.model.finish_on_device, head, config,
                                           int8=config.int8))
 
-    def complete(self, begun: Begun) -> InferenceResult:
+    def complete(self, prepared: PreparedInput) -> InferenceResult:
         """The rest of :meth:`infer`: offload what :meth:`begin` prepared and wait for the
         edge (or finish on the device if it fails); then the accounting."""
-        plan, est, config = begun.plan, begun.est, begun.plan.config
-        result = begun.result
+        plan, est, config = prepared.plan, prepared.est, prepared.plan.config
+        result = prepared.result
         if result is None:
-            assert begun.payload is not None and begun.finish is not None
+            assert prepared.payload is not None and prepared.finish is not None
             with torch.no_grad():
                 result = self._offload_or_finish_locally(
-                    config, begun.payload, plan, begun.head_ms, begun.finish)
-        total_ms = (time.perf_counter() - begun.started) * 1000
-        latency = LatencyBreakdown(result.latency.head_ms, result.latency.transfer_ms,
+                    config, prepared.payload, plan, prepared.device_ms, prepared.finish)
+        total_ms = (time.perf_counter() - prepared.started) * 1000
+        latency = LatencyBreakdown(result.latency.device_ms, result.latency.transfer_ms,
                                    result.latency.server_ms, result.latency.local_tail_ms,
                                    total_ms)
         energy = result.energy_mj
         self.battery.drain(energy)
         # everything not spent in the model or on the network is the client's own overhead
-        model_ms = latency.head_ms + latency.transfer_ms + latency.server_ms \
+        model_ms = latency.device_ms + latency.transfer_ms + latency.server_ms \
             + latency.local_tail_ms
         overhead_ms = max(total_ms - model_ms, 0.0)
         if not result.fallback:
@@ -412,24 +314,24 @@ class DeviceClient:
         with torch.no_grad():
             head = self.compute("head", self.model.forward_head,
                                 images_to_input(pixels[None]), config, int8=config.int8)
-        head_ms = (time.perf_counter() - started) * 1000
+        device_ms = (time.perf_counter() - started) * 1000
         where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
-        return replace(self._local_result(config, head.logits, head_ms, where,
+        return replace(self._local_result(config, head.logits, device_ms, where,
                                           self.planner.plan_for(config, est)),
                        fallback=True)
 
-    def finish_on_device(self, begun: Begun, reason: str) -> InferenceResult:
+    def finish_on_device(self, prepared: PreparedInput, reason: str) -> InferenceResult:
         """Answer a frame whose offload step failed from what its device part holds."""
-        if begun.result is not None:
-            return begun.result
-        assert begun.finish is not None
+        if prepared.result is not None:
+            return prepared.result
+        assert prepared.finish is not None
         started = time.perf_counter()
         with torch.no_grad():
-            logits = begun.finish()
+            logits = prepared.finish()
         local_ms = (time.perf_counter() - started) * 1000
         failed = InferenceResult(
-            -1, (), begun.plan.config, WHERE_LOCAL, LatencyBreakdown(begun.head_ms), 0, 0,
-            self.power.energy_mj(begun.head_ms), True, 0.0, 0.0, begun.plan.latency_ms, 0.0,
+            -1, (), prepared.plan.config, WHERE_LOCAL, LatencyBreakdown(prepared.device_ms), 0, 0,
+            self.power.energy_mj(prepared.device_ms), True, 0.0, 0.0, prepared.plan.latency_ms, 0.0,
             reason)
         return self._fallback(failed, logits, local_ms)
 
@@ -456,17 +358,17 @@ class DeviceClient:
         return _as_uint8(image, (height, width) if channels == 1 else (height, width, channels))
 
     def _offload_or_finish_locally(self, config: Config, payload: bytes, plan: Plan,
-                                   head_ms: float,
+                                   device_ms: float,
                                    finish: Callable[[], torch.Tensor]) -> InferenceResult:
         """Offload; if the edge fails, ``finish`` the input on the device (a fallback)."""
-        outcome = self._offload(config, payload, plan, head_ms)
+        outcome = self._offload(config, payload, plan, device_ms)
         if outcome.error is None:
             return outcome
         started = time.perf_counter()
         logits = finish()
         return self._fallback(outcome, logits, (time.perf_counter() - started) * 1000)
 
-    def _learn_head_speed(self, config: Config, head_ms: float, exited: bool) -> None:
+    def _learn_head_speed(self, config: Config, device_ms: float, exited: bool) -> None:
         """One more measurement of this device against the card: an input that exited is
         compared with the card's time to that exit, any other with the config's head, an
         offloaded frame's encoding with the card's for its codec (that config's own factor
@@ -475,20 +377,20 @@ class DeviceClient:
         if config.placement is Placement.OFFLOAD_INPUT:  # the card's encode time, as priced
             index = candidates.index.get(config)
             if index is not None:
-                self.head_speed.add_sample(head_ms, float(candidates.head_ms[index]), config,
+                self.head_speed.add_sample(device_ms, float(candidates.device_ms[index]), config,
                                            shared=False)
             return
         profiled = candidates.exit_path_ms.get(config) if exited \
             else self.card.device_ms(config)
         if profiled is not None:
-            self.head_speed.add_sample(head_ms, profiled, config)
+            self.head_speed.add_sample(device_ms, profiled, config)
 
-    def _local_result(self, config: Config, logits: torch.Tensor, head_ms: float, where: str,
+    def _local_result(self, config: Config, logits: torch.Tensor, device_ms: float, where: str,
                       plan: Plan) -> InferenceResult:
         probabilities = torch.softmax(logits[0], 0)
         return InferenceResult(
             int(probabilities.argmax()), tuple(probabilities.tolist()), config, where,
-            LatencyBreakdown(head_ms=head_ms), 0, 0, self.power.energy_mj(head_ms), False,
+            LatencyBreakdown(device_ms=device_ms), 0, 0, self.power.energy_mj(device_ms), False,
             0.0, 0.0, plan.latency_ms, 0.0)
 
     def _timeout_s(self, plan: Plan) -> float:
@@ -509,7 +411,7 @@ class DeviceClient:
                    tuning.MAX_OFFLOAD_TIMEOUT_MS) / 1000
 
     def _offload(self, config: Config, payload: bytes, plan: Plan,
-                 head_ms: float = 0.0) -> InferenceResult:
+                 device_ms: float = 0.0) -> InferenceResult:
         """Send one input; on any failure, a result with ``error`` set and no label."""
         assert self.link is not None
         request = InferRequest(self.link.next_request_id(), config.for_edge(), payload)
@@ -524,8 +426,8 @@ class DeviceClient:
             self.failures.add(True)
             self.health.failure(str(error))
             return InferenceResult(
-                -1, (), config, WHERE_LOCAL, LatencyBreakdown(head_ms, waited_ms), len(payload),
-                0, self.power.energy_mj(head_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
+                -1, (), config, WHERE_LOCAL, LatencyBreakdown(device_ms, waited_ms), len(payload),
+                0, self.power.energy_mj(device_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
                 0.0, str(error))
         round_trip_ms = (time.perf_counter() - sent_at) * 1000
         problem = reply.problem(request.request_id, request.config, self.loaded.model_id,
@@ -535,13 +437,13 @@ class DeviceClient:
             self.failures.add(True)
             self.health.failure(f"bad reply: {problem}")
             return InferenceResult(
-                -1, (), config, WHERE_LOCAL, LatencyBreakdown(head_ms, round_trip_ms),
-                len(payload), reply.wire_bytes, self.power.energy_mj(head_ms, round_trip_ms),
+                -1, (), config, WHERE_LOCAL, LatencyBreakdown(device_ms, round_trip_ms),
+                len(payload), reply.wire_bytes, self.power.energy_mj(device_ms, round_trip_ms),
                 True, 0.0, 0.0, plan.latency_ms, 0.0, f"bad reply from the edge: {problem}")
         self.failures.add(False)
-        return self._edge_result(config, payload, reply, head_ms, round_trip_ms, plan)
+        return self._edge_result(config, payload, reply, device_ms, round_trip_ms, plan)
 
-    def _edge_result(self, config: Config, payload: bytes, reply: InferReply, head_ms: float,
+    def _edge_result(self, config: Config, payload: bytes, reply: InferReply, device_ms: float,
                      round_trip_ms: float, plan: Plan) -> InferenceResult:
         server_ms = reply.queue_ms + reply.compute_ms
         network_ms = max(round_trip_ms - server_ms, 0.0)
@@ -555,22 +457,33 @@ class DeviceClient:
             self.rtt.add_sample(network_ms)  # a small payload: its round trip is the RTT
         self.health.success()
         bandwidth = self.bandwidth.estimate_bps
-        energy = self.power.energy_mj(head_ms, wait_ms=path_ms + server_ms,
+        energy = self.power.energy_mj(device_ms, wait_ms=path_ms + server_ms,
                                       transfer_ms=transfer_ms, throughput_bps=bandwidth)
         return InferenceResult(reply.label, reply.probabilities, config, WHERE_EDGE,
-                               LatencyBreakdown(head_ms, network_ms, server_ms),
+                               LatencyBreakdown(device_ms, network_ms, server_ms),
                                len(payload), reply.wire_bytes, energy, False, 0.0, 0.0,
                                plan.latency_ms, 0.0)
 
     def _fallback(self, failed: InferenceResult, logits: torch.Tensor,
                   local_ms: float) -> InferenceResult:
         probabilities = torch.softmax(logits[0], 0)
-        latency = LatencyBreakdown(failed.latency.head_ms, failed.latency.transfer_ms, 0.0,
+        latency = LatencyBreakdown(failed.latency.device_ms, failed.latency.transfer_ms, 0.0,
                                    local_ms)
         energy = failed.energy_mj + self.power.energy_mj(local_ms)
         return InferenceResult(int(probabilities.argmax()), tuple(probabilities.tolist()),
                                failed.config, WHERE_LOCAL, latency, failed.bytes_sent, 0, energy,
                                True, 0.0, 0.0, failed.predicted_latency_ms, 0.0, failed.error)
+
+
+def _loaded(model: str | Path | LoadedModel) -> tuple[LoadedModel, Path]:
+    """A model (and its checkpoint's path, where its card lies) from a zoo name, a path or
+    a model already loaded."""
+    if isinstance(model, LoadedModel):
+        return model, model.path
+    path = Path(model)
+    if not path.suffix and not path.exists():  # a name: the zoo's checkpoint of it
+        path = checkpoint_for(str(model))
+    return load_pretrained(path), path
 
 
 def _as_uint8(image: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
-from splitnet import faults
-from splitnet.messages import (
+from splitnet_proto.messages import (
     AUTH_METADATA,
     DEVICE_ID_METADATA,
     MODEL_ID_METADATA,
@@ -37,7 +35,9 @@ from splitnet.messages import (
     model_info_request,
     probe_request,
 )
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
+
+from splitnet import faults
 
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 5_000

@@ -62,7 +62,7 @@ class BandwidthEstimator:
     5 s) until the window agrees again (see ``stale``). Without it, an emulated Pi Zero 2
     kept 43 frames local after an outage, at 470-594 ms each while offloads took 230 ms:
     its estimate came from idle probes alone, one every 5 s. Offline on the shipped
-    traces (``python -m experiments.probe_study --seconds 20``) it cuts the worst start's
+    traces (``python -m experiments.bench.probe_study --seconds 20``) it cuts the worst start's
     error (ATT / Verizon / T-Mobile: 0.57 / 0.55 / 0.89, against 0.98 / 1.08 / 2.48 when
     probing every 5 s only) for 55-75 % of the data of probing every second.
     """

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from device_client.client import Begun, DeviceClient, Frame, InferenceResult
+from device_client.client import DeviceClient, Frame, InferenceResult, PreparedInput
 from device_client.sources import FrameSource, SourceError
 from splitnet import faults
 from splitnet.supervision import Stopped, Supervisor
@@ -151,7 +151,7 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
     client.planner.frame_rate_hz = source.fps
     stats = StreamStats(source.fps, seconds or 0.0)
     slot = _NewestSlot()
-    handoff: queue.Queue[tuple[int, Begun, float] | None] = queue.Queue(maxsize=1)
+    handoff: queue.Queue[tuple[int, PreparedInput, float] | None] = queue.Queue(maxsize=1)
     lock = threading.Lock()
     stop = stop or threading.Event()
     started = time.perf_counter()
@@ -223,30 +223,30 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
             edge_lane_free = at_edge == 0
         try:
             faults.point("device.head")
-            begun = client.begin(frame, edge_lane_free=edge_lane_free)
+            prepared = client.begin(frame, edge_lane_free=edge_lane_free)
         except Exception as error:  # noqa: BLE001 - the frame is still answered
             logging.getLogger(__name__).warning("frame %d: device part failed (%r); "
                                                 "finished on the device", index, error)
             answer(index, locally(frame, error), captured)
             return
-        if not begun.plan.sustainable:
+        if not prepared.plan.sustainable:
             stats.unsustainable_plans += 1
-        if begun.result is not None:  # finished on the device: nothing to wait for
-            answer(index, client.complete(begun), captured)
+        if prepared.result is not None:  # finished on the device: nothing to wait for
+            answer(index, client.complete(prepared), captured)
             return
         with lock:
             at_edge += 1
-        if not _put(handoff, (index, begun, captured), beat, lambda: bool(failure)):
+        if not _put(handoff, (index, prepared, captured), beat, lambda: bool(failure)):
             with lock:
                 at_edge -= 1
-            answer(index, finish_held(begun, PipelineError("the edge stage stopped")),
+            answer(index, finish_held(prepared, PipelineError("the edge stage stopped")),
                    captured)
 
-    def finish_held(begun: Begun, error: BaseException) -> InferenceResult:
+    def finish_held(prepared: PreparedInput, error: BaseException) -> InferenceResult:
         try:
-            return client.finish_on_device(begun, str(error))
+            return client.finish_on_device(prepared, str(error))
         except Exception as second:  # noqa: BLE001 - still answered, with the reason
-            return failed_result(begun.plan.config, second)
+            return failed_result(prepared.plan.config, second)
 
     def edge(beat: Callable[[], None]) -> None:
         nonlocal at_edge
@@ -256,14 +256,14 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
             return
         if item is None:
             raise Stopped
-        index, begun, captured = item
+        index, prepared, captured = item
         try:
             faults.point("device.edge")
-            result = client.complete(begun)
+            result = client.complete(prepared)
         except Exception as error:  # noqa: BLE001 - the frame is still answered
             logging.getLogger(__name__).warning("frame %d: offload step failed (%r); "
                                                 "finished on the device", index, error)
-            result = finish_held(begun, error)
+            result = finish_held(prepared, error)
         with lock:
             at_edge -= 1
         answer(index, result, captured)

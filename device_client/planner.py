@@ -4,7 +4,7 @@
                    thresholds, OFFLOAD_INPUT; each with profiled head ms, bytes, exit
                    fraction, tail MMACs and accuracy
     Estimates  ──► per candidate, vectorised:
-        device_ms  = head_ms · speed factor (the config's own once it has run, else its
+        device_ms  = device_ms · speed factor (the config's own once it has run, else its
                      precision's, else the overall one); a head's time includes encoding
                      what it sends, and an offloaded frame's is its JPEG/PNG encoding
         network_ms = (packets − ½) · MTU·8 / bandwidth + RTT,
@@ -168,17 +168,17 @@ class Candidates:
             variants = [(False, c.head_latency_ms or 0.0, 0.0)]
             if c.int8_accuracy is not None and c.int8_head_latency_ms:
                 variants.append((True, c.int8_head_latency_ms, c.int8_accuracy - c.accuracy))
-            for int8, head_ms, int8_shift in variants:
+            for int8, device_ms, int8_shift in variants:
                 for t in thresholds:
                     if t is not None and point is None:
                         continue
                     fraction, exit_ms, margin = exit_terms(point, t, int8)
                     accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
                     candidate = config.with_int8(int8).with_exit(t)
-                    rows.append((candidate, head_ms + exit_ms, fraction, c.mean_bytes,
+                    rows.append((candidate, device_ms + exit_ms, fraction, c.mean_bytes,
                                  c.tail_macs / 1e6, accuracy + int8_shift, margin))
                     if t is not None and point is not None:
-                        self.exit_path_ms[candidate] = to_point_ms(point, int8, head_ms) \
+                        self.exit_path_ms[candidate] = to_point_ms(point, int8, device_ms) \
                             + exit_ms
         local_variants = [(False, full.latency_ms, full.accuracy)]
         if full.int8_accuracy is not None and full.int8_latency_ms:
@@ -196,8 +196,8 @@ class Candidates:
                     to_exit_ms = to_point_ms(deepest_exit, int8, whole_ms)
                     self.exit_path_ms[LOCAL.with_int8(int8).with_exit(t)] = \
                         to_exit_ms + exit_ms
-                head_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
-                rows.append((LOCAL.with_int8(int8).with_exit(t), head_ms, 1.0, 0.0, 0.0,
+                device_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
+                rows.append((LOCAL.with_int8(int8).with_exit(t), device_ms, 1.0, 0.0, 0.0,
                              accuracy, margin))
         for codec_row in card.input_codecs:
             rows.append((Config.offload_input(codec_row.codec),
@@ -210,7 +210,7 @@ class Candidates:
         self.by_base: dict[Config, list[int]] = {}  # config without exit ─► its candidates
         for i, config in enumerate(self.configs):
             self.by_base.setdefault(config.without_exit(), []).append(i)
-        self.head_ms = np.array([r[1] for r in rows])
+        self.device_ms = np.array([r[1] for r in rows])
         self.exit_fraction = np.array([r[2] for r in rows])
         self.payload_bytes = np.array([r[3] for r in rows])
         self.tail_mmacs = np.array([r[4] for r in rows])
@@ -322,7 +322,7 @@ class Planner:
             factors[c.is_int8 == int8] = factor
         for config, factor in est.config_speed_factors.items():
             factors[c.by_base.get(config, [])] = factor
-        device_ms = c.head_ms * factors
+        device_ms = c.device_ms * factors
         packet_ms = MTU_BYTES * 8 / max(est.bandwidth_bps, 1.0) * 1000
         transfer_ms = np.where(c.payload_bytes > 0, (c.packets - 0.5) * packet_ms, 0.0)
         edge_ms = est.server_queue_ms + c.tail_mmacs * est.edge_ms_per_mmac
@@ -441,7 +441,7 @@ class Planner:
         return Plan(c.configs[choice], float(costs.latency_ms[choice]),
                     float(costs.energy_mj[choice]), float(c.accuracy[choice]),
                     float(c.exit_fraction[choice]), float(c.payload_bytes[choice]),
-                    float(c.tail_mmacs[choice]), float(c.head_ms[choice]),
+                    float(c.tail_mmacs[choice]), float(c.device_ms[choice]),
                     float(costs.remote_ms[choice]), float(costs.fallback_ms[choice]))
 
     def _feasible(self, allowed: np.ndarray, latency: np.ndarray) -> np.ndarray:

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from splitnet_proto.messages import InferReply, InferRequest, LoadReport, ModelInfo
 
 from device_client.edge import EdgeError, EdgeLink
 from device_client.fallback import EdgeHealth
-from splitnet.messages import InferReply, InferRequest, LoadReport, ModelInfo
 
 # a replica that failed these may answer the next input: try another one for this input
 RETRYABLE = {None, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,

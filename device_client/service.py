@@ -51,7 +51,7 @@ from typing import Any, TextIO
 from device_client import systemd
 from device_client.systemd import WatchdogFeeder, watchdog_interval_s
 from splitnet import faults
-from splitnet.imagefolder import ImageDecodeError
+from splitnet.images import ImageDecodeError
 from splitnet.supervision import Stopped, Supervisor
 
 RESULT_TOPIC = b"result"
@@ -184,6 +184,7 @@ def run_service(config: ServiceConfig, out: TextIO = sys.stdout) -> int:
     not go on (a camera failure, results that cannot be written, a stalled stage, a
     background loop of the client that kept failing), with the reason on stderr."""
     from device_client.client import DeviceClient
+    from device_client.options import DeviceOptions, LinkOptions
     from splitnet.tokens import read_token
     from splitnet.zoo import checkpoint_for
 
@@ -211,10 +212,11 @@ def run_service(config: ServiceConfig, out: TextIO = sys.stdout) -> int:
     interval = watchdog_interval_s()
     feeder: WatchdogFeeder | None = None
     try:
-        with DeviceClient(config.edge, config.policy, checkpoint_for(config.model),
-                          read_token(config.token_file), config.tls_ca,
-                          battery=config.battery, tls_identity=identity,
-                          probe_interval_s=float(config.probe_interval_s)) as client:
+        with DeviceClient(checkpoint_for(config.model), config.edge, policy=config.policy,
+                          link=LinkOptions(token=read_token(config.token_file),
+                                           tls_ca=config.tls_ca, tls_identity=identity,
+                                           probe_interval_s=float(config.probe_interval_s)),
+                          device=DeviceOptions(battery=config.battery)) as client:
             client.warm_up()
             progress.set()
             systemd.notify("READY=1")  # systemd's watchdog runs from here

@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-
-from splitnet.messages import AUTH_METADATA
+from splitnet_proto.messages import AUTH_METADATA
 
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterable
 
 import torch
+from splitnet_proto.messages import model_tag
 
 from splitnet import codec
 from splitnet.checkpoint import LoadedModel
 from splitnet.config import Config, ConfigError, Placement
 from splitnet.input_codecs import decode_image
-from splitnet.messages import model_tag
 from splitnet.model.entropy_bottleneck import EntropyCode
 from splitnet.model.split_model import SplitModel
 from splitnet.preprocess import images_to_input

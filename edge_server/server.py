@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from splitnet_proto.messages import MAX_PROBE_PADDING_BYTES
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
 from edge_server.auth import Identities, TokenAuthInterceptor
 from edge_server.batching import DynamicBatcher
@@ -32,8 +34,6 @@ from edge_server.metrics import EdgeMetrics
 from edge_server.servicer import EdgeInferenceServicer
 from edge_server.telemetry import LoadPublisher
 from splitnet.checkpoint import LoadedModel, load_checkpoint
-from splitnet.messages import MAX_PROBE_PADDING_BYTES
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.zoo import ZOO_DIR, check_card, list_zoo
 
 SERVICE_NAME = "splitnet.v1.EdgeInference"

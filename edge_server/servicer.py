@@ -33,6 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 import grpc
+from splitnet_proto.messages import (
+    MODEL_ID_METADATA,
+    InferReply,
+    InferRequest,
+    ModelInfo,
+    RemoteError,
+    ServedModel,
+    probe_reply,
+)
+from splitnet_proto.v1 import inference_pb2 as pb
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
 from edge_server.auth import Identities
 from edge_server.batching import (
@@ -46,17 +57,6 @@ from edge_server.metrics import UNKNOWN_MODEL, EdgeMetrics
 from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
 from splitnet.config import ConfigError, Placement
-from splitnet.messages import (
-    MODEL_ID_METADATA,
-    InferReply,
-    InferRequest,
-    ModelInfo,
-    RemoteError,
-    ServedModel,
-    probe_reply,
-)
-from splitnet.v1 import inference_pb2 as pb
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
 
 class RequestError(Exception):

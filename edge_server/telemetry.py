@@ -15,10 +15,10 @@ from dataclasses import asdict
 from typing import Any
 
 import zmq
+from splitnet_proto.messages import LoadReport
 
 from edge_server.batching import DynamicBatcher
 from splitnet import faults
-from splitnet.messages import LoadReport
 from splitnet.supervision import Stopped, Supervisor
 
 LOAD_TOPIC = b"load"

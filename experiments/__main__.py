@@ -50,8 +50,8 @@ from experiments.scenario import (
 from experiments.traces import Trace, TraceError
 from splitnet.checkpoint import CheckpointError
 from splitnet.config import Config
+from splitnet.data.eval_sets import default_cache_dir, stream_labels
 from splitnet.provenance import RESULTS_DIR, command_line, finish_results, start_results
-from splitnet.workloads import default_cache_dir, stream_labels
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for, list_zoo, load_card
 
 GRID_MINUTES = 90  # the whole grid, both models, in one process (docs/targets.md)
@@ -67,8 +67,8 @@ def full_model_labels(checkpoint: Path, indices: set[int]) -> dict[int, int]:
     answer must have to count for the per-frame bound. Cached per checkpoint."""
     import torch
 
+    from splitnet.data.eval_sets import stream_images
     from splitnet.preprocess import images_to_input
-    from splitnet.workloads import stream_images
     from splitnet.zoo import load_pretrained
 
     known = _FULL_LABELS.setdefault(checkpoint, {})

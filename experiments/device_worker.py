@@ -31,10 +31,11 @@ import zmq
 
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
+from device_client.options import DeviceOptions, PolicyOptions
 from experiments.devices import PROFILES, LeastCpu, emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
-from splitnet.workloads import default_cache_dir, stream_images
+from splitnet.data.eval_sets import default_cache_dir, stream_images
 
 
 class CompetingLoad:
@@ -118,9 +119,10 @@ def run_job(argv: list[str]) -> int:
         from splitnet.zoo import load_pretrained
 
         _MODELS[args.checkpoint] = load_pretrained(args.checkpoint)
-    with DeviceClient(args.edge, client_policy, args.checkpoint, battery=f"sim:{args.battery}",
-                      power=power, deadline_ms=args.deadline_ms, accuracy_floor=floor,
-                      fixed_config=fixed, loaded=_MODELS[args.checkpoint]) as client:
+    with DeviceClient(_MODELS[args.checkpoint], args.edge,
+                      policy=PolicyOptions(client_policy, deadline_ms=args.deadline_ms,
+                                           accuracy_floor=floor, fixed_config=fixed),
+                      device=DeviceOptions(battery=f"sim:{args.battery}", power=power)) as client:
         images = stream_images(client.model.spec.name, cache_dir=default_cache_dir(),
                                window=slice(args.start, args.start + args.count)).images
         load = CompetingLoad(args.busy and tuple(args.busy))

@@ -198,7 +198,7 @@ def host_times(path: Path | None = LEAST_CPU_FILE, measure: bool = True) -> tupl
             for precision, net in _ANCHOR_NETS.items():
                 # as many runs as a policy's device prices its work from, or the anchor's
                 # least lags the work's: 30 runs more, and the int8 anchor fell by 8 %
-                table.price(precision, least_cpu_ms(net, repeats=ANCHOR_REPEATS) / 1000)
+                table.observe(precision, least_cpu_ms(net, repeats=ANCHOR_REPEATS) / 1000)
             table.save()
         fp32_s, int8_s = table.least("fp32"), table.least("int8")
         assert fp32_s is not None and int8_s is not None
@@ -234,8 +234,9 @@ class LeastCpu:
         self.scope, self.path = scope, path
         self.seconds: dict[str, float] = self._read().get(scope, {}) if path else {}
 
-    def price(self, work: Hashable, used_s: float) -> float:
-        """The least CPU seconds ``work`` has taken, this call's ``used_s`` included."""
+    def observe(self, work: Hashable, used_s: float) -> float:
+        """Record that ``work`` took ``used_s`` CPU seconds; returns the least it has taken,
+        this time included (what the work is priced at)."""
         key = repr(work)
         least = self.seconds[key] = min(self.seconds.get(key, used_s), used_s)
         return least
@@ -245,13 +246,13 @@ class LeastCpu:
         return self.seconds.get(repr(work))
 
     def save(self) -> None:
+        """Merge this process's least times into the shared file (under its lock)."""
         if self.path is None:
             return
-        import fcntl
+        from filelock import FileLock
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.path.with_suffix(".lock")):
             saved = self._read()
             mine = saved.setdefault(self.scope, {})
             for key, seconds in self.seconds.items():
@@ -290,7 +291,7 @@ def stretch(work: Callable[..., Any], factor: Callable[[], float],
         out = work(*args, **kwargs)
         used = time.thread_time() - cpu
         if same_work is not None and least_cpu is not None:
-            used = least_cpu.price(same_work(args, out), used)
+            used = least_cpu.observe(same_work(args, out), used)
         target = used * factor()
         remaining = target - (time.perf_counter() - wall)
         if remaining > 0:

@@ -57,7 +57,7 @@ def _device_ratios(card: ModelCard, records: list[dict[str, Any]]) -> dict[Confi
         if r["where"] == "device-exit" or r["fallback"] or r["config"].startswith("offload"):
             continue
         config = Config.parse(r["config"]).without_exit()
-        measured.setdefault(config, []).append(r["head_ms"] / card.device_ms(config))
+        measured.setdefault(config, []).append(r["device_ms"] / card.device_ms(config))
     return measured
 
 

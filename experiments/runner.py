@@ -30,15 +30,15 @@ from types import FrameType
 from typing import Any
 
 import zmq
+from tqdm import tqdm
 
-from edge_server.launch import start_edge_process, stop_edge_process
 from experiments.devices import PROFILES, calibrate, describe, host_times
+from experiments.launch import start_edge_process, stop_edge_process
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
 from experiments.oracle import REPLAY_POLICY
 from experiments.scenario import Scenario, ScenarioError
 from experiments.traces import Trace
-from splitnet.progress import progress
 from splitnet.zoo import DEFAULT_CHECKPOINT
 
 STARTUP_GRACE_S = 4.0  # the trace clock's provisional start, until the devices are ready
@@ -255,8 +255,8 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
         for link in links:
             link.started_at = t0  # the trace clock starts with input 0
         done = 0
-        bar = progress(range(expected), desc=f"  {policy:<14}",
-                       enabled=None if show_progress else False)
+        bar = tqdm(range(expected), desc=f"  {policy:<14}",
+                       disable=None if show_progress else True)
         bar_iter = iter(bar)
         deadline = t0 + run_s + 120
         streams: list[dict[str, Any]] = []

@@ -1,10 +1,12 @@
 """Regenerate the committed protobuf/gRPC modules from ``proto/``, with the pinned generator.
 
-    proto/splitnet/v1/inference.proto ──protoc (grpcio-tools==1.66.2)──► splitnet/v1/
-        inference_pb2.py, inference_pb2.pyi, inference_pb2_grpc.py
+    proto/splitnet_proto/v1/inference.proto ──protoc (grpcio-tools==1.66.2)──►
+        proto/splitnet_proto/v1/inference_pb2.py, inference_pb2.pyi, inference_pb2_grpc.py
 
-The proto path mirrors the package (``package splitnet.v1``), so the generated modules import
-each other absolutely (``from splitnet.v1 import inference_pb2``). The generator is pinned to
+The Python package is ``splitnet_proto`` (installed from ``proto/``): the generated modules
+import each other by the proto file's path (``from splitnet_proto.v1 import inference_pb2``),
+while the service keeps its protobuf name (``package splitnet.v1``) on the wire. The generator
+is pinned to
 the oldest runtime we support: code from a newer generator refuses to run on an older
 grpcio/protobuf, such as the ones a Raspberry Pi's distribution ships.
 
@@ -28,8 +30,8 @@ from pathlib import Path
 GRPCIO_TOOLS_VERSION = "1.66.2"
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-OUT_PACKAGE = ROOT / "splitnet" / "v1"
-PROTOS = ["splitnet/v1/inference.proto"]
+OUT_PACKAGE = PROTO_ROOT / "splitnet_proto" / "v1"
+PROTOS = ["splitnet_proto/v1/inference.proto"]
 GENERATOR_DIR = ROOT / ".venv" / "generator"
 GENERATED = ["inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py"]
 
@@ -67,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh = Path(tmp) / "splitnet" / "v1"
+        fresh = Path(tmp) / "splitnet_proto" / "v1"
         if args.check:
             stale = [name for name in GENERATED
                      if not (OUT_PACKAGE / name).is_file()

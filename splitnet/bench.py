@@ -4,7 +4,7 @@
     interleaved timing: switch config vs reload; int8 head vs fp32 head          ├─► JSON
     the model's targets (TARGETS below; docs/targets.md), each met / not met     ┘  + Markdown
 
-The evaluation images are never those the card was measured on (``splitnet.workloads``).
+The evaluation images are never those the card was measured on (``splitnet.data.eval_sets``).
 Only the exit threshold is read from the card, because that is where it is chosen.
 Writes results/bench-<model>/ (meta.json, bench.json, bench.md, the rate plot).
 Usage: ``python -m splitnet.bench --model resnet18_imagenette --json``.
@@ -29,10 +29,10 @@ from splitnet.card import CardError, ModelCard
 from splitnet.checkpoint import CheckpointError, load_checkpoint
 from splitnet.config import LOCAL, Config
 from splitnet.data import DatasetNotFoundError
+from splitnet.data.eval_sets import default_cache_dir, eval_images
 from splitnet.evaluate import Evaluator, macs
 from splitnet.model import SplitModel
 from splitnet.provenance import RESULTS_DIR, command_line, finish_results, start_results
-from splitnet.workloads import default_cache_dir, eval_images
 from splitnet.zoo import checkpoint_for, list_zoo, load_card
 
 

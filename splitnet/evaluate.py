@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from splitnet import codec
 from splitnet.card import (
@@ -33,7 +34,6 @@ from splitnet.input_codecs import decode_image, encode_image
 from splitnet.model import SplitModel
 from splitnet.model.entropy_bottleneck import EntropyCode
 from splitnet.preprocess import images_to_input
-from splitnet.progress import progress
 from splitnet.quantize import QuantizedTensor, quantize_min_max, quantize_unit_range
 
 EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.999)
@@ -216,8 +216,8 @@ class Evaluator:
 
         rows = []
         height = self.images.shape[1]
-        for side, quality in progress(points, desc="JPEG sweep",
-                                      enabled=None if self.show_progress else False):
+        for side, quality in tqdm(points, desc="JPEG sweep",
+                                      disable=None if self.show_progress else True):
             sizes, decoded = [], []
             for image in self.images:
                 small = Image.fromarray(np.ascontiguousarray(image))
@@ -288,8 +288,8 @@ class Evaluator:
         rows = []
         for name in codecs or input_codecs_for(self.images):
             sizes, decoded, encode_ms, decode_ms = [], [], [], []
-            for image in progress(self.images, desc=f"input codec {name}",
-                                  enabled=None if self.show_progress else False):
+            for image in tqdm(self.images, desc=f"input codec {name}",
+                                  disable=None if self.show_progress else True):
                 start = time.perf_counter()
                 data = encode_image(image, name)
                 middle = time.perf_counter()
@@ -330,8 +330,8 @@ class Evaluator:
     def all_split_configs(self, latency_repeats: int = 0) -> list[ConfigStats]:
         configs = self.model.split_configs()
         return [self.split_config(c, latency_repeats)
-                for c in progress(configs, desc="configs",
-                                  enabled=None if self.show_progress else False)]
+                for c in tqdm(configs, desc="configs",
+                                  disable=None if self.show_progress else True)]
 
     def local(self, latency_repeats: int = 30) -> FullStats:
         x1 = self.x[:1]

@@ -14,7 +14,7 @@ Decoding untrusted bytes (the edge decodes what any device sends):
 so an image that declares the wrong size costs a header parse, whatever size it declares;
 without an expected shape, no side may exceed ``MAX_SIDE``. Pillow's process-wide
 decompression-bomb limit is left alone: a device in the same process decodes camera stills
-far larger than any payload (``splitnet.imagefolder.decode_image``). Anything malformed
+far larger than any payload (``splitnet.images.decode_image``). Anything malformed
 raises :class:`~splitnet.codec.PayloadError`.
 """
 

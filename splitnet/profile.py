@@ -1,6 +1,6 @@
 """Profile a checkpoint on its held-apart images and write its model card.
 
-    checkpoint.pt ─► Evaluator(card images, see splitnet.workloads) ─► ModelCard
+    checkpoint.pt ─► Evaluator(card images, see splitnet.data.eval_sets) ─► ModelCard
                      ─► <checkpoint>.card.json {model_id, full, configs[], exits[],
                                                 input_codecs[], dataset, int8_engine}
 
@@ -21,8 +21,8 @@ import torch
 from splitnet.card import CARD_VERSION, CardError, ModelCard
 from splitnet.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from splitnet.data import DatasetNotFoundError
+from splitnet.data.eval_sets import LabelledImages, card_images, dataset_of
 from splitnet.evaluate import EXIT_THRESHOLDS, Evaluator
-from splitnet.workloads import LabelledImages, card_images, dataset_of
 from splitnet.zoo import card_path_for, checkpoint_for, list_zoo
 
 DATASETS = {

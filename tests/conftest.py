@@ -11,7 +11,7 @@ import torch
 
 from splitnet.card import ModelCard
 from splitnet.checkpoint import LoadedModel
-from splitnet.data import Split, load_split
+from splitnet.data.fashion_mnist import Split, load_split
 from splitnet.zoo import SMALL_MODEL, checkpoint_for, load_card, load_pretrained
 
 torch.set_num_threads(1)

@@ -15,7 +15,7 @@ corpus entries, and crashes (an exception the parser does not document as its re
     reply     the device's reading of an edge's reply: protobuf InferReply ─►
               messages.InferReply ─► its check against what was sent (a malformed reply is
               refused as such, never a crash of the stream reader)
-    image     the device's image loader (splitnet.imagefolder.decode_image): any file a
+    image     the device's image loader (splitnet.images.decode_image): any file a
               drop folder may hold, refused with ImageDecodeError when it is not an image
     scenario  experiments.scenario.parse_scenario: TOML text
     trace     experiments.traces.Trace.parse: Mahimahi text
@@ -84,12 +84,12 @@ def _target(name: str) -> Callable[[bytes], None]:
             return run
         if name == "request":
             from google.protobuf.message import DecodeError
+            from splitnet_proto.messages import InferRequest
+            from splitnet_proto.v1 import inference_pb2 as pb
 
             from edge_server.engine import Engine
             from splitnet.codec import PayloadError
             from splitnet.config import ConfigError
-            from splitnet.messages import InferRequest
-            from splitnet.v1 import inference_pb2 as pb
             from splitnet.zoo import checkpoint_for, load_pretrained
 
             engine = Engine(load_pretrained(checkpoint_for("mnv2_fmnist")))
@@ -103,10 +103,10 @@ def _target(name: str) -> Callable[[bytes], None]:
             return run
         if name == "reply":
             from google.protobuf.message import DecodeError
+            from splitnet_proto.messages import InferReply
+            from splitnet_proto.v1 import inference_pb2 as pb
 
             from splitnet.config import Config, ConfigError
-            from splitnet.messages import InferReply
-            from splitnet.v1 import inference_pb2 as pb
 
             sent = Config(split=3, width=4, bits=4)
 
@@ -118,7 +118,7 @@ def _target(name: str) -> Callable[[bytes], None]:
                 reply.problem(7, sent, "mnv2_fmnist-0123456789abcdef", 10)
             return run
         if name == "image":
-            from splitnet.imagefolder import ImageDecodeError, decode_image
+            from splitnet.images import ImageDecodeError, decode_image
 
             def run(data: bytes) -> None:
                 with contextlib.suppress(ImageDecodeError):
@@ -150,15 +150,15 @@ def _seeds(name: str) -> list[bytes]:
     magic bytes and headers: real payloads, real requests, the shipped files."""
     import numpy as np
     import torch
+    from splitnet_proto.messages import InferRequest
 
     from experiments.scenario import SCENARIO_DIR
     from experiments.traces import resolve_trace
     from splitnet import codec
     from splitnet.config import Config
+    from splitnet.data.eval_sets import stream_images
     from splitnet.input_codecs import encode_image
-    from splitnet.messages import InferRequest
     from splitnet.preprocess import images_to_input
-    from splitnet.workloads import stream_images
     from splitnet.zoo import checkpoint_for, load_pretrained
 
     if name == "scenario":
@@ -186,7 +186,7 @@ def _seeds(name: str) -> list[bytes]:
         return [encode_image(small, "jpeg75"), encode_image(small, "png"),
                 encode_image(small[..., 0], "png")]
     if name == "reply":
-        from splitnet.messages import InferReply
+        from splitnet_proto.messages import InferReply
 
         reply = InferReply(7, Config(split=3, width=4, bits=4), (0.1,) * 10, 3, 1.0, 2.0, 4,
                            model_tag=0x01234567)
@@ -211,7 +211,7 @@ def _seeds(name: str) -> list[bytes]:
 
 
 def _has_imagenette() -> bool:
-    from splitnet.imagefolder import find_imagenette
+    from splitnet.data.imagenette import find_imagenette
 
     try:
         find_imagenette()

@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from splitnet.data import CLASS_NAMES, DatasetNotFoundError, load_split
+from splitnet.data import DatasetNotFoundError
+from splitnet.data.fashion_mnist import CLASS_NAMES, load_split
 
 
 def test_real_fashion_mnist_splits(test_split):
@@ -28,7 +29,7 @@ def test_missing_files_name_the_package_and_the_option(tmp_path):
 def test_any_folder_with_the_four_idx_files_works(tmp_path):
     import shutil
 
-    from splitnet.data import DEBIAN_DATA_DIR
+    from splitnet.data.fashion_mnist import DEBIAN_DATA_DIR
 
     for f in DEBIAN_DATA_DIR.glob("*.gz"):
         shutil.copy(f, tmp_path / f.name)
@@ -46,7 +47,7 @@ def test_command_line_reports_missing_data_without_a_traceback(tmp_path):
 
 
 def test_card_and_evaluation_halves_are_fixed_and_disjoint():
-    from splitnet.workloads import card_images, eval_images
+    from splitnet.data.eval_sets import card_images, eval_images
 
     card, scored = card_images("mnv2_fmnist"), eval_images("mnv2_fmnist")
     assert len(card) == len(scored) == 5000
@@ -58,7 +59,7 @@ def test_card_and_evaluation_halves_are_fixed_and_disjoint():
 
 
 def test_the_stream_is_every_eval_image_once_in_a_fixed_mixed_order():
-    from splitnet.workloads import eval_images, stream_images, stream_labels
+    from splitnet.data.eval_sets import eval_images, stream_images, stream_labels
 
     scored, stream = eval_images("mnv2_fmnist"), stream_images("mnv2_fmnist")
     assert sorted(stream.labels.tolist()) == sorted(scored.labels.tolist())

@@ -14,16 +14,7 @@ import pytest
 import torch
 import zmq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from edge_server.launch import start_edge_process
-from edge_server.server import EdgeServer, ServerOptions
-from splitnet import codec
-from splitnet.checkpoint import load_checkpoint
-from splitnet.config import Config
-from splitnet.data import DatasetNotFoundError
-from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
-from splitnet.input_codecs import encode_image
-from splitnet.messages import (
+from splitnet_proto.messages import (
     AUTH_METADATA,
     MODEL_ID_METADATA,
     InferReply,
@@ -31,8 +22,18 @@ from splitnet.messages import (
     ModelInfo,
     model_info_request,
 )
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
+
+from edge_server.server import EdgeServer, ServerOptions
+from experiments.launch import start_edge_process
+from splitnet import codec
+from splitnet.checkpoint import load_checkpoint
+from splitnet.config import Config
+from splitnet.data import DatasetNotFoundError
+from splitnet.data.imagenette import find_imagenette, list_image_folder
+from splitnet.images import decode_image
+from splitnet.input_codecs import encode_image
 from splitnet.preprocess import images_to_input
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
 from splitnet.zoo import checkpoint_for
 
 BOTTLENECK = Config(split=3, width=4, bits=4)
@@ -306,8 +307,9 @@ def test_one_device_past_its_share_is_refused_and_the_others_are_served(checkpoi
                                                                           rotate_ids):
     """The share is keyed on what the edge authenticated (here, each device's own token),
     so a device that sends a new self-reported id with every call gains nothing."""
+    from splitnet_proto.messages import AUTH_METADATA, DEVICE_ID_METADATA
+
     from edge_server.server import Limits
-    from splitnet.messages import AUTH_METADATA, DEVICE_ID_METADATA
 
     # each request waits 300 ms hoping to batch: the flood's calls are all in flight at once
     server = EdgeServer(ServerOptions(address="127.0.0.1:0", checkpoints=(checkpoint,),
@@ -370,7 +372,7 @@ def test_a_stream_idle_past_the_limit_is_ended(checkpoint, shipped, test_split):
 def test_the_largest_bandwidth_probe_fits_the_message_limit(edge, shipped):
     """The device pads probes up to MAX_PROBE_PADDING_BYTES; the small model's own payloads
     are far smaller, and the limit must not cut the probes off (it once did)."""
-    from splitnet.messages import MAX_PROBE_PADDING_BYTES, probe_request
+    from splitnet_proto.messages import MAX_PROBE_PADDING_BYTES, probe_request
 
     reply = stub_for(edge.port).Probe(probe_request(MAX_PROBE_PADDING_BYTES), timeout=10,
                                       metadata=metadata(shipped.model_id))
@@ -538,6 +540,7 @@ def test_mutual_tls_serves_devices_with_a_certificate_from_its_ca_only(checkpoin
                                                                        tmp_path):
     """The README's openssl recipe: a CA, a server certificate, a device certificate."""
     from device_client.client import WHERE_EDGE, DeviceClient
+    from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 
     ca, ca_key = tmp_path / "ca.crt", tmp_path / "ca.key"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -559,9 +562,11 @@ def test_mutual_tls_serves_devices_with_a_certificate_from_its_ca_only(checkpoin
     image = test_split.images[0]
     try:
         def run_as(identity):
-            with DeviceClient(f"localhost:{server.port}", "fixed", checkpoint, tls_ca=ca,
-                              fixed_config=BOTTLENECK, battery="1.0", monitor=False,
-                              offload_timeout_ms=3000, tls_identity=identity) as client:
+            with DeviceClient(checkpoint, f"localhost:{server.port}",
+                              policy=PolicyOptions("fixed-paper", fixed_config=BOTTLENECK),
+                              link=LinkOptions(tls_ca=ca, tls_identity=identity,
+                                               offload_timeout_ms=3000, monitor=False),
+                              device=DeviceOptions(battery="1.0")) as client:
                 return client.infer(image)
 
         assert run_as((tmp_path / "device.crt", tmp_path / "device.key")).where == WHERE_EDGE
@@ -632,7 +637,7 @@ def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
     thread once read 5-6 ms for 3), but a waiting thread's is exact."""
     import os
 
-    from edge_server.bench import process_cpu_s, thread_cpu_s
+    from experiments.bench.edge import process_cpu_s, thread_cpu_s
 
     pid, burnt, done, release = os.getpid(), [0.0], threading.Event(), threading.Event()
 
@@ -660,7 +665,7 @@ def test_the_benchmark_counts_a_process_cpu_to_well_under_a_tick():
 def test_the_benchmark_splits_a_process_cpu_by_thread_and_finds_the_busiest():
     import os
 
-    from edge_server.bench import cpu_by_thread, thread_cpu_s
+    from experiments.bench.edge import cpu_by_thread, thread_cpu_s
 
     burnt, read = threading.Event(), threading.Event()
 

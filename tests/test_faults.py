@@ -14,18 +14,19 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from splitnet_proto.messages import MODEL_ID_METADATA, InferRequest
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
 from device_client import client as client_module
 from device_client.client import DeviceClient
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.pipeline import run_stream
 from device_client.sources import FrameList
 from edge_server.server import EdgeServer, ServerOptions
 from edge_server.telemetry import LoadPublisher
 from splitnet import faults
 from splitnet.config import Config
-from splitnet.messages import MODEL_ID_METADATA, InferRequest
 from splitnet.preprocess import images_to_input
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
 SPLIT = Config(split=3, width=4, bits=4)
 
@@ -199,8 +200,10 @@ def _frames(test_split, n: int = 12) -> list[np.ndarray]:
 def test_stream_reader_faults_cost_no_input(edge, checkpoint, test_split, kind):
     faults.install(f"device.reader={kind}:0.3" if kind == "slow"
                    else f"device.reader={kind}:5")
-    with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=SPLIT,
-                      battery="1.0", offload_timeout_ms=1000, monitor=False) as client:
+    with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}",
+                      policy=PolicyOptions("fixed-paper", fixed_config=SPLIT),
+                      link=LinkOptions(offload_timeout_ms=1000, monitor=False),
+                      device=DeviceOptions(battery="1.0")) as client:
         started = time.monotonic()
         results = [client.infer(image) for image in _frames(test_split, 6)]
         waited = time.monotonic() - started
@@ -216,8 +219,9 @@ def test_monitor_and_feed_faults(edge, checkpoint, test_split, kind, monkeypatch
     monkeypatch.setattr(client_module, "MONITOR_STALL_S", 1.0)
     faults.install(f"device.monitor={kind}:0.2" if kind == "slow"
                    else f"device.monitor={kind}:5")
-    with DeviceClient(f"127.0.0.1:{edge.port}", "adaptive", checkpoint, battery="1.0",
-                      probe_interval_s=0.2) as client:
+    with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}", policy="adaptive",
+                      link=LinkOptions(probe_interval_s=0.2),
+                      device=DeviceOptions(battery="1.0")) as client:
         deadline = time.monotonic() + 5
         while faults.fired("device.monitor") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -239,8 +243,10 @@ def _stream(edge, checkpoint, test_split, stall_s: float = 2.0, seconds: float =
         if on_result is not None:
             on_result(done)
 
-    with DeviceClient(f"127.0.0.1:{edge.port}", "fixed", checkpoint, fixed_config=SPLIT,
-                      battery="1.0", offload_timeout_ms=1000, monitor=False) as client:
+    with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}",
+                      policy=PolicyOptions("fixed-paper", fixed_config=SPLIT),
+                      link=LinkOptions(offload_timeout_ms=1000, monitor=False),
+                      device=DeviceOptions(battery="1.0")) as client:
         started = time.monotonic()
         stats = run_stream(client, FrameList(_frames(test_split), fps=fps), seconds=seconds,
                            on_result=sink, stall_s=stall_s)

@@ -16,16 +16,16 @@ import torch
 from PIL import Image
 
 from splitnet.data import DatasetNotFoundError
-from splitnet.datasets import Archive, DownloadError, download, fetch_imagenette
-from splitnet.imagefolder import (
+from splitnet.data.download import Archive, DownloadError, download, fetch_imagenette
+from splitnet.data.imagenette import (
     IMAGENETTE_DIR_ENV,
-    ImageDecodeError,
     find_imagenette,
     holdout_split,
     load_image_folder,
 )
+from splitnet.images import ImageDecodeError
 from splitnet.model.resnet import ResNet
-from splitnet.train_camera import load_torchvision_weights
+from splitnet.training.camera import load_torchvision_weights
 
 
 def jpeg(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> bytes:
@@ -78,7 +78,7 @@ def test_lookup_order_data_dir_then_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(IMAGENETTE_DIR_ENV, str(tmp_path / "b"))
     assert find_imagenette(tmp_path / "a") == tmp_path / "a"
     assert find_imagenette() == tmp_path / "b"
-    with pytest.raises(DatasetNotFoundError, match="python -m splitnet.datasets imagenette"):
+    with pytest.raises(DatasetNotFoundError, match="python -m splitnet.data.download imagenette"):
         find_imagenette(tmp_path / "missing")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from device_client.client import DeviceClient
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.pipeline import run_stream
 from device_client.sources import FrameList, VideoFile, write_video
 from edge_server.server import EdgeServer, ServerOptions
@@ -25,7 +26,8 @@ FIXED = Config(split=3, width=4, bits=4)
 
 def test_a_device_that_cannot_keep_up_drops_stale_frames_and_answers_the_rest(checkpoint,
                                                                              test_split):
-    with DeviceClient(None, "local", checkpoint, battery="1.0") as client:
+    with DeviceClient(checkpoint, None, policy="local",
+                      device=DeviceOptions(battery="1.0")) as client:
         stats = run_stream(client, FrameList(list(test_split.images[:20]), fps=2000),
                            seconds=1.0)
     assert stats.captured == stats.answered + stats.dropped  # nothing lost, nothing queued
@@ -42,8 +44,10 @@ def test_the_next_head_runs_while_the_edge_answers(edge, checkpoint, test_split)
     spans: dict[str, list[tuple[float, float]]] = {"begin": [], "complete": []}
     lock = threading.Lock()
     try:
-        with DeviceClient(f"127.0.0.1:{link.port}", "fixed", checkpoint, fixed_config=FIXED,
-                          battery="1.0", offload_timeout_ms=3000) as client:
+        with DeviceClient(checkpoint, f"127.0.0.1:{link.port}",
+                          policy=PolicyOptions("fixed-paper", fixed_config=FIXED),
+                          link=LinkOptions(offload_timeout_ms=3000),
+                          device=DeviceOptions(battery="1.0")) as client:
             for stage in ("begin", "complete"):
                 inner = getattr(client, stage)
 
@@ -76,7 +80,8 @@ def test_a_video_file_streams_at_its_own_rate_and_every_frame_is_accounted_for(
     images = [np.repeat(image[..., None], 3, axis=2) for image in test_split.images[:20]]
     video = write_video(tmp_path / "clip.avi", images, fps=30)
     with VideoFile(video) as source, \
-            DeviceClient(None, "local", checkpoint, battery="1.0") as client:
+            DeviceClient(checkpoint, None, policy="local",
+                         device=DeviceOptions(battery="1.0")) as client:
         assert source.fps == pytest.approx(30) and source.frame_count == 20
         expected = [client.infer(image).label for image in test_split.images[:20]]
         results: list = []
@@ -116,7 +121,8 @@ def test_when_the_device_cannot_keep_up_it_finishes_frames_while_one_is_at_the_e
     the adaptive policy sends a frame when the edge lane is free and finishes the frames
     that arrive meanwhile on the device, answering them at once, out of capture order."""
     from splitnet.data import DatasetNotFoundError
-    from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
+    from splitnet.data.imagenette import find_imagenette, list_image_folder
+    from splitnet.images import decode_image
     from splitnet.zoo import checkpoint_for
 
     try:
@@ -133,8 +139,9 @@ def test_when_the_device_cannot_keep_up_it_finishes_frames_while_one_is_at_the_e
     link.started_at = time.monotonic()
     answered_at: list[tuple[str, float, int]] = []
     try:
-        with DeviceClient(f"127.0.0.1:{link.port}", "adaptive", camera, battery="1.0",
-                          offload_timeout_ms=5000) as client:
+        with DeviceClient(camera, f"127.0.0.1:{link.port}", policy="adaptive",
+                          link=LinkOptions(offload_timeout_ms=5000),
+                          device=DeviceOptions(battery="1.0")) as client:
             results: list = []
 
             def on_result(done) -> None:

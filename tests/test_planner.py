@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from device_client.battery import FixedBattery, SimulatedBattery, find_sysfs_battery, make_battery
@@ -173,7 +173,7 @@ def test_camera_card_offers_int8_heads_and_every_jpeg_quality_to_the_adaptive_po
     # int8 is the device's business: the same bytes and tail as fp32, a faster head
     c = planner.candidates
     fp32, int8 = (c.index[Config(split=2, width=8, bits=4, int8=flag)] for flag in (False, True))
-    assert c.payload_bytes[fp32] == c.payload_bytes[int8] and c.head_ms[int8] < c.head_ms[fp32]
+    assert c.payload_bytes[fp32] == c.payload_bytes[int8] and c.device_ms[int8] < c.device_ms[fp32]
     # baselines: full offload sends JPEG q90; the split baselines may run int8 heads, their
     # papers' variants keep fp32 ones
     est = estimates(bandwidth_bps=1e6, head_speed_factor=10.0)
@@ -418,7 +418,7 @@ def test_a_config_that_has_run_is_priced_by_its_own_measured_speed(card):
     latency, _ = planner.predict(est)
     plain, _ = planner.predict(estimates(head_speed_factor=2.0))
     for i, config in enumerate(c.configs):
-        head = c.head_ms[i]
+        head = c.device_ms[i]
         if config.without_exit() == measured:
             assert latency[i] - plain[i] == pytest.approx(head * 3.0)
         else:
@@ -515,7 +515,7 @@ def test_an_input_that_exits_is_priced_without_encoding_a_payload():
     candidates = Planner(card).candidates
     assert candidates.exit_path_ms
     for config, path_ms in candidates.exit_path_ms.items():
-        assert path_ms <= candidates.head_ms[candidates.index[config]] + 1e-9, config
+        assert path_ms <= candidates.device_ms[candidates.index[config]] + 1e-9, config
     assert card.full.int8_latency_ms is not None
     for config, path_ms in candidates.exit_path_ms.items():
         if config.placement is Placement.LOCAL and config.int8:

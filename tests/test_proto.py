@@ -5,9 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from splitnet.config import LOCAL, Config, ConfigError
-from splitnet.messages import (
+from splitnet_proto.messages import (
     InferReply,
     InferRequest,
     LoadReport,
@@ -17,8 +15,10 @@ from splitnet.messages import (
     config_from_message,
     config_to_message,
 )
+from splitnet_proto.v1 import inference_pb2 as pb
+
+from splitnet.config import LOCAL, Config, ConfigError
 from splitnet.model import create_model
-from splitnet.v1 import inference_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_messages_round_trip():
 def test_a_reply_is_checked_against_its_request_model_and_shape():
     from dataclasses import replace
 
-    from splitnet.messages import model_tag
+    from splitnet_proto.messages import model_tag
 
     model_id, config = "resnet18_imagenette-21e261488f9f8f92", Config(split=3, width=4, bits=4)
     assert model_tag(model_id) == 0x21E26148

@@ -6,13 +6,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from splitnet_proto.messages import LoadReport
 
 from device_client.client import WHERE_EDGE, DeviceClient
 from device_client.fallback import EdgeHealth
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.replicas import LOAD_FRESH_S, Replica, resolve_targets
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.config import Config
-from splitnet.messages import LoadReport
 
 FIXED = Config(split=3, width=4, bits=4)
 
@@ -58,8 +59,9 @@ def test_several_devices_spread_their_inputs_over_the_replicas(checkpoint, shipp
     try:
         def device(offset: int) -> None:
             # devices and edges share one process: wait as long as a busy host may need
-            with DeviceClient(edge, "fixed", checkpoint, fixed_config=FIXED, battery="1.0",
-                              monitor=False, offload_timeout_ms=10_000) as client:
+            with DeviceClient(checkpoint, edge, policy=PolicyOptions("fixed-paper", fixed_config=FIXED),
+                              link=LinkOptions(offload_timeout_ms=10_000, monitor=False),
+                              device=DeviceOptions(battery="1.0")) as client:
                 results.append([client.infer(image)
                                 for image in test_split.images[offset:offset + 30]])
 
@@ -87,8 +89,9 @@ def test_a_replica_lost_mid_run_loses_nothing_and_the_other_carries_on(checkpoin
     edge = f"127.0.0.1:{survivor.port},127.0.0.1:{doomed.port}"
     images = test_split.images[:60]
     try:
-        with DeviceClient(edge, "fixed", checkpoint, fixed_config=FIXED, battery="1.0",
-                          offload_timeout_ms=2000) as client:
+        with DeviceClient(checkpoint, edge, policy=PolicyOptions("fixed-paper", fixed_config=FIXED),
+                          link=LinkOptions(offload_timeout_ms=2000),
+                          device=DeviceOptions(battery="1.0")) as client:
             before = [client.infer(image) for image in images[:20]]
             assert answered(doomed, shipped.model_id) > 0  # it was in use
             doomed.stop(0)

@@ -20,17 +20,18 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from splitnet_proto.messages import MODEL_ID_METADATA, InferReply, InferRequest
+from splitnet_proto.v1 import inference_pb2 as pb
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
 from device_client.client import DeviceClient
 from device_client.edge import EdgeError, EdgeLink
+from device_client.options import DeviceOptions, LinkOptions
 from device_client.service import frames, load_service_config, run_service
 from edge_server.server import EdgeServer, ServerOptions
 from splitnet.config import Config
-from splitnet.imagefolder import ImageDecodeError, decode_image
+from splitnet.images import ImageDecodeError, decode_image
 from splitnet.input_codecs import encode_image
-from splitnet.messages import MODEL_ID_METADATA, InferReply, InferRequest
-from splitnet.v1 import inference_pb2 as pb
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
 SPLIT = Config(split=3, width=4, bits=4)
 
@@ -68,8 +69,9 @@ def test_camera_stills_are_classified_after_the_codecs_ran(edge, checkpoint, sti
     1024², and the next 12 MP still raised DecompressionBombError (not an ImageDecodeError),
     which killed the client."""
     encode_image(np.zeros((28, 28), np.uint8), "png")  # what the warm-up does
-    with DeviceClient(f"127.0.0.1:{edge.port}", "offload-input", checkpoint, battery="1.0",
-                      monitor=False) as client:
+    with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}", policy="offload-input",
+                      link=LinkOptions(monitor=False),
+                      device=DeviceOptions(battery="1.0")) as client:
         results = {}
         for path in sorted(stills.iterdir()):
             try:

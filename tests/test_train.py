@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import torch
 
-from splitnet.train import Recipe, Trainer, augment
+from splitnet.training.fashion_mnist import Recipe, Trainer, augment
 
 TINY = Recipe(arch="mnv2_tiny", backbone_epochs=3, exit_epochs=1, bottleneck_epochs=(1, 1, 1),
               train_limit=1024, batch_size=64, backbone_lr=0.2)
@@ -59,7 +59,12 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
 
     from splitnet.checkpoint import load_checkpoint
     from splitnet.config import Config
-    from splitnet.train_camera import BackboneRecipe, HeadsRecipe, RefineRecipe, train_camera_model
+    from splitnet.training.camera import (
+        BackboneRecipe,
+        HeadsRecipe,
+        RefineRecipe,
+        train_camera_model,
+    )
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

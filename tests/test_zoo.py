@@ -11,10 +11,11 @@ from splitnet.card import CARD_VERSION, CardError, ModelCard
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import LOCAL, Config, ConfigError
 from splitnet.data import DatasetNotFoundError
-from splitnet.imagefolder import decode_image, find_imagenette, list_image_folder
+from splitnet.data.eval_sets import eval_images
+from splitnet.data.imagenette import find_imagenette, list_image_folder
+from splitnet.images import decode_image
 from splitnet.preprocess import images_to_input
 from splitnet.profile import write_card
-from splitnet.workloads import eval_images
 from splitnet.zoo import card_path_for, checkpoint_for, list_zoo, load_card
 
 # the configs checked against the card, besides LOCAL

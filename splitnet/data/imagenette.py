@@ -5,7 +5,7 @@
 
 Imagenette is looked up like Fashion-MNIST: a folder given with ``--data-dir`` is the only
 place searched; otherwise ``$SPLITNET_IMAGENETTE_DIR``, then :data:`DEFAULT_IMAGENETTE_DIR`
-(where ``python -m splitnet.datasets imagenette`` writes it). A corrupt image raises
+(where ``python -m splitnet.data.download imagenette`` writes it). A corrupt image raises
 :class:`ImageDecodeError` naming the file.
 """
 
@@ -19,9 +19,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from splitnet.data import DatasetNotFoundError
-from splitnet.progress import progress
+from splitnet.images import decode_image
 
 IMAGENETTE_DIR_ENV = "SPLITNET_IMAGENETTE_DIR"
 DEFAULT_IMAGENETTE_DIR = Path.home() / ".local" / "share" / "splitnet" / "imagenette-224"
@@ -39,10 +40,6 @@ IMAGENETTE_CLASSES = {
     "n03445777": "golf ball",
     "n03888257": "parachute",
 }
-
-
-class ImageDecodeError(ValueError):
-    """An image file could not be decoded; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +76,9 @@ def find_imagenette(data_dir: str | os.PathLike[str] | None = None) -> Path:
             return folder
     tried = ", ".join(str(c) for c in candidates)
     raise DatasetNotFoundError(
-        f"Imagenette not found (looked in {tried}). Run `python -m splitnet.datasets imagenette` "
-        f"to download it, or pass --data-dir / set ${IMAGENETTE_DIR_ENV} to a folder with "
+        f"Imagenette not found (looked in {tried}). Run "
+        "`python -m splitnet.data.download imagenette` to download it, or pass --data-dir "
+        f"/ set ${IMAGENETTE_DIR_ENV} to a folder with "
         "train/ and val/ in the ImageFolder layout"
     )
 
@@ -98,57 +96,6 @@ def list_image_folder(split_dir: Path) -> tuple[list[tuple[str, int]], tuple[str
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 items.append((str(path), index))
     return items, classes
-
-
-MAX_IMAGE_PIXELS = 64_000_000  # the largest image a device decodes: a 61 MP full-frame still
-
-
-def decode_image(source: str | os.PathLike[str] | bytes, size: int | None = 224,
-                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """One image file (or its bytes) as uint8 (size, size, 3) RGB; greyscale becomes RGB.
-
-    The header is read first: an image of more than ``max_pixels`` is refused with
-    ImageDecodeError before any pixel is decoded, and a JPEG is decoded straight to the
-    smallest scale (1/2, 1/4 or 1/8) that still covers ``size`` (Pillow's draft mode), so
-    a 24 MP camera still costs a 3 MP decode. Pillow's own decompression-bomb limit, a
-    process-wide setting, is neither changed nor relied on."""
-    import io
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    try:
-        with warnings.catch_warnings():
-            # ours is the size check below; Pillow's warning for large images is not news
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        with img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"cannot decode image {name}: it is {width}x{height} "
-                    f"({width * height / 1e6:.1f} MP), more than the {max_pixels / 1e6:.0f} MP "
-                    "this device decodes; scale it down first")
-            img.draft("RGB", (size, size) if size else img.size)
-            rgb = img.convert("RGB")
-            if size is not None and rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except ImageDecodeError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as error:
-        raise ImageDecodeError(f"cannot decode image {name}: {error}") from None
-
-
-def resize_image(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) frame (a camera's) as (size, size, 3), resized the way
-    ``decode_image`` resizes files."""
-    from PIL import Image
-
-    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def _decode_one(args: tuple[str, int]) -> np.ndarray:
@@ -174,8 +121,8 @@ def load_image_folder(split_dir: str | os.PathLike[str], size: int = 224,
     if workers > 1 and len(jobs) > 64:
         with get_context("spawn").Pool(workers) as pool:
             decoded = pool.imap(_decode_one, jobs, chunksize=64)
-            for i, array in enumerate(progress(decoded, total=len(jobs), desc=label,
-                                               enabled=None if show_progress else False)):
+            for i, array in enumerate(tqdm(decoded, total=len(jobs), desc=label,
+                                               disable=None if show_progress else True)):
                 images[i] = array
     else:
         for i, job in enumerate(jobs):

@@ -14,7 +14,7 @@ image), bounded so that the rate term can never drown the distortion. The prior'
 parameters learn ten times faster than the rest, so the rate the encoder is charged
 tracks what it actually sends. Phase A distils features only (no tail); phase B adds KD.
 
-Resumable per phase and epoch, like every stage of ``splitnet.train_camera``; the held-apart
+Resumable per phase and epoch, like every stage of ``splitnet.training.camera``; the held-apart
 10 % of train is the only data it is judged on (``val`` is never read).
 """
 
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from splitnet.model import SplitModel
 from splitnet.model.entropy_bottleneck import EntropyBottleneck
 from splitnet.preprocess import to_model_input
-from splitnet.progress import progress
-from splitnet.training import distillation_loss, one_cycle_lr, save_state
+from splitnet.training.common import distillation_loss, one_cycle_lr, save_state
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def cache_activations(model: SplitModel, images: np.ndarray, batch_size: int = 1
     model.eval()
     point = model.require_entropy_bottleneck().spec.point
     stems, layer1s, logits = [], [], []
-    for start in progress(range(0, len(images), batch_size), desc=desc):
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=None):
         x = to_model_input(np.ascontiguousarray(images[start:start + batch_size]))
         h0 = model.features(x, point)
         l1 = model.entropy_decoder_target(h0)
@@ -199,8 +199,8 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
         losses: list[float] = []
         distortions: list[float] = []
         rate_log: list[float] = []
-        bar = progress(range(steps), desc=f"entropy bottleneck epoch {epoch + 1}/{epochs} "
-                                          f"({'KD' if kd else 'features'})")
+        bar = tqdm(range(steps), desc=f"entropy bottleneck epoch {epoch + 1}/{epochs} "
+                                          f"({'KD' if kd else 'features'})", disable=None)
         for step in bar:
             lr = one_cycle_lr(recipe.lr, (epoch - phase_start) * steps + step,
                               phase_epochs * steps, steps // 2)

@@ -4,7 +4,7 @@
         ─► MD5 check against the published value ─► safe extraction, one member at a time
         ─► shorter side to 224, centre crop 224x224, RGB ─► DEST/{train,val}/WNID/NAME.JPEG
 
-``python -m splitnet.datasets imagenette`` writes to the default folder that every command
+``python -m splitnet.data.download imagenette`` writes to the default folder that every command
 looks in (``~/.local/share/splitnet/imagenette-224``); ``--dest`` writes elsewhere. The
 archive is 326 MB. A wrong hash deletes the download and says so; nothing half-written is
 ever left where the loaders look (the folder appears complete or not at all).
@@ -23,8 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from splitnet.imagefolder import DEFAULT_IMAGENETTE_DIR
-from splitnet.progress import progress
+from tqdm import tqdm
+
+from splitnet.data.imagenette import DEFAULT_IMAGENETTE_DIR
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,9 @@ def download(archive: Archive, target: Path, timeout_s: float = 60.0,
             total = have + int(length) if length else archive.size
             chunks = iter(lambda: response.read(CHUNK), b"")
             with part.open(mode) as handle:
-                for block in progress(chunks, desc=f"downloading {archive.url.rsplit('/', 1)[-1]}",
+                for block in tqdm(chunks, desc=f"downloading {archive.url.rsplit('/', 1)[-1]}",
                                       total=None if total is None else -(-(total - have) // CHUNK),
-                                      enabled=None if show_progress else False):
+                                      disable=None if show_progress else True):
                     handle.write(block)
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the part file is already complete
@@ -126,8 +127,8 @@ def extract_resized(tgz: Path, dest: Path, size: int = SIZE,
     shutil.rmtree(staging, ignore_errors=True)
     count = 0
     with tarfile.open(tgz, "r:gz") as tar:
-        for member in progress(tar, desc="resizing to 224 px",
-                               enabled=None if show_progress else False):
+        for member in tqdm(tar, desc="resizing to 224 px",
+                               disable=None if show_progress else True):
             parts = Path(member.name).parts
             if not member.isfile() or len(parts) < 3:
                 continue
@@ -164,7 +165,7 @@ def fetch_imagenette(dest: Path = DEFAULT_IMAGENETTE_DIR, archive: Archive = IMA
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m splitnet.datasets",
+        prog="python -m splitnet.data.download",
         description="Fetch a data set the models need. 'imagenette' downloads fast.ai's "
                     "Imagenette v2 (326 MB, resumable), checks its MD5, resizes every image to "
                     "224x224 (shorter side to 224, centre crop) and writes the ImageFolder "

@@ -18,7 +18,7 @@ This is the situation of a Pi 4 in the camera grid, which runs everything locall
 estimate comes from probes alone. The link is modelled as the trace's delivery
 opportunities (1500 bytes each), without queueing behind the device's own traffic.
 
-Usage: ``python -m experiments.probe_study [--json]``.
+Usage: ``python -m experiments.bench.probe_study [--json]``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from splitnet_proto.messages import MAX_PROBE_PADDING_BYTES
 
 from device_client.estimators import BandwidthEstimator
 from device_client.tuning import MIN_TIMED_PROBE_MS
 from experiments.scenario import GRID_TRACES
 from experiments.traces import PACKET_BYTES, Trace
-from splitnet.messages import MAX_PROBE_PADDING_BYTES
 
 SETTLE_PROBES, SETTLE_GAP_S, RATE_HZ = 3, 0.2, 10.0
 TIMEOUT_MS = 2000.0  # the monitor's probe timeout
@@ -134,7 +134,7 @@ def study(plans: tuple[ProbePlan, ...] = PLANS, seconds: float = 5.0) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.probe_study",
+        prog="python -m experiments.bench.probe_study",
         description=__doc__.split("\n\n")[0] + " Compares idle probing plans: the device's "
                     "default (a 50 ms probe every 5 s, every 1 s while the window is "
                     "unsettled, median of 5), the same without the unsettled rule, "

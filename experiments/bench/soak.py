@@ -18,7 +18,7 @@ apart), the count of each status code per kind of request, and whether the serve
 Targets (docs/targets.md): RSS growth <= 10 % after the first minute, open FDs flat, no
 crash, every valid request answered OK or RESOURCE_EXHAUSTED.
 
-Usage: ``python -m edge_server.soak --minutes 10``.
+Usage: ``python -m experiments.bench.soak --minutes 10``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ STALL_S = 1.0  # the server's --worker-stall-s in the soak
 
 
 def _payloads(model: str) -> tuple[str, str, list[bytes]]:
-    from edge_server.bench import payloads_for
+    from experiments.bench.edge import payloads_for
     from splitnet.config import Config
     from splitnet.zoo import checkpoint_for
 
@@ -60,10 +60,10 @@ def _payloads(model: str) -> tuple[str, str, list[bytes]]:
 async def _client(index: int, port: int, model: str, seconds: float,
                   out: list[tuple[float, str, str, float]], token: str) -> None:
     import grpc
+    from splitnet_proto.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
+    from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
     from splitnet.config import Config
-    from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
-    from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
     model_id, config_text, payloads = _payloads(model)
     config = Config.parse(config_text)
@@ -111,10 +111,10 @@ async def _client(index: int, port: int, model: str, seconds: float,
 async def _flood(port: int, model: str, seconds: float,
                  out: list[tuple[float, str, str, float]], token: str) -> None:
     import grpc
+    from splitnet_proto.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
+    from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
     from splitnet.config import Config
-    from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
-    from splitnet.v1 import inference_pb2_grpc as pb_grpc
 
     model_id, config_text, payloads = _payloads(model)
     message = InferRequest(0, Config.parse(config_text), payloads[0]).to_message()
@@ -154,8 +154,8 @@ def _process(role: str, index: int, port: int, model: str, seconds: float,
 
 
 def soak(minutes: float, model: str, fault_plan: str = DEFAULT_FAULTS) -> dict[str, Any]:
-    from edge_server.bench import BENCH_DEVICES, _free_port, bench_tokens, start_server
-    from edge_server.launch import stop_edge_process
+    from experiments.bench.edge import BENCH_DEVICES, _free_port, bench_tokens, start_server
+    from experiments.launch import stop_edge_process
     from splitnet import faults
     from splitnet.zoo import checkpoint_for
 
@@ -263,7 +263,7 @@ def _report(records: list[tuple[float, str, str, float]], samples: list[dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_server.soak", description=__doc__.split("\n\n")[0] + " " +
+        prog="python -m experiments.bench.soak", description=__doc__.split("\n\n")[0] + " " +
         "8 client processes with 64 streams (valid, malformed and unknown-config requests, "
         "hang-ups mid-stream) and one flooding device, against one server process.")
     parser.add_argument("--minutes", type=float, default=10.0,

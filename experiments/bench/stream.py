@@ -10,7 +10,7 @@ pipeline drops frames the whole time: the case where an unbounded queue would gr
 edge runs in its own process, so the RSS is the device's alone.
 
 Report: RSS and FDs over time, growth after the first minute (target ≤ 10 %), sustained fps,
-drop rate and p95 latency. Usage: ``python -m device_client.stream_bench --minutes 10``.
+drop rate and p95 latency. Usage: ``python -m experiments.bench.stream --minutes 10``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from splitnet.progress import progress
+from tqdm import tqdm
+
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo
 
 
@@ -42,7 +43,7 @@ def open_fds() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m device_client.stream_bench",
+        prog="python -m experiments.bench.stream",
         description="Stream a video file faster than the device can keep up with, for "
                     "minutes, and report the device process's RSS and open FDs over time "
                     "(target: RSS growth <= 10 %% after the first minute), with the fps it "
@@ -61,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from device_client.client import DeviceClient
+    from device_client.options import DeviceOptions
     from device_client.pipeline import StreamResult, run_stream
     from device_client.sources import VideoFile, write_video
-    from edge_server.bench import start_server
-    from edge_server.launch import stop_edge_process
+    from experiments.bench.edge import start_server
+    from experiments.launch import stop_edge_process
     from splitnet.data import DatasetNotFoundError
-    from splitnet.workloads import default_cache_dir, stream_images
+    from splitnet.data.eval_sets import default_cache_dir, stream_images
 
     torch.set_num_threads(1)  # a Pi-like device: one core for the model
     checkpoint = checkpoint_for(args.model)
@@ -85,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder, \
                 VideoFile(write_video(Path(folder) / "camera.avi", frames, args.fps),
                           loop=True) as source, \
-                DeviceClient(f"127.0.0.1:{port}", args.policy, checkpoint,
-                             battery="1.0") as client:
+                DeviceClient(checkpoint, f"127.0.0.1:{port}", policy=args.policy,
+                             device=DeviceOptions(battery="1.0")) as client:
             client.warm_up()
             started = time.monotonic()
 
             def watch() -> None:
-                ticks = progress(range(int(seconds // 10)), desc="stream (10 s ticks)")
+                ticks = tqdm(range(int(seconds // 10)), desc="stream (10 s ticks)", disable=None)
                 while not stop.is_set():
                     samples.append({"t_s": round(time.monotonic() - started, 1),
                                     "rss_mb": round(rss_mb(), 1), "open_fds": open_fds(),

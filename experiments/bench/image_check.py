@@ -10,7 +10,7 @@ some sandboxes forbid setrlimit), the image's own file system is run instead: mo
 ``podman image mount`` and entered with chroot as the image's user, the entrypoint and
 environment taken from the image. The report says which way it ran.
 
-Usage: ``python -m edge_server.image_check [--image splitnet-edge:latest]`` (after
+Usage: ``python -m experiments.bench.image_check [--image splitnet-edge:latest]`` (after
 ``make image``).
 """
 
@@ -29,14 +29,14 @@ from typing import Any
 import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from splitnet_proto.messages import MODEL_ID_METADATA, InferReply, InferRequest
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
-from edge_server.bench import _free_port
+from experiments.bench.edge import _free_port
 from splitnet import codec
 from splitnet.config import Config
-from splitnet.messages import MODEL_ID_METADATA, InferReply, InferRequest
+from splitnet.data.eval_sets import stream_images
 from splitnet.preprocess import images_to_input
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
-from splitnet.workloads import stream_images
 from splitnet.zoo import SMALL_MODEL, checkpoint_for, load_pretrained
 
 
@@ -127,7 +127,7 @@ def check(image: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_server.image_check",
+        prog="python -m experiments.bench.image_check",
         description="Run the edge-server image (podman): it must answer health, answer an "
                     "inference like this machine does, run as a non-root user with no "
                     "compiler inside, and stop cleanly on SIGTERM.")

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from splitnet.data import load_split
-from splitnet.imagefolder import (
+from splitnet.data.fashion_mnist import load_split
+from splitnet.data.imagenette import (
     IMAGENETTE_CLASSES,
-    decode_image,
     find_imagenette,
     holdout_split,
     list_image_folder,
     load_image_folder,
 )
+from splitnet.images import decode_image
 
 FMNIST_HALF_SEED = 0
 HOLDOUT_FRACTION = 0.1
@@ -83,7 +83,7 @@ def class_names(model: str) -> tuple[str, ...]:
     """The model's class names, in label order."""
     if dataset_of(model) == "imagenette":
         return tuple(IMAGENETTE_CLASSES[w] for w in sorted(IMAGENETTE_CLASSES))
-    from splitnet.data import CLASS_NAMES
+    from splitnet.data.fashion_mnist import CLASS_NAMES
 
     return CLASS_NAMES
 
@@ -94,7 +94,7 @@ def _fmnist_halves() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fmnist(which: str, data_dir: str | os.PathLike[str] | None) -> LabelledImages:
-    from splitnet.data import CLASS_NAMES
+    from splitnet.data.fashion_mnist import CLASS_NAMES
 
     test = load_split("test", data_dir)
     card_idx, eval_idx = _fmnist_halves()

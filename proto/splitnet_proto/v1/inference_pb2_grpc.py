@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from splitnet.v1 import inference_pb2 as splitnet_dot_v1_dot_inference__pb2
+from splitnet_proto.v1 import inference_pb2 as splitnet__proto_dot_v1_dot_inference__pb2
 
 GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in splitnet/v1/inference_pb2_grpc.py depends on'
+        + f' but the generated code in splitnet_proto/v1/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class EdgeInferenceStub(object):
         """
         self.Infer = channel.unary_unary(
                 '/splitnet.v1.EdgeInference/Infer',
-                request_serializer=splitnet_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
-                response_deserializer=splitnet_dot_v1_dot_inference__pb2.InferReply.FromString,
+                request_serializer=splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+                response_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.InferReply.FromString,
                 _registered_method=True)
         self.InferStream = channel.stream_stream(
                 '/splitnet.v1.EdgeInference/InferStream',
-                request_serializer=splitnet_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
-                response_deserializer=splitnet_dot_v1_dot_inference__pb2.InferReply.FromString,
+                request_serializer=splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+                response_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.InferReply.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/splitnet.v1.EdgeInference/GetModelInfo',
-                request_serializer=splitnet_dot_v1_dot_inference__pb2.ModelInfoRequest.SerializeToString,
-                response_deserializer=splitnet_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+                request_serializer=splitnet__proto_dot_v1_dot_inference__pb2.ModelInfoRequest.SerializeToString,
+                response_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.ModelInfo.FromString,
                 _registered_method=True)
         self.Probe = channel.unary_unary(
                 '/splitnet.v1.EdgeInference/Probe',
-                request_serializer=splitnet_dot_v1_dot_inference__pb2.ProbeRequest.SerializeToString,
-                response_deserializer=splitnet_dot_v1_dot_inference__pb2.ProbeReply.FromString,
+                request_serializer=splitnet__proto_dot_v1_dot_inference__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.ProbeReply.FromString,
                 _registered_method=True)
 
 
@@ -93,23 +93,23 @@ def add_EdgeInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Infer': grpc.unary_unary_rpc_method_handler(
                     servicer.Infer,
-                    request_deserializer=splitnet_dot_v1_dot_inference__pb2.InferRequest.FromString,
-                    response_serializer=splitnet_dot_v1_dot_inference__pb2.InferReply.SerializeToString,
+                    request_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.FromString,
+                    response_serializer=splitnet__proto_dot_v1_dot_inference__pb2.InferReply.SerializeToString,
             ),
             'InferStream': grpc.stream_stream_rpc_method_handler(
                     servicer.InferStream,
-                    request_deserializer=splitnet_dot_v1_dot_inference__pb2.InferRequest.FromString,
-                    response_serializer=splitnet_dot_v1_dot_inference__pb2.InferReply.SerializeToString,
+                    request_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.FromString,
+                    response_serializer=splitnet__proto_dot_v1_dot_inference__pb2.InferReply.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=splitnet_dot_v1_dot_inference__pb2.ModelInfoRequest.FromString,
-                    response_serializer=splitnet_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
+                    request_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.ModelInfoRequest.FromString,
+                    response_serializer=splitnet__proto_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
             ),
             'Probe': grpc.unary_unary_rpc_method_handler(
                     servicer.Probe,
-                    request_deserializer=splitnet_dot_v1_dot_inference__pb2.ProbeRequest.FromString,
-                    response_serializer=splitnet_dot_v1_dot_inference__pb2.ProbeReply.SerializeToString,
+                    request_deserializer=splitnet__proto_dot_v1_dot_inference__pb2.ProbeRequest.FromString,
+                    response_serializer=splitnet__proto_dot_v1_dot_inference__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,8 +137,8 @@ class EdgeInference(object):
             request,
             target,
             '/splitnet.v1.EdgeInference/Infer',
-            splitnet_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
-            splitnet_dot_v1_dot_inference__pb2.InferReply.FromString,
+            splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+            splitnet__proto_dot_v1_dot_inference__pb2.InferReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -164,8 +164,8 @@ class EdgeInference(object):
             request_iterator,
             target,
             '/splitnet.v1.EdgeInference/InferStream',
-            splitnet_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
-            splitnet_dot_v1_dot_inference__pb2.InferReply.FromString,
+            splitnet__proto_dot_v1_dot_inference__pb2.InferRequest.SerializeToString,
+            splitnet__proto_dot_v1_dot_inference__pb2.InferReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class EdgeInference(object):
             request,
             target,
             '/splitnet.v1.EdgeInference/GetModelInfo',
-            splitnet_dot_v1_dot_inference__pb2.ModelInfoRequest.SerializeToString,
-            splitnet_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+            splitnet__proto_dot_v1_dot_inference__pb2.ModelInfoRequest.SerializeToString,
+            splitnet__proto_dot_v1_dot_inference__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class EdgeInference(object):
             request,
             target,
             '/splitnet.v1.EdgeInference/Probe',
-            splitnet_dot_v1_dot_inference__pb2.ProbeRequest.SerializeToString,
-            splitnet_dot_v1_dot_inference__pb2.ProbeReply.FromString,
+            splitnet__proto_dot_v1_dot_inference__pb2.ProbeRequest.SerializeToString,
+            splitnet__proto_dot_v1_dot_inference__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -160,7 +160,7 @@ def write_frames(folder: Path, n: int) -> list[Path]:
     the same pixels)."""
     from PIL import Image
 
-    from splitnet.workloads import default_cache_dir, stream_images
+    from splitnet.data.eval_sets import default_cache_dir, stream_images
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -176,11 +176,13 @@ def write_frames(folder: Path, n: int) -> list[Path]:
 def host_labels(paths: list[Path], int8: bool) -> list[int]:
     """Labels on this (x86) host, the whole network on the device side, fp32 or int8."""
     from device_client.client import DeviceClient
+    from device_client.options import DeviceOptions, PolicyOptions
     from splitnet.config import Config
     from splitnet.zoo import checkpoint_for
 
-    with DeviceClient(None, "fixed", checkpoint_for("resnet18_imagenette"),
-                      fixed_config=Config.local(int8=int8), battery="1.0") as client:
+    with DeviceClient(checkpoint_for("resnet18_imagenette"), None,
+                      policy=PolicyOptions("fixed-paper", fixed_config=Config.local(int8=int8)),
+                      device=DeviceOptions(battery="1.0")) as client:
         return [client.infer(path).label for path in paths]
 
 
@@ -191,7 +193,7 @@ def du_mb(path: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m device_client.pi_check",
+        prog="python -m experiments.bench.pi_check",
         description="Install and run the device client on a Debian 12 arm64 userland under "
                     "qemu-user emulation (as root): build the rootfs with mmdebstrap (cached), "
                     f"pip install torch=={PI_TORCH} and splitnet[device] into a venv there, "

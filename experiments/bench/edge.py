@@ -19,7 +19,7 @@
                  the proxy parses the HTTP/2 frames, so the upload is also given by frame
                  type (DATA, WINDOW_UPDATE, PING), for several device channel options
 
-Usage: ``python -m edge_server.bench --json``.
+Usage: ``python -m experiments.bench.edge --json``.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from splitnet_proto.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
+from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
-from edge_server.launch import device_tokens, start_edge_process, stop_edge_process
+from experiments.launch import device_tokens, start_edge_process, stop_edge_process
 from splitnet import codec
 from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
-from splitnet.messages import AUTH_METADATA, MODEL_ID_METADATA, InferRequest
+from splitnet.data.eval_sets import stream_images
 from splitnet.preprocess import images_to_input
-from splitnet.v1 import inference_pb2_grpc as pb_grpc
-from splitnet.workloads import stream_images
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for
 
 # (model, config, target speed-up): the camera model's heaviest tail, the small one's split 2
@@ -503,7 +503,7 @@ def image_refusal(repeats: int = 50) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_server.bench",
+        prog="python -m experiments.bench.edge",
         description="Benchmark the edge server: throughput with dynamic batching versus "
                     "batch size 1 under 32 concurrent streams (rounds interleaved) on the "
                     "camera model's heaviest tail and the small model's split 2, the "

@@ -12,7 +12,7 @@
 On this 2-core machine the replicas get half a core each, so that the load generator keeps
 a core of its own; on a real edge, give each replica a core (see edge_server/k8s.yaml).
 
-Usage: ``python -m edge_server.replica_bench --json`` (root, for the cgroups).
+Usage: ``python -m experiments.bench.replicas --json`` (root, for the cgroups).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_server.bench import payloads_for, start_server
-from edge_server.launch import stop_edge_process
+from experiments.bench.edge import payloads_for, start_server
+from experiments.launch import stop_edge_process
 from splitnet.config import Config
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for
 
@@ -61,8 +61,9 @@ def cpu_limited(pid: int, name: str, share: float) -> Iterator[None]:
 def _drive(targets: list[str], model_id: str, payloads: list[bytes],
            seconds: float) -> tuple[int, list[float]]:
     """DEVICES threads, each sending one input after another through one EdgePool."""
+    from splitnet_proto.messages import InferRequest
+
     from device_client.replicas import EdgePool
-    from splitnet.messages import InferRequest
 
     pool = EdgePool(targets, model_id)
     config = Config.parse(CONFIG)
@@ -125,7 +126,8 @@ def scaling(rounds: int, seconds: float) -> dict[str, Any]:
 
 def failover(seconds: float) -> dict[str, Any]:
     from device_client.client import DeviceClient
-    from splitnet.workloads import stream_images
+    from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
+    from splitnet.data.eval_sets import stream_images
 
     checkpoint = checkpoint_for(DEFAULT_MODEL)
     images = stream_images(DEFAULT_MODEL).images[:64]
@@ -133,8 +135,10 @@ def failover(seconds: float) -> dict[str, Any]:
     edge = ",".join(f"127.0.0.1:{port}" for _, port in servers)
     records: list[tuple[float, float, str, bool]] = []
     lock = threading.Lock()
-    clients = [DeviceClient(edge, "fixed", checkpoint, fixed_config=Config.parse(CONFIG),
-                            battery="1.0", offload_timeout_ms=2000) for _ in range(DEVICES)]
+    clients = [DeviceClient(checkpoint, edge,
+                            policy=PolicyOptions("fixed-paper", fixed_config=Config.parse(CONFIG)),
+                            link=LinkOptions(offload_timeout_ms=2000),
+                            device=DeviceOptions(battery="1.0")) for _ in range(DEVICES)]
     t0 = time.perf_counter()
 
     def device(index: int) -> None:
@@ -178,7 +182,7 @@ def failover(seconds: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_server.replica_bench",
+        prog="python -m experiments.bench.replicas",
         description="Two edge replicas against one, each limited to half a core by a cgroup, "
                     "driven by the device's own replica pool; and a replica killed mid-run. "
                     "Targets (docs/targets.md): two replicas >= 1.6x one; 0 lost in the "

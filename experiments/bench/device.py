@@ -5,7 +5,7 @@
 
 It runs the client against a real edge server on loopback and prints the median overhead
 for an offloading policy (the fixed BottleFit-style config) and for the adaptive planner, plus the
-planner's own decision time. Usage: ``python -m device_client.bench --json``.
+planner's own decision time. Usage: ``python -m experiments.bench.device --json``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import statistics
 import time
 
 from device_client.client import DeviceClient
+from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.planner import Planner
 from edge_server.server import EdgeServer, ServerOptions
-from splitnet.workloads import stream_images
+from splitnet.data.eval_sets import stream_images
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for, list_zoo, load_card
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m device_client.bench",
+        prog="python -m experiments.bench.device",
         description="Median device-side client overhead per inference (planning, encoding, "
                     "bookkeeping; not the model, not the network), against a loopback edge.")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -44,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, policy, fixed in (("fixed", "fixed", planner.default_fixed_config()),
                                     ("adaptive", "adaptive", None)):
-            with DeviceClient(f"127.0.0.1:{server.port}", policy, checkpoint,
-                              fixed_config=fixed, battery="1.0", monitor=False) as client:
+            with DeviceClient(checkpoint, f"127.0.0.1:{server.port}",
+                              policy=PolicyOptions(policy, fixed_config=fixed),
+                              link=LinkOptions(monitor=False),
+                              device=DeviceOptions(battery="1.0")) as client:
                 for image in images[:20]:
                     client.infer(image)  # warm-up
                 results = [client.infer(image) for image in images]
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         server.stop(1)
-    with DeviceClient(None, "adaptive", checkpoint, battery="1.0") as client:
+    with DeviceClient(checkpoint, None, policy="adaptive",
+                      device=DeviceOptions(battery="1.0")) as client:
         est = client.estimates()
         times = []
         for _ in range(1000):

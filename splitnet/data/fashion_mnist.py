@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splitnet.data import DatasetNotFoundError
+
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "SPLITNET_DATA_DIR"
 CLASS_NAMES = (
@@ -38,10 +40,6 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The Fashion-MNIST IDX files are not where we looked."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from splitnet.config import Config, ConfigError, Placement
-from splitnet.v1 import inference_pb2 as pb
+from splitnet_proto.v1 import inference_pb2 as pb
 
 MODEL_ID_METADATA = "x-splitnet-model-id"
 DEVICE_ID_METADATA = "x-splitnet-device-id"  # the edge's per-device share is keyed on it

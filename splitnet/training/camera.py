@@ -9,7 +9,7 @@
     stage 2b refine       per split point, alone: frozen head ─► cached 224 px activations
                           ─► bottleneck ─► frozen tail, same loss; a few epochs each
     stage 2c entropy      the learned entropy bottleneck at split 1, on cached activations
-                          of the frozen network (``splitnet.train_entropy``)
+                          of the frozen network (``splitnet.training.entropy_bottleneck``)
     stage 3  int8         post-training static quantization of the device heads (torch.ao)
     stage 4  card         model card on the held-apart images ─► splitnet/zoo/
 
@@ -28,19 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from splitnet.augment import random_resized_crop, resize_batch
-from splitnet.imagefolder import ImageSplit, find_imagenette, holdout_split, load_image_folder
+from splitnet.data.imagenette import ImageSplit, find_imagenette, holdout_split, load_image_folder
 from splitnet.model import SplitModel
 from splitnet.model.resnet import ResNet
-from splitnet.progress import progress
-from splitnet.train_entropy import (
+from splitnet.training.common import distillation_loss, load_state, one_cycle_lr, save_state
+from splitnet.training.entropy_bottleneck import (
     EntropyRecipe,
     attach_entropy_bottleneck,
     load_for_training,
     train_entropy_bottleneck,
 )
-from splitnet.training import distillation_loss, load_state, one_cycle_lr, save_state
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,9 @@ def train_backbone(recipe: BackboneRecipe, data: CameraData, work_dir: Path,
         order = torch.randperm(n, generator=gen)
         model.train()
         losses: list[float] = []
-        bar = progress(range(steps_per_epoch),
-                       desc=f"backbone epoch {epoch + 1}/{len(recipe.resolutions)} @{size}px")
+        bar = tqdm(range(steps_per_epoch),
+                       desc=f"backbone epoch {epoch + 1}/{len(recipe.resolutions)} @{size}px",
+                           disable=None)
         for step in bar:
             lr = one_cycle_lr(recipe.peak_lr, epoch * steps_per_epoch + step, total, warmup)
             for group in optimizer.param_groups:
@@ -231,7 +232,8 @@ def train_heads(recipe: HeadsRecipe, model: SplitModel, data: CameraData, work_d
         model.train()
         model.network.eval()
         losses: list[float] = []
-        bar = progress(range(steps), desc=f"exits+bottlenecks epoch {epoch + 1}/{recipe.epochs}")
+        bar = tqdm(range(steps), desc=f"exits+bottlenecks epoch {epoch + 1}/{recipe.epochs}",
+                   disable=None)
         for step in bar:
             lr = one_cycle_lr(recipe.lr, epoch * steps + step, total, steps // 2)
             for group in optimizer.param_groups:
@@ -325,7 +327,8 @@ def cached_activations(model: SplitModel, images: torch.Tensor, point: int, size
     """The frozen backbone's activation at ``point`` (bf16) and its logits, per image."""
     model.eval()
     features, logits = [], []
-    for start in progress(range(0, len(images), batch_size), desc=f"caching split {point}"):
+    for start in tqdm(range(0, len(images), batch_size), desc=f"caching split {point}",
+                      disable=None):
         x = resize_batch(images[start:start + batch_size], size)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = model.features(x, point)
@@ -408,8 +411,8 @@ def refine_bottlenecks(recipe: RefineRecipe, model: SplitModel, data: CameraData
             order = torch.randperm(n, generator=gen)
             bottleneck.train()
             losses: list[float] = []
-            bar = progress(range(steps), desc=f"split {point} bottleneck epoch "
-                                              f"{epoch + 1}/{epochs}")
+            bar = tqdm(range(steps), desc=f"split {point} bottleneck epoch "
+                                              f"{epoch + 1}/{epochs}", disable=None)
             for step in bar:
                 lr = one_cycle_lr(recipe.lr, epoch * steps + step, steps * epochs, steps // 2)
                 for group in optimizer.param_groups:
