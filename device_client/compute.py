@@ -6,7 +6,7 @@
                    compute("finish", model.finish_on_device, head, config, int8=...)
 
 The default runs each piece of work as it is. The experiments substitute an emulated
-device (``experiments.devices.EmulatedDevice``) that makes each piece take as long as it
+device (``experiments.emulation.EmulatedDevice``) that makes each piece take as long as it
 would on a Raspberry Pi, and a simulator can substitute its own: nothing is patched.
 ``name`` says what the work is, ``int8`` at which precision it runs.
 """

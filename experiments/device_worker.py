@@ -32,7 +32,9 @@ import zmq
 from device_client.client import DeviceClient
 from device_client.energy import PowerProfile
 from device_client.options import DeviceOptions, PolicyOptions
-from experiments.devices import PROFILES, LeastCpu, emulate
+from experiments.calibration import LeastCpu
+from experiments.device_profiles import PROFILES
+from experiments.emulation import emulate
 from experiments.oracle import REPLAY_POLICY
 from splitnet.config import Config
 from splitnet.data.eval_sets import default_cache_dir, stream_images
@@ -89,7 +91,7 @@ def run_job(argv: list[str]) -> int:
     parser.add_argument("--fixed-config", default="")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--fp32-factor", type=float, required=True,
-                        help="device ms per host CPU ms for fp32 work (experiments.devices)")
+                        help="device ms per host CPU ms for fp32 work (experiments.calibration)")
     parser.add_argument("--int8-factor", type=float, required=True,
                         help="device ms per host CPU ms for int8 work")
     parser.add_argument("--schedule", type=Path, default=None,

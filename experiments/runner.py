@@ -32,7 +32,9 @@ from typing import Any
 import zmq
 from tqdm import tqdm
 
-from experiments.devices import PROFILES, calibrate, describe, host_times
+from experiments.calibration import calibrate, host_times
+from experiments.device_profiles import PROFILES
+from experiments.emulation import describe
 from experiments.launch import start_edge_process, stop_edge_process
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink
@@ -365,7 +367,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     use; without enough of them (or on the kernel link), the run starts its own. ``pools``:
     served device workers, one pool per lane (else a process per device and policy).
     """
-    host_times()  # the anchors again, while nothing else runs (see experiments.devices)
+    host_times()  # the anchors again, while nothing else runs (see experiments.calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
     records_path.write_text("")

@@ -7,7 +7,7 @@
     trace_start_s = 300            # where in the trace the run starts
     rtt_ms = 40                    # fixed RTT, split evenly over the two directions
     loss = 0.0                     # per-packet loss, emulated as TCP retransmission delay
-    device = "rpi4"                # see experiments.devices.PROFILES
+    device = "rpi4"                # see experiments.device_profiles.PROFILES
     battery = 1.0                  # start level of the simulated battery
     devices = 1                    # emulated devices, each with its own link
     images = 200                   # images per device, the same for every policy, from
@@ -31,7 +31,6 @@ The grid is generated in code (:func:`grid`), not written out point by point.
 
 from __future__ import annotations
 
-import itertools
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from device_client.planner import POLICIES
-from experiments.devices import PROFILES
+from experiments.device_profiles import PROFILES
 from experiments.oracle import REPLAY_POLICY
 from experiments.traces import resolve_trace
 
@@ -173,47 +172,3 @@ def parse_scenario(text: str, name: str, where: str = "scenario") -> Scenario:
         if isinstance(error, ScenarioError):
             raise
         raise ScenarioError(f"{where}: {error}") from None
-
-
-# The grid's cells are held out: no constant of the device (device_client.tuning) and no
-# scenario was chosen on them. Verizon-EVDO-driving was never run before it; the others
-# start where no earlier grid, probe study or scenario looked (those used ATT from 265 s
-# and the short traces' first and last 25 s). Each cell's repetitions start
-# ``repetition_stride_s`` apart from there.
-GRID_TRACES = {"Verizon-EVDO-driving.up": 400.0, "ATT-LTE-driving.up": 600.0,
-               "TMobile-LTE-short.up": 40.0, "Verizon-LTE-short.up": 40.0}
-GRID_DEVICES = ("rpi4", "pizero2")
-GRID_RTTS_MS = (10.0, 40.0)  # a Wi-Fi or 5G edge; an LTE one
-GRID_IMAGES = 40  # frames per repetition, 10 a second: 4 s of camera
-GRID_RATE_HZ = 10.0
-GRID_REPETITIONS = 5
-# the small model (the CI model) runs a corner of the grid: one cell per trace
-SMALL_MODEL_CELLS = ("Verizon-EVDO-driving-rpi4-rtt40", "ATT-LTE-driving-pizero2-rtt10",
-                     "TMobile-LTE-short-pizero2-rtt40", "Verizon-LTE-short-rpi4-rtt10")
-GRID_POLICIES = ("adaptive", "adaptive-v0", "local", "local-exit", "offload-input",
-                 "neurosurgeon", "edgent", "fixed", "offload-input-paper",
-                 "neurosurgeon-paper", "edgent-paper", "fixed-paper")
-# policies at a time per device profile. A Pi 4 cell keeps two cores busy with two lanes
-# (its devices compute and its edges serve). A Pi Zero 2's device mostly sleeps out its
-# emulated time (0.3 cores busy on average with two lanes), so four lanes fit: one ATT
-# cell at 2 and at 4 lanes gave the device-only policies the same latency (1.000, 1.003)
-# and the others within 5 % (1.04, 0.95, 1.03: run-to-run spread), in 28 % less time.
-GRID_LANES = {"rpi4": 2, "pizero2": 4}
-
-
-def grid(base: Scenario, only: list[str] | None = None,
-         lanes: int | None = None) -> list[Scenario]:
-    """The comparison grid: 4 shipped traces (each from its held-out offset) × 2 device
-    profiles × 2 edge RTTs, every grid policy in each cell, ``lanes`` at a time (default:
-    per device, ``GRID_LANES``); with ``only``, the cells whose name holds one of those
-    strings. Raises ScenarioError if that leaves none."""
-    cells = [replace(base, name=f"{Path(t).stem}-{d}-rtt{r:g}", trace=t, device=d, rtt_ms=r,
-                     trace_start_s=start, lanes=lanes or GRID_LANES[d],
-                     rate_hz=GRID_RATE_HZ, policies=GRID_POLICIES)
-             for (t, start), d, r in itertools.product(GRID_TRACES.items(), GRID_DEVICES,
-                                                       GRID_RTTS_MS)]
-    chosen = [c for c in cells if not only or any(p in c.name for p in only)]
-    if not chosen:
-        raise ScenarioError(f"no grid cell matches {','.join(only or [])}; the cells are "
-                            f"{', '.join(c.name for c in cells)}")
-    return chosen

@@ -452,8 +452,8 @@ def test_a_bad_service_config_is_named_without_a_traceback(tmp_path):
 
 @pytest.fixture
 def emulate():
-    """``experiments.devices.emulate``: it sets the client's compute seam, nothing else."""
-    from experiments.devices import emulate
+    """``experiments.emulation.emulate``: it sets the client's compute seam, nothing else."""
+    from experiments.emulation import emulate
 
     return emulate
 

@@ -15,10 +15,11 @@ import pytest
 from device_client.energy import RPI4
 from device_client.estimators import Estimates
 from device_client.planner import Planner
+from experiments.grid import grid
 from experiments.link import UserspaceLink
 from experiments.netns import KernelLink, kernel_link_problem
 from experiments.oracle import oracle
-from experiments.scenario import Scenario, ScenarioError, grid, load_scenario
+from experiments.scenario import Scenario, ScenarioError, load_scenario
 from experiments.traces import PACKET_BYTES, Trace, TraceError
 from splitnet.config import Config, Placement
 
@@ -194,7 +195,7 @@ def test_oracle_is_right_on_a_hand_built_trace(card):
 
 
 def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
-    from experiments.scenario import GRID_POLICIES, GRID_TRACES
+    from experiments.grid import GRID_POLICIES, GRID_TRACES
 
     default = load_scenario("default")
     assert default.policies[0] == "adaptive" and default.device == "pizero2"
@@ -228,7 +229,7 @@ def test_scenarios_load_check_and_expand_to_the_grid(tmp_path):
 def test_the_held_out_cells_are_not_where_anything_was_tuned():
     """The grid's offsets stay clear of every stretch a scenario or an earlier grid used
     (docs/tuning.md): ATT from 265 s, and the short traces' first and last 25 s."""
-    from experiments.scenario import GRID_IMAGES, GRID_RATE_HZ, GRID_REPETITIONS, GRID_TRACES
+    from experiments.grid import GRID_IMAGES, GRID_RATE_HZ, GRID_REPETITIONS, GRID_TRACES
 
     length = {"ATT-LTE-driving.up": 1012, "Verizon-EVDO-driving.up": 1065,
               "TMobile-LTE-short.up": 140, "Verizon-LTE-short.up": 140}
@@ -479,7 +480,7 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
 
     from device_client.client import DeviceClient
     from device_client.options import DeviceOptions
-    from experiments.devices import emulate, stretch
+    from experiments.emulation import emulate, stretch
 
     def work() -> None:
         end = time.thread_time() + 0.005
@@ -507,7 +508,8 @@ def test_identical_device_work_is_priced_at_its_least_cpu_time(tmp_path):
     this process or in any earlier device's (through the shared file)."""
     import time
 
-    from experiments.devices import LeastCpu, stretch
+    from experiments.calibration import LeastCpu
+    from experiments.emulation import stretch
 
     def work(ms: float) -> None:
         end = time.thread_time() + ms / 1000
@@ -542,7 +544,7 @@ def test_the_anchors_are_the_least_seen_on_this_host_and_lanes_can_ask_at_once(t
     from another host (or another boot) is not used."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from experiments.devices import ANCHORS, host_times
+    from experiments.calibration import ANCHORS, host_times
 
     table = tmp_path / "least_cpu.json"
     with ThreadPoolExecutor(2) as pool:
@@ -559,7 +561,7 @@ def test_the_anchors_are_the_least_seen_on_this_host_and_lanes_can_ask_at_once(t
 
 
 def test_grid_targets_are_computed_from_the_cells_and_can_fail():
-    from experiments.__main__ import grid_targets
+    from experiments.grid import grid_targets
 
     def cell(name: str, adaptive: list[float], peers: dict[str, list[float]]) -> dict:
         def row(reps: list[float]) -> dict:

@@ -59,7 +59,8 @@ def test_several_devices_spread_their_inputs_over_the_replicas(checkpoint, shipp
     try:
         def device(offset: int) -> None:
             # devices and edges share one process: wait as long as a busy host may need
-            with DeviceClient(checkpoint, edge, policy=PolicyOptions("fixed-paper", fixed_config=FIXED),
+            with DeviceClient(checkpoint, edge,
+                              policy=PolicyOptions("fixed-paper", fixed_config=FIXED),
                               link=LinkOptions(offload_timeout_ms=10_000, monitor=False),
                               device=DeviceOptions(battery="1.0")) as client:
                 results.append([client.infer(image)

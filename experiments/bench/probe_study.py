@@ -35,7 +35,7 @@ from splitnet_proto.messages import MAX_PROBE_PADDING_BYTES
 
 from device_client.estimators import BandwidthEstimator
 from device_client.tuning import MIN_TIMED_PROBE_MS
-from experiments.scenario import GRID_TRACES
+from experiments.grid import GRID_TRACES
 from experiments.traces import PACKET_BYTES, Trace
 
 SETTLE_PROBES, SETTLE_GAP_S, RATE_HZ = 3, 0.2, 10.0

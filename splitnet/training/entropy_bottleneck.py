@@ -45,7 +45,16 @@ class EntropyRecipe:
     seed: int = 0
     batch_size: int = 60
     feature_epochs: int = 0  # phase A: feature distillation and rate only
-    kd_epochs: int = 10  # phase B: plus KD through the frozen tail
+    kd_epochs: int = 10  # phase B: plus KD through the frozen tail (its LR schedule's length)
+    # ... which stops after this many epochs: with λ near its cap, later epochs traded
+    # accuracy for rate on the held-apart images (docs/notes.md)
+    kd_stop_epoch: int = 6
+    # phase C: a fixed λ, a low learning rate decaying to zero, and steps drawn from the
+    # range of the rates that carry the accuracy
+    polish_epochs: int = 3
+    polish_lambda: float = 0.08
+    polish_lr: float = 5e-4
+    polish_steps: tuple[float, float] = (0.4, 2.4)
     lr: float = 2e-3
     # bits per image at step 1 (the payload adds a header and the coder's flush); finer
     # steps cost more, coarser ones less
@@ -92,12 +101,14 @@ def _normalised_mse(rebuilt: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 def batch_loss(model: SplitModel, eb: EntropyBottleneck, batch: dict[str, torch.Tensor],
                labels: torch.Tensor, kd: bool, recipe: EntropyRecipe, lam: float,
-               gen: torch.Generator) -> tuple[torch.Tensor, float, float]:
-    """One batch: (loss, mean bits of its step-1 images, distortion)."""
+               gen: torch.Generator, steps: tuple[float, float] | None = None
+               ) -> tuple[torch.Tensor, float, float]:
+    """One batch: (loss, mean bits of its step-1 images, distortion); quantization steps
+    drawn from ``steps`` (default: the spec's training range)."""
     stem = batch["stem"].float().contiguous(memory_format=torch.channels_last)
     target = batch["layer1"].float()
     size = len(labels)
-    low, high = eb.spec.train_steps
+    low, high = steps or eb.spec.train_steps
     step = torch.exp(torch.empty(size).uniform_(math.log(low), math.log(high), generator=gen))
     reference = size // 4
     step[:reference] = 1.0
@@ -184,37 +195,47 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
     elapsed += time.monotonic() - started
     labels = torch.from_numpy(np.asarray(train_labels))
     held_labels_t = torch.from_numpy(np.asarray(held_labels))
-    epochs = recipe.feature_epochs + recipe.kd_epochs
+    polish_start = recipe.feature_epochs + recipe.kd_stop_epoch
+    epochs = polish_start + recipe.polish_epochs
     n = len(labels)
     steps = n // recipe.batch_size
     gen = torch.Generator()
     while epoch < epochs:
         started = time.monotonic()
         kd = epoch >= recipe.feature_epochs
-        phase_start = recipe.feature_epochs if kd else 0
-        phase_epochs = recipe.kd_epochs if kd else recipe.feature_epochs
+        polish = epoch >= polish_start
+        phase_start = polish_start if polish else recipe.feature_epochs if kd else 0
+        phase_epochs = (recipe.polish_epochs if polish else recipe.kd_epochs if kd
+                        else recipe.feature_epochs)
+        peak_lr = recipe.polish_lr if polish else recipe.lr
+        if polish:
+            log_lambda = math.log(recipe.polish_lambda)
         gen.manual_seed(recipe.seed * 1000 + epoch)
         order = torch.randperm(n, generator=gen)
         eb.train()
         losses: list[float] = []
         distortions: list[float] = []
         rate_log: list[float] = []
+        phase = "polish" if polish else "KD" if kd else "features"
         bar = tqdm(range(steps), desc=f"entropy bottleneck epoch {epoch + 1}/{epochs} "
-                                          f"({'KD' if kd else 'features'})", disable=None)
+                                      f"({phase})", disable=None)
         for step in bar:
-            lr = one_cycle_lr(recipe.lr, (epoch - phase_start) * steps + step,
-                              phase_epochs * steps, steps // 2)
+            lr = one_cycle_lr(peak_lr, (epoch - phase_start) * steps + step,
+                              phase_epochs * steps, steps // 4 if polish else steps // 2)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_factor"]
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             batch = {k: v[idx] for k, v in cache.items()}
             loss, bits, distortion = batch_loss(model, eb, batch, labels[idx], kd, recipe,
-                                                math.exp(log_lambda), gen)
+                                                math.exp(log_lambda), gen,
+                                                recipe.polish_steps if polish else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            log_lambda = min(lambda_high, max(lambda_low, log_lambda + recipe.dual_step
-                                              * math.log(max(bits, 1.0) / recipe.target_bits)))
+            if not polish:  # dual ascent towards the target rate; fixed while polishing
+                log_lambda = min(lambda_high, max(lambda_low, log_lambda + recipe.dual_step
+                                                  * math.log(max(bits, 1.0)
+                                                             / recipe.target_bits)))
             losses.append(float(loss.detach()))
             distortions.append(distortion)
             rate_log.append(bits)
@@ -225,7 +246,7 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
         epoch += 1
         report = held_apart_report(model, eb, held, held_labels_t)
         elapsed += time.monotonic() - started
-        history.append({"epoch": epoch, "phase": "kd" if kd else "features",
+        history.append({"epoch": epoch, "phase": phase.lower(),
                         "loss": float(np.mean(losses)), "distortion": float(np.mean(distortions)),
                         "train_bits": float(np.mean(rate_log)),
                         "lambda": math.exp(log_lambda), "held_apart": report,
