@@ -43,7 +43,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -52,19 +52,20 @@ from device_client import systemd
 from device_client.systemd import WatchdogFeeder, watchdog_interval_s
 from splitnet import faults
 from splitnet.images import ImageDecodeError
+from splitnet.settings import SettingsError, from_table
 from splitnet.supervision import Stopped, Supervisor
 
 RESULT_TOPIC = b"result"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class ServiceConfigError(ValueError):
+class ServiceConfigError(SettingsError):
     """A device config file that cannot run."""
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    edge: str
+    edge: str = ""  # required: the edge address(es)
     images: Path | None = None
     video: Path | None = None
     camera: int | None = None
@@ -81,6 +82,18 @@ class ServiceConfig:
     stdout: bool = True
     zmq_pub: str | None = None
 
+    def __post_init__(self) -> None:
+        given = [k for k in ("camera", "video", "images") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ServiceConfigError(f"[source] needs exactly one of camera, video, images "
+                                     f"(got {given or 'none'})")
+        if not self.edge:
+            raise ServiceConfigError("'edge' is required")
+        if not 0 < self.rate_hz <= 100:
+            raise ServiceConfigError("rate_hz must be in (0, 100]")
+        if not 0.2 <= self.probe_interval_s <= 3600:
+            raise ServiceConfigError("probe_interval_s must be in [0.2, 3600] seconds")
+
 
 SECTIONS = {"device": ("edge", "model", "policy", "battery", "token_file", "tls_ca",
                        "tls_cert", "tls_key", "probe_interval_s"),
@@ -94,6 +107,10 @@ def load_service_config(path: Path) -> ServiceConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ServiceConfigError(f"{path}: {error}") from None
+    unknown_sections = sorted(set(data) - set(SECTIONS))
+    if unknown_sections:
+        raise ServiceConfigError(f"{path}: unknown sections {unknown_sections}; "
+                                 f"known: {list(SECTIONS)}")
     values: dict[str, Any] = {}
     for section, keys in SECTIONS.items():
         table = data.get(section, {})
@@ -104,35 +121,14 @@ def load_service_config(path: Path) -> ServiceConfig:
             raise ServiceConfigError(f"{path}: unknown keys {unknown} in [{section}]; "
                                      f"known: {list(keys)}")
         values.update(table)
-    unknown_sections = sorted(set(data) - set(SECTIONS))
-    if unknown_sections:
-        raise ServiceConfigError(f"{path}: unknown sections {unknown_sections}; "
-                                 f"known: {list(SECTIONS)}")
-    if "edge" not in values:
-        raise ServiceConfigError(f"{path}: 'edge' is required")
-    given = [key for key in ("camera", "video", "images") if key in values]
-    if len(given) != 1:
-        raise ServiceConfigError(f"{path}: [source] needs exactly one of camera, video, "
-                                 f"images (got {given or 'none'})")
-    types = {f.name: f.type for f in fields(ServiceConfig)}
-    for key, value in list(values.items()):
-        if "Path" in str(types[key]):
-            values[key] = path.parent / Path(value)  # relative to the config file
-    try:
-        config = ServiceConfig(**values)
-    except TypeError as error:
-        raise ServiceConfigError(f"{path}: {error}") from None
+    try:  # paths are relative to the config file
+        config = from_table(ServiceConfig, values, str(path), relative_to=path.parent)
+    except SettingsError as error:
+        raise ServiceConfigError(str(error)) from None
     if config.images is not None and not config.images.is_dir():
         raise ServiceConfigError(f"{path}: images = {config.images} is not a folder")
     if config.video is not None and not config.video.is_file():
         raise ServiceConfigError(f"{path}: video = {config.video} is not a file")
-    if config.camera is not None and (isinstance(config.camera, bool)
-                                      or not isinstance(config.camera, int)):
-        raise ServiceConfigError(f"{path}: camera must be a number, e.g. camera = 0")
-    if not 0 < float(config.rate_hz) <= 100:
-        raise ServiceConfigError(f"{path}: rate_hz must be in (0, 100]")
-    if not 0.2 <= float(config.probe_interval_s) <= 3600:
-        raise ServiceConfigError(f"{path}: probe_interval_s must be in [0.2, 3600] seconds")
     return config
 
 

@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m experiments run --trace Verizon-LTE-short.up --scale 0.05 \\\n"
                "      --rtt-ms 60 --device pizero2 --n 100\n"
                "  python -m experiments run my_scenario.toml --json\n"
-               "  python -m experiments grid                        # both models, 3 traces x "
-               "2 devices x 2 RTTs\n"
+               "  python -m experiments grid                        # every held-out cell, "
+               "both models\n"
+               "  python -m experiments battery                     # full and 30 % charge\n"
                "  python -m experiments stream --fps 15             # a camera's frames, "
                "pipelined")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ from device_client.planner import POLICIES
 from experiments.device_profiles import PROFILES
 from experiments.oracle import REPLAY_POLICY
 from experiments.traces import resolve_trace
+from splitnet.settings import SettingsError, from_table
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(SettingsError):
     """A scenario file or option that cannot run."""
 
 
@@ -155,20 +156,8 @@ def parse_scenario(text: str, name: str, where: str = "scenario") -> Scenario:
         raise ScenarioError(f"{where}: {error}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{where}: 'scenario' must be a table")
-    known_fields = {f.name for f in fields(Scenario)}
-    unknown = sorted(set(data) - known_fields)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown keys {unknown}; known keys: "
-                            f"{sorted(known_fields)}")
     data.setdefault("name", name)
-    for key in ("policies", "busy"):
-        if key in data:
-            if not isinstance(data[key], list):
-                raise ScenarioError(f"{where}: {key} must be a list")
-            data[key] = tuple(data[key])
     try:
-        return Scenario(**data)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ScenarioError):
-            raise
-        raise ScenarioError(f"{where}: {error}") from None
+        return from_table(Scenario, data, where)
+    except SettingsError as error:
+        raise ScenarioError(str(error)) from None

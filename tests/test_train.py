@@ -61,6 +61,7 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
     from splitnet.config import Config
     from splitnet.training.camera import (
         BackboneRecipe,
+        EntropyRecipe,
         HeadsRecipe,
         RefineRecipe,
         train_camera_model,
@@ -77,10 +78,11 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
     backbone = BackboneRecipe(resolutions=(64, 64), batch_size=8, eval_size=64)
     heads = HeadsRecipe(epochs=1, size=64, batch_size=8, bn_recalibration_images=8)
     refine = RefineRecipe(epochs=(1, 1, 1), size=64, batch_size=8)
+    entropy = EntropyRecipe(batch_size=8, kd_epochs=2, kd_stop_epoch=1, polish_epochs=1)
     lines: list[str] = []
     path = train_camera_model(tmp_path / "work", tmp_path / "zoo", str(tmp_path / "data"),
-                              backbone=backbone, heads=heads, refine=refine, write_card=False,
-                              log=lines.append)
+                              backbone=backbone, heads=heads, refine=refine, entropy=entropy,
+                              write_card=False, log=lines.append)
     assert sum(line.startswith("refine split") for line in lines) == 3
     for stage in ("backbone.pt", "heads.pt", "refined.pt"):
         assert (tmp_path / "work" / stage).is_file()
@@ -89,11 +91,13 @@ def test_camera_training_runs_every_stage_and_resumes(tmp_path):
         "backbone", "exits_and_bottlenecks", "bottleneck_refinement", "int8_calibration"}
     x = torch.rand(2, 3, 224, 224)
     assert loaded.model(x, Config.parse("split1/w2/b2/int8")).shape == (2, 10)
+    assert loaded.model(x, Config.parse("split1/rate2/int8")).shape == (2, 10)
+    assert sum(line.startswith("entropy bottleneck epoch") for line in lines) == 2
     lines.clear()
     (tmp_path / "work" / "refined.pt").unlink()  # the refine state says every split is done
     again = train_camera_model(tmp_path / "work", tmp_path / "zoo2", str(tmp_path / "data"),
-                               backbone=backbone, heads=heads, refine=refine,
+                               backbone=backbone, heads=heads, refine=refine, entropy=entropy,
                                write_card=False, log=lines.append)
-    trained = ("backbone epoch", "heads epoch", "refine split")
+    trained = ("backbone epoch", "heads epoch", "refine split", "entropy bottleneck epoch")
     assert not any(line.startswith(trained) for line in lines)  # nothing was trained again
     assert load_checkpoint(again).model_id == loaded.model_id

@@ -98,7 +98,9 @@ class Int8Head(nn.Module):
         eb = model.entropy_bottleneck
         self.entropy_encoder = None if eb is None else copy.deepcopy(eb.encoder_body).eval()
         self._entropy_point = None if eb is None else eb.spec.point
-        self._entropy_out = None if eb is None else eb.encoder_out
+        # kept out of the module tree (like _encoder_out), so that prepare() puts no
+        # observer on the fp32 model's own conv
+        self.__dict__["_entropy_out"] = None if eb is None else eb.encoder_out
         self._depth = model.depth
         fuse_modules(self.network, groups(), inplace=True)
         for part in (self.exits, self.encoders, self.entropy_encoder):

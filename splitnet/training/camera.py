@@ -34,7 +34,7 @@ from splitnet.augment import random_resized_crop, resize_batch
 from splitnet.data.imagenette import ImageSplit, find_imagenette, holdout_split, load_image_folder
 from splitnet.model import SplitModel
 from splitnet.model.resnet import ResNet
-from splitnet.training.common import distillation_loss, load_state, one_cycle_lr, save_state
+from splitnet.training.common import distillation_loss, load_state, one_cycle, save_state
 from splitnet.training.entropy_bottleneck import (
     EntropyRecipe,
     attach_entropy_bottleneck,
@@ -137,6 +137,7 @@ def train_backbone(recipe: BackboneRecipe, data: CameraData, work_dir: Path,
     steps_per_epoch = n // recipe.batch_size
     total = steps_per_epoch * len(recipe.resolutions)
     warmup = steps_per_epoch * recipe.warmup_epochs
+    schedule = one_cycle(optimizer, recipe.peak_lr, total, warmup, epoch * steps_per_epoch)
     gen = torch.Generator().manual_seed(recipe.seed)
     while epoch < len(recipe.resolutions):
         started = time.monotonic()
@@ -149,9 +150,6 @@ def train_backbone(recipe: BackboneRecipe, data: CameraData, work_dir: Path,
                        desc=f"backbone epoch {epoch + 1}/{len(recipe.resolutions)} @{size}px",
                            disable=None)
         for step in bar:
-            lr = one_cycle_lr(recipe.peak_lr, epoch * steps_per_epoch + step, total, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x = random_resized_crop(data.images[idx], size, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -159,6 +157,7 @@ def train_backbone(recipe: BackboneRecipe, data: CameraData, work_dir: Path,
             loss = F.cross_entropy(logits.float(), data.labels[idx],
                                    label_smoothing=recipe.label_smoothing)
             descend(optimizer, loss, losses)
+            schedule.step()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         held_acc = accuracy(model, data.held, recipe.eval_size, bf16=True)
@@ -224,6 +223,7 @@ def train_heads(recipe: HeadsRecipe, model: SplitModel, data: CameraData, work_d
     n = len(data.labels)
     steps = n // recipe.batch_size
     total = steps * recipe.epochs
+    schedule = one_cycle(optimizer, recipe.lr, total, steps // 2, epoch * steps)
     gen = torch.Generator()
     while epoch < recipe.epochs:
         started = time.monotonic()
@@ -235,9 +235,6 @@ def train_heads(recipe: HeadsRecipe, model: SplitModel, data: CameraData, work_d
         bar = tqdm(range(steps), desc=f"exits+bottlenecks epoch {epoch + 1}/{recipe.epochs}",
                    disable=None)
         for step in bar:
-            lr = one_cycle_lr(recipe.lr, epoch * steps + step, total, steps // 2)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             labels = data.labels[idx]
             x = random_resized_crop(data.images[idx], recipe.size, gen, scale=recipe.crop_scale)
@@ -258,6 +255,7 @@ def train_heads(recipe: HeadsRecipe, model: SplitModel, data: CameraData, work_d
                     loss = loss + bottleneck_loss(model, point, feats[point], teacher, labels,
                                                   step, gen, recipe)
             descend(optimizer, loss, losses)
+            schedule.step()
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         epoch += 1
@@ -404,6 +402,7 @@ def refine_bottlenecks(recipe: RefineRecipe, model: SplitModel, data: CameraData
         optimizer = torch.optim.Adam(bottleneck.parameters(), lr=recipe.lr)
         if saved is not None and saved["position"] == index:
             optimizer.load_state_dict(saved["optimizer"])
+        schedule = one_cycle(optimizer, recipe.lr, steps * epochs, steps // 2, epoch * steps)
         elapsed += time.monotonic() - started
         while epoch < epochs:
             started = time.monotonic()
@@ -414,14 +413,12 @@ def refine_bottlenecks(recipe: RefineRecipe, model: SplitModel, data: CameraData
             bar = tqdm(range(steps), desc=f"split {point} bottleneck epoch "
                                               f"{epoch + 1}/{epochs}", disable=None)
             for step in bar:
-                lr = one_cycle_lr(recipe.lr, epoch * steps + step, steps * epochs, steps // 2)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = bottleneck_loss(model, point, features[idx].float(), teacher[idx],
                                            data.labels[idx], step, gen, recipe)
                 descend(optimizer, loss, losses)
+                schedule.step()
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
             epoch += 1

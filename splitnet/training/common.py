@@ -6,21 +6,33 @@
 
 from __future__ import annotations
 
-import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR
 
 
-def one_cycle_lr(peak: float, step: int, total: int, warmup: int) -> float:
-    """Linear warm-up from peak/10, then cosine to zero."""
-    if step < warmup:
-        return peak * (0.1 + 0.9 * step / max(warmup, 1))
-    fraction = (step - warmup) / max(total - warmup, 1)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+def one_cycle(optimizer: torch.optim.Optimizer, peak: float | list[float], total: int,
+              warmup: int, done: int = 0) -> OneCycleLR:
+    """torch's one-cycle schedule: from peak/10 up to ``peak`` over ``warmup`` steps, then
+    down to about zero by step ``total``, cosine both ways; moved on by ``done`` steps (a
+    resumed run). ``peak`` may be one value per parameter group. Call ``step()`` after
+    each optimizer step."""
+    # torch needs two steps or more in each of its phases (a phase of one divides by zero)
+    warmup = max(warmup, 2)
+    total = max(total, warmup + 2)
+    schedule = OneCycleLR(optimizer, max_lr=peak, total_steps=total, pct_start=warmup / total,
+                          anneal_strategy="cos", cycle_momentum=False, div_factor=10.0,
+                          final_div_factor=1e4)
+    with warnings.catch_warnings():  # steps taken without the optimizer's: a resumed run
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(min(done, total - 1)):
+            schedule.step()
+    return schedule
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from splitnet.model import SplitModel
 from splitnet.model.entropy_bottleneck import EntropyBottleneck
 from splitnet.preprocess import to_model_input
-from splitnet.training.common import distillation_loss, one_cycle_lr, save_state
+from splitnet.training.common import distillation_loss, one_cycle, save_state
 
 
 @dataclass(frozen=True)
@@ -217,13 +217,12 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
         distortions: list[float] = []
         rate_log: list[float] = []
         phase = "polish" if polish else "KD" if kd else "features"
+        peaks = [peak_lr * group["lr_factor"] for group in optimizer.param_groups]
+        schedule = one_cycle(optimizer, peaks, phase_epochs * steps,
+                             steps // 4 if polish else steps // 2, (epoch - phase_start) * steps)
         bar = tqdm(range(steps), desc=f"entropy bottleneck epoch {epoch + 1}/{epochs} "
                                       f"({phase})", disable=None)
         for step in bar:
-            lr = one_cycle_lr(peak_lr, (epoch - phase_start) * steps + step,
-                              phase_epochs * steps, steps // 4 if polish else steps // 2)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_factor"]
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             batch = {k: v[idx] for k, v in cache.items()}
             loss, bits, distortion = batch_loss(model, eb, batch, labels[idx], kd, recipe,
@@ -232,6 +231,7 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             if not polish:  # dual ascent towards the target rate; fixed while polishing
                 log_lambda = min(lambda_high, max(lambda_low, log_lambda + recipe.dual_step
                                                   * math.log(max(bits, 1.0)

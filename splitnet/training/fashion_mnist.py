@@ -29,7 +29,7 @@ from tqdm import tqdm
 from splitnet.data.fashion_mnist import load_split
 from splitnet.model import SplitModel, create_model
 from splitnet.quantize import fake_quantize_unit_range
-from splitnet.training.common import distillation_loss, one_cycle_lr
+from splitnet.training.common import distillation_loss, one_cycle
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,8 @@ class Trainer:
         n = len(self.train_y)
         steps_per_epoch = math.ceil(n / recipe.batch_size)
         total = steps_per_epoch * recipe.backbone_epochs
+        schedule = one_cycle(optimizer, recipe.backbone_lr, total, steps_per_epoch,
+                             self.epoch * steps_per_epoch)
         while self.epoch < recipe.backbone_epochs:
             epoch = self.epoch
             gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
@@ -193,17 +195,14 @@ class Trainer:
                 index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
                 x = augment(self.train_x[index], gen).contiguous(
                     memory_format=torch.channels_last)
-                lr = one_cycle_lr(recipe.backbone_lr, epoch * steps_per_epoch + step, total,
-                                warmup=steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 loss = F.cross_entropy(model.backbone(x), self.train_y[index],
                                        label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-                bar.set_postfix(loss=running, lr=lr)
+                bar.set_postfix(loss=running, lr=schedule.get_last_lr()[0])
             self.epoch += 1
             record: dict[str, Any] = {"phase": "backbone", "epoch": self.epoch, "loss": running}
             if self.epoch % 5 == 0 or self.epoch == recipe.backbone_epochs:
@@ -246,6 +245,8 @@ class Trainer:
             optimizer.load_state_dict(self.optimizer_state)
         n, batch = len(self.train_y), 256
         steps = math.ceil(n / batch)
+        schedule = one_cycle(optimizer, recipe.head_lr, steps * recipe.exit_epochs, 0,
+                             self.epoch * steps)
         while self.epoch < recipe.exit_epochs:
             gen = torch.Generator().manual_seed(recipe.seed * 1000 + 100 + self.epoch)
             order = torch.randperm(n, generator=gen)
@@ -255,10 +256,6 @@ class Trainer:
                        disable=None)
             for step in bar:
                 index = order[step * batch:(step + 1) * batch]
-                lr = one_cycle_lr(recipe.head_lr, self.epoch * steps + step,
-                                steps * recipe.exit_epochs, warmup=0)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 loss = sum(
                     kd_loss(model.exit_head(p)(cache[f"features{p}"][index].float()),
                             cache["teacher"][index], self.train_y[index], recipe)
@@ -267,6 +264,7 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 bar.set_postfix(loss=loss.item())
             self.epoch += 1
             model.eval()
@@ -298,6 +296,8 @@ class Trainer:
             widths = bottleneck.widths
             n, batch = len(self.train_y), recipe.batch_size
             steps = math.ceil(n / batch)
+            schedule = one_cycle(optimizer, recipe.head_lr, steps * epochs, 0,
+                                 self.epoch * steps)
             while self.epoch < epochs:
                 gen = torch.Generator().manual_seed(recipe.seed * 1000 + 200 + 10 * point
                                                     + self.epoch)
@@ -309,10 +309,6 @@ class Trainer:
                 for step in bar:
                     index = order[step * batch:(step + 1) * batch]
                     target = features[index].float().contiguous(memory_format=torch.channels_last)
-                    lr = one_cycle_lr(recipe.head_lr, self.epoch * steps + step, steps * epochs,
-                                    warmup=0)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
                     # sandwich rule: widest, narrowest and one random width in between
                     middle = widths[1:-1]
                     pick = middle[int(torch.randint(len(middle), (1,), generator=gen))]
@@ -329,6 +325,7 @@ class Trainer:
                         loss.backward()
                         total_loss += loss.item()
                     optimizer.step()
+                    schedule.step()
                     bar.set_postfix(loss=total_loss / 3)
                 self.epoch += 1
                 self.history.append({"phase": f"bottleneck{point}", "epoch": self.epoch})
