@@ -176,10 +176,11 @@ class Int8Head(nn.Module):
 
     def latent(self, h: torch.Tensor) -> torch.Tensor:
         """The entropy bottleneck's latent: int8 encoder body, then its fp32 1x1 conv."""
-        if self.entropy_encoder is None or self._entropy_out is None:
+        encoder_out: nn.Module | None = self.__dict__["_entropy_out"]
+        if self.entropy_encoder is None or encoder_out is None:
             raise RuntimeError("this model has no entropy bottleneck")
         hidden = self.dequant(self.entropy_encoder(h))
-        out: torch.Tensor = self._entropy_out(hidden)
+        out: torch.Tensor = encoder_out(hidden)
         return out
 
     def to_float(self, h: torch.Tensor) -> torch.Tensor:
