@@ -81,7 +81,9 @@ def _count(items: Any) -> dict[str, int]:
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options. Long because: one declarative list of every option, each with
+    the help a user reads; splitting it would only scatter them."""
     parser = argparse.ArgumentParser(
         prog="python -m device_client",
         description="Run images through splitnet's device client: N evaluation images of "
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                              "holding the four Fashion-MNIST IDX files")
     parser.add_argument("--records", type=Path, default=None,
                         help="write one JSON line per input to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:
         try:
@@ -177,6 +184,21 @@ def main(argv: list[str] | None = None) -> int:
         except ServiceConfigError as error:
             parser.error(str(error))
         return run_service(service)
+    token = _check(parser, args)
+    try:
+        client = _client(args, token)
+        if args.camera is not None or args.video is not None:
+            return _stream(client, open_source(args.camera, args.video, args.loop), args)
+        inputs, labels, names = _inputs(args, client.model.spec.name)
+    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError,
+            ValueError, SourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return _classify(client, inputs, labels, names, args)
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """Refuse option combinations that cannot run (parser.error); returns the token."""
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_cert and not args.tls_ca):
         parser.error("--tls-cert and --tls-key go together, and with --tls-ca")
     try:
@@ -195,30 +217,26 @@ def main(argv: list[str] | None = None) -> int:
     if (args.camera is not None or args.video is not None) and args.images is not None:
         parser.error("--images is a third frame source; give one of --camera, --video, "
                      "--images")
-    checkpoint = args.checkpoint or checkpoint_for(args.model)
-    try:
-        fixed = Config.parse(args.fixed_config) if args.fixed_config else None
-        identity = (args.tls_cert, args.tls_key) if args.tls_cert else None
-        client = DeviceClient(checkpoint, args.edge,
-                              policy=PolicyOptions(args.policy, deadline_ms=args.deadline_ms,
-                                                   accuracy_floor=args.accuracy_floor,
-                                                   fixed_config=fixed),
-                              link=LinkOptions(token=token, tls_ca=args.tls_ca,
-                                               tls_identity=identity,
-                                               probe_interval_s=args.probe_interval_s,
-                                               load_feed=args.load_feed),
-                              device=DeviceOptions(battery=args.battery))
-        if args.camera is not None or args.video is not None:
-            source = open_source(args.camera, args.video, args.loop)
-        else:
-            source = None
-            inputs, labels, names = _inputs(args, client.model.spec.name)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError,
-            ValueError, SourceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if source is not None:
-        return _stream(client, source, args)
+    return token
+
+
+def _client(args: argparse.Namespace, token: str | None) -> DeviceClient:
+    fixed = Config.parse(args.fixed_config) if args.fixed_config else None
+    identity = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    return DeviceClient(args.checkpoint or checkpoint_for(args.model), args.edge,
+                        policy=PolicyOptions(args.policy, deadline_ms=args.deadline_ms,
+                                             accuracy_floor=args.accuracy_floor,
+                                             fixed_config=fixed),
+                        link=LinkOptions(token=token, tls_ca=args.tls_ca,
+                                         tls_identity=identity,
+                                         probe_interval_s=args.probe_interval_s,
+                                         load_feed=args.load_feed),
+                        device=DeviceOptions(battery=args.battery))
+
+
+def _classify(client: DeviceClient, inputs: Sequence[Frame], labels: Any,
+              names: tuple[str, ...], args: argparse.Namespace) -> int:
+    """Every input through the client, one JSON line each to --records; the summary."""
     client.warm_up()
     results: list[InferenceResult] = []
     skipped: list[str] = []
@@ -235,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 if records is not None:
                     record = result.record()
-                    record["class"] = names[result.label]
                     if isinstance(frame, Path):
                         record["file"] = str(frame)
                     elif labels is not None:

@@ -18,6 +18,7 @@ Settings come in three groups (``device_client.options``); the link's background
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -238,6 +239,11 @@ class DeviceClient:
         """
         return self.complete(self.begin(image, config))
 
+    async def infer_async(self, image: Frame, config: Config | None = None) -> InferenceResult:
+        """:meth:`infer` for an asyncio application: runs on a worker thread, so the
+        event loop goes on while the device computes and the edge answers."""
+        return await asyncio.to_thread(self.infer, image, config)
+
     def begin(self, image: Frame, config: Config | None = None,
               edge_lane_free: bool | None = None) -> PreparedInput:
         """The device's part of :meth:`infer`: decode, plan, run the head (or encode the
@@ -302,7 +308,8 @@ class DeviceClient:
             result.label, result.probabilities, config, result.where, latency,
             result.bytes_sent, result.bytes_received, energy, result.fallback,
             est.bandwidth_bps if self.link is not None else 0.0,  # 0: nothing estimated
-            est.battery_level, plan.latency_ms, overhead_ms, result.error)
+            est.battery_level, plan.latency_ms, overhead_ms, result.error
+        ).named(self.class_names)
 
     def infer_on_device(self, image: Frame) -> InferenceResult:
         """Classify one frame on the device only, the way this policy runs with no edge:
@@ -318,7 +325,7 @@ class DeviceClient:
         where = WHERE_EXIT if bool(head.exited[0]) else WHERE_LOCAL
         return replace(self._local_result(config, head.logits, device_ms, where,
                                           self.planner.plan_for(config, est)),
-                       fallback=True)
+                       fallback=True).named(self.class_names)
 
     def finish_on_device(self, prepared: PreparedInput, reason: str) -> InferenceResult:
         """Answer a frame whose offload step failed from what its device part holds."""
@@ -330,10 +337,10 @@ class DeviceClient:
             logits = prepared.finish()
         local_ms = (time.perf_counter() - started) * 1000
         failed = InferenceResult(
-            -1, (), prepared.plan.config, WHERE_LOCAL, LatencyBreakdown(prepared.device_ms), 0, 0,
-            self.power.energy_mj(prepared.device_ms), True, 0.0, 0.0, prepared.plan.latency_ms, 0.0,
-            reason)
-        return self._fallback(failed, logits, local_ms)
+            -1, (), prepared.plan.config, WHERE_LOCAL, LatencyBreakdown(prepared.device_ms),
+            0, 0, self.power.energy_mj(prepared.device_ms), True, 0.0, 0.0,
+            prepared.plan.latency_ms, 0.0, reason)
+        return self._fallback(failed, logits, local_ms).named(self.class_names)
 
     def _local_config(self, est: Estimates) -> Config:
         """What this policy runs with no edge (int8 and an exit when the policy uses them)."""

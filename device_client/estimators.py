@@ -317,9 +317,9 @@ class SendOverheadEstimator:
     client overhead (a result's time outside the model and the network); the cost of
     sending is the difference from LOCAL's. On an emulated Pi Zero 2 a split input spent
     15-20 ms there against 1.7 ms for a local one, which a planner that priced only the
-    model and the network never saw. (That figure also held the encoding, which is now
-    timed with the head, as the card times it: counted here too, it was paid twice, and a
-    Pi Zero 2's offload of a 28 × 28 PNG was priced 85-91 ms where it took 60.)
+    model and the network never saw. The encoding is not in it: it is timed with the
+    head, as the card times it (counted in both, a Pi Zero 2's offload of a 28 × 28 PNG
+    was priced 85-91 ms where it took 60).
     """
 
     def __init__(self, window: int = tuning.SEND_OVERHEAD_WINDOW) -> None:

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from device_client.client import DeviceClient, Frame, InferenceResult, PreparedInput
+from device_client.client import DeviceClient, PreparedInput
+from device_client.results import Frame, InferenceResult, failed_result
 from device_client.sources import FrameSource, SourceError
 from splitnet import faults
 from splitnet.supervision import Stopped, Supervisor
@@ -124,15 +125,6 @@ class PipelineError(RuntimeError):
     """A stage of the pipeline stalled, or results could not be delivered."""
 
 
-def failed_result(config: Any, error: BaseException) -> InferenceResult:
-    """The result of a frame nothing could classify: label −1 and the reason, so that every
-    frame taken is still answered."""
-    from device_client.client import LatencyBreakdown
-
-    return InferenceResult(-1, (), config, "none", LatencyBreakdown(), 0, 0, 0.0, True, 0.0,
-                           0.0, 0.0, 0.0, f"{type(error).__name__}: {error}")
-
-
 def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None = None,
                on_result: Callable[[StreamResult], None] | None = None,
                stop: threading.Event | None = None, stall_s: float = STALL_S,
@@ -148,110 +140,113 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
     ``stats.source_error`` or ``stats.failure`` set: a service exits non-zero on them.
     ``progress(t)`` is called about every 0.1 s with the oldest stage's latest beat
     (monotonic s): a watchdog feeds on it."""
-    client.planner.frame_rate_hz = source.fps
-    stats = StreamStats(source.fps, seconds or 0.0)
-    slot = _NewestSlot()
-    handoff: queue.Queue[tuple[int, PreparedInput, float] | None] = queue.Queue(maxsize=1)
-    lock = threading.Lock()
-    stop = stop or threading.Event()
-    started = time.perf_counter()
-    failure: list[str] = []
-    at_edge = 0  # frames handed to the edge thread and not yet answered (under lock)
-    emitting = threading.Lock()
+    return _Pipeline(client, source, seconds, on_result, stop or threading.Event()).run(
+        stall_s, progress)
 
-    def fatal(name: str, reason: str) -> None:
-        failure.append(f"{name} {reason}")
-        stop.set()
-        slot.close()
 
-    supervisor = Supervisor(fatal, max_restarts=0)
-    frames = iter(source.frames(stop))
-    index = 0
+class _Pipeline:
+    """One stream's three stages and what they share (see ``run_stream``)."""
 
-    def camera(beat: Callable[[], None]) -> None:
-        nonlocal index
+    def __init__(self, client: DeviceClient, source: FrameSource, seconds: float | None,
+                 on_result: Callable[[StreamResult], None] | None,
+                 stop: threading.Event) -> None:
+        client.planner.frame_rate_hz = source.fps
+        self.client, self.seconds, self.on_result, self.stop = client, seconds, on_result, stop
+        self.stats = StreamStats(source.fps, seconds or 0.0)
+        self.slot = _NewestSlot()
+        self.handoff: queue.Queue[tuple[int, PreparedInput, float] | None] = \
+            queue.Queue(maxsize=1)
+        self.lock = threading.Lock()
+        self.emitting = threading.Lock()
+        self.failure: list[str] = []
+        self.at_edge = 0  # frames handed to the edge stage and not yet answered (under lock)
+        self.frames = iter(source.frames(stop))
+        self.index = 0
+        self.started = time.perf_counter()
+
+    def run(self, stall_s: float, progress: Callable[[float], None] | None) -> StreamStats:
+        supervisor = Supervisor(self.fatal, max_restarts=0)
+        for name, body in (("camera", self.camera), ("head stage", self.head),
+                           ("edge stage", self.edge)):
+            supervisor.start(name, body, stall_s)
+        while not self.failure and not all(loop.finished
+                                           for loop in supervisor.loops.values()):
+            if progress is not None:
+                progress(supervisor.last_progress())
+            time.sleep(0.1)
+        supervisor.stop_event.set()
+        stats = self.stats
+        stats.dropped = self.slot.dropped
+        stats.seconds = time.perf_counter() - self.started
+        if self.failure:
+            stats.failure = self.failure[0]
+        return stats
+
+    def fatal(self, name: str, reason: str) -> None:
+        self.failure.append(f"{name} {reason}")
+        self.stop.set()
+        self.slot.close()
+
+    # ---------------------------------------------------------------- stages
+    def camera(self, beat: Callable[[], None]) -> None:
+        """One frame from the source into the newest-frame slot."""
         try:
             faults.point("device.camera")
-            frame = next(frames)
+            frame = next(self.frames)
         except StopIteration:
-            slot.close()
+            self.slot.close()
             raise Stopped from None
         except Exception as error:  # noqa: BLE001 - any camera failure ends the stream
-            stats.source_error = f"{type(error).__name__}: {error}" \
-                if not isinstance(error, SourceError) else str(error)
-            slot.close()
+            self.stats.source_error = str(error) if isinstance(error, SourceError) \
+                else f"{type(error).__name__}: {error}"
+            self.slot.close()
             raise Stopped from None
         now = time.perf_counter()
-        if (seconds is not None and now - started >= seconds) or stop.is_set():
-            slot.close()
+        if (self.seconds is not None and now - self.started >= self.seconds) \
+                or self.stop.is_set():
+            self.slot.close()
             raise Stopped
-        slot.put((index, frame, now))
-        index += 1
-        stats.captured = index
+        self.slot.put((self.index, frame, now))
+        self.index += 1
+        self.stats.captured = self.index
 
-    def answer(index: int, result: InferenceResult, captured: float) -> None:
-        done = StreamResult(index, result, (time.perf_counter() - captured) * 1000)
-        with lock:
-            stats.answered += 1
-            stats.latencies_ms.append(done.latency_ms)
-        if on_result is not None:
-            with emitting:
-                try:
-                    faults.point("device.sink")
-                    on_result(done)
-                except Exception as error:  # noqa: BLE001 - results cannot be delivered
-                    fatal("result sink", f"failed: {type(error).__name__}: {error}")
-                    raise Stopped from None
-
-    def locally(frame: Frame, error: BaseException) -> InferenceResult:
-        """A frame whose pipeline step raised: the whole network on the device."""
-        try:
-            return client.infer_on_device(frame)
-        except Exception as second:  # noqa: BLE001 - still answered, with the reason
-            return failed_result(None, second)
-
-    def head(beat: Callable[[], None]) -> None:
-        nonlocal at_edge
-        item = slot.take(timeout=0.5)
+    def head(self, beat: Callable[[], None]) -> None:
+        """The newest frame's device part; answered here if it needs no edge."""
+        item = self.slot.take(timeout=0.5)
         if item is _NewestSlot.EMPTY:
             return
         if item is None:
-            _put(handoff, None, beat, lambda: False)
+            _put(self.handoff, None, beat, lambda: False)
             raise Stopped
         index, frame, captured = item
-        with lock:
-            edge_lane_free = at_edge == 0
+        with self.lock:
+            edge_lane_free = self.at_edge == 0
         try:
             faults.point("device.head")
-            prepared = client.begin(frame, edge_lane_free=edge_lane_free)
+            prepared = self.client.begin(frame, edge_lane_free=edge_lane_free)
         except Exception as error:  # noqa: BLE001 - the frame is still answered
             logging.getLogger(__name__).warning("frame %d: device part failed (%r); "
                                                 "finished on the device", index, error)
-            answer(index, locally(frame, error), captured)
+            self.answer(index, self.on_device(frame), captured)
             return
         if not prepared.plan.sustainable:
-            stats.unsustainable_plans += 1
+            self.stats.unsustainable_plans += 1
         if prepared.result is not None:  # finished on the device: nothing to wait for
-            answer(index, client.complete(prepared), captured)
+            self.answer(index, self.client.complete(prepared), captured)
             return
-        with lock:
-            at_edge += 1
-        if not _put(handoff, (index, prepared, captured), beat, lambda: bool(failure)):
-            with lock:
-                at_edge -= 1
-            answer(index, finish_held(prepared, PipelineError("the edge stage stopped")),
-                   captured)
+        with self.lock:
+            self.at_edge += 1
+        if not _put(self.handoff, (index, prepared, captured), beat,
+                    lambda: bool(self.failure)):
+            with self.lock:
+                self.at_edge -= 1
+            self.answer(index, self.finish_held(prepared, "the edge stage stopped"),
+                        captured)
 
-    def finish_held(prepared: PreparedInput, error: BaseException) -> InferenceResult:
+    def edge(self, beat: Callable[[], None]) -> None:
+        """A frame's offload (or its fallback on the device)."""
         try:
-            return client.finish_on_device(prepared, str(error))
-        except Exception as second:  # noqa: BLE001 - still answered, with the reason
-            return failed_result(prepared.plan.config, second)
-
-    def edge(beat: Callable[[], None]) -> None:
-        nonlocal at_edge
-        try:
-            item = handoff.get(timeout=0.5)
+            item = self.handoff.get(timeout=0.5)
         except queue.Empty:
             return
         if item is None:
@@ -259,27 +254,43 @@ def run_stream(client: DeviceClient, source: FrameSource, seconds: float | None 
         index, prepared, captured = item
         try:
             faults.point("device.edge")
-            result = client.complete(prepared)
+            result = self.client.complete(prepared)
         except Exception as error:  # noqa: BLE001 - the frame is still answered
             logging.getLogger(__name__).warning("frame %d: offload step failed (%r); "
                                                 "finished on the device", index, error)
-            result = finish_held(prepared, error)
-        with lock:
-            at_edge -= 1
-        answer(index, result, captured)
+            result = self.finish_held(prepared, repr(error))
+        with self.lock:
+            self.at_edge -= 1
+        self.answer(index, result, captured)
 
-    for name, body in (("camera", camera), ("head stage", head), ("edge stage", edge)):
-        supervisor.start(name, body, stall_s)
-    while not failure and not all(loop.finished for loop in supervisor.loops.values()):
-        if progress is not None:
-            progress(supervisor.last_progress())
-        time.sleep(0.1)
-    supervisor.stop_event.set()
-    stats.dropped = slot.dropped
-    stats.seconds = time.perf_counter() - started
-    if failure:
-        stats.failure = failure[0]
-    return stats
+    # ---------------------------------------------------------------- answers
+    def answer(self, index: int, result: InferenceResult, captured: float) -> None:
+        done = StreamResult(index, result, (time.perf_counter() - captured) * 1000)
+        with self.lock:
+            self.stats.answered += 1
+            self.stats.latencies_ms.append(done.latency_ms)
+        if self.on_result is None:
+            return
+        with self.emitting:
+            try:
+                faults.point("device.sink")
+                self.on_result(done)
+            except Exception as error:  # noqa: BLE001 - results cannot be delivered
+                self.fatal("result sink", f"failed: {type(error).__name__}: {error}")
+                raise Stopped from None
+
+    def on_device(self, frame: Frame) -> InferenceResult:
+        """A frame whose device part raised: the whole network on the device."""
+        try:
+            return self.client.infer_on_device(frame)
+        except Exception as error:  # noqa: BLE001 - still answered, with the reason
+            return failed_result(None, error)
+
+    def finish_held(self, prepared: PreparedInput, reason: str) -> InferenceResult:
+        try:
+            return self.client.finish_on_device(prepared, reason)
+        except Exception as error:  # noqa: BLE001 - still answered, with the reason
+            return failed_result(prepared.plan.config, error)
 
 
 def _put(handoff: queue.Queue[Any], item: Any, beat: Callable[[], None],

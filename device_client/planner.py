@@ -113,6 +113,10 @@ def battery_weight(level: float) -> float:
     return float(np.clip((BATTERY_SAVING_START - level) / span, 0.0, 1.0))
 
 
+# (config, device ms, exit fraction, payload bytes, tail MMAC, accuracy, its sampling margin)
+_Row = tuple[Config, float, float, float, float, float, float]
+
+
 class Candidates:
     """Every choice the card describes, as parallel arrays.
 
@@ -126,85 +130,101 @@ class Candidates:
 
     def __init__(self, card: ModelCard) -> None:
         full = card.full
-        self.device_ms_per_mmac = device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
-        self.int8_speedup = int8_speedup = (full.latency_ms / full.int8_latency_ms
-                                            if full.int8_latency_ms else 1.0)
-        full_mmacs = full.macs / 1e6
-        exits = {e.exit_point: e for e in card.exits}
-        thresholds: list[float | None] = [None, *card.exit_thresholds]
-        raw_rows = {c.split: c for c in card.configs if c.raw}
-        rows: list[tuple[Config, float, float, float, float, float, float]] = []
+        self.card = card
+        self.device_ms_per_mmac = full.latency_ms / (full.macs / 1e6)
+        self.int8_speedup = (full.latency_ms / full.int8_latency_ms
+                             if full.int8_latency_ms else 1.0)
+        self.exits = {e.exit_point: e for e in card.exits}
+        self.thresholds: list[float | None] = [None, *card.exit_thresholds]
+        self.raw_rows = {c.split: c for c in card.configs if c.raw}
         # profiled device ms of an input that stops at the config's exit: the backbone up to
         # the exit point, then the exit head (what a device learns its speed from then)
         self.exit_path_ms: dict[Config, float] = {}
+        rows = [*self._split_rows(), *self._local_rows(), *self._offload_rows()]
+        self.default_offload = Config.offload_input(default_offload_codec(card))
+        self._arrays(rows)
 
-        def to_point_ms(point: int, int8: bool, otherwise: float) -> float:
-            """The backbone up to ``point``: the whole network's measured time scaled by
-            the MACs to that point (the raw split there has exactly those head MACs), or
-            ``otherwise`` (the measured head of a config that reaches past the point),
-            whichever is less. Not the raw split's measured head: that also encodes its
-            large payload, which an input that exits never does (on the camera model, 13
-            of its 17 int8 ms)."""
-            raw = raw_rows.get(point)
-            whole = full.int8_latency_ms if int8 else full.latency_ms
-            if raw is None or not whole or not full.macs:
-                return otherwise
-            return min(otherwise, whole * raw.head_macs / full.macs)
+    def _to_point_ms(self, point: int, int8: bool, otherwise: float) -> float:
+        """The backbone up to ``point``: the whole network's measured time scaled by the MACs
+        to that point (the raw split there has exactly those head MACs), or ``otherwise``
+        (the measured head of a config that reaches past the point), whichever is less. Not
+        the raw split's measured head: that also encodes its large payload, which an input
+        that exits never does (on the camera model, 13 of its 17 int8 ms)."""
+        full = self.card.full
+        raw = self.raw_rows.get(point)
+        whole = full.int8_latency_ms if int8 else full.latency_ms
+        if raw is None or not whole or not full.macs:
+            return otherwise
+        return min(otherwise, whole * raw.head_macs / full.macs)
 
-        def exit_terms(point: int | None, threshold: float | None,
-                       int8: bool) -> tuple[float, float, float]:
-            """Exit fraction, exit head ms, and the sampling margin on the accuracy."""
-            if point is None or threshold is None:
-                return 0.0, 0.0, 0.0
-            row = next(t for t in exits[point].thresholds if t.threshold == threshold)
-            exit_ms = exits[point].macs / 1e6 * device_ms_per_mmac
-            margin = row.sampling_margin(card.images) or 0.0
-            return row.exit_fraction, exit_ms / int8_speedup if int8 else exit_ms, margin
+    def _exit_terms(self, point: int | None, threshold: float | None,
+                    int8: bool) -> tuple[float, float, float]:
+        """Exit fraction, exit head ms, and the sampling margin on the accuracy."""
+        if point is None or threshold is None:
+            return 0.0, 0.0, 0.0
+        row = next(t for t in self.exits[point].thresholds if t.threshold == threshold)
+        exit_ms = self.exits[point].macs / 1e6 * self.device_ms_per_mmac
+        margin = row.sampling_margin(self.card.images) or 0.0
+        return row.exit_fraction, exit_ms / self.int8_speedup if int8 else exit_ms, margin
 
-        deepest_exit = max(exits) if exits else None
-        for c in card.configs:
+    def _split_rows(self) -> list[_Row]:
+        """Every split config of the card, fp32 and int8, with and without each exit."""
+        rows: list[_Row] = []
+        for c in self.card.configs:
             config = Config.parse(c.config)
-            point = max((p for p in exits if p <= c.split), default=None)
+            point = max((p for p in self.exits if p <= c.split), default=None)
             variants = [(False, c.head_latency_ms or 0.0, 0.0)]
             if c.int8_accuracy is not None and c.int8_head_latency_ms:
                 variants.append((True, c.int8_head_latency_ms, c.int8_accuracy - c.accuracy))
             for int8, device_ms, int8_shift in variants:
-                for t in thresholds:
+                for t in self.thresholds:
                     if t is not None and point is None:
                         continue
-                    fraction, exit_ms, margin = exit_terms(point, t, int8)
+                    fraction, exit_ms, margin = self._exit_terms(point, t, int8)
                     accuracy = c.accuracy if t is None else c.accuracy_with_exit[f"{t:g}"]
                     candidate = config.with_int8(int8).with_exit(t)
                     rows.append((candidate, device_ms + exit_ms, fraction, c.mean_bytes,
                                  c.tail_macs / 1e6, accuracy + int8_shift, margin))
                     if t is not None and point is not None:
-                        self.exit_path_ms[candidate] = to_point_ms(point, int8, device_ms) \
-                            + exit_ms
-        local_variants = [(False, full.latency_ms, full.accuracy)]
+                        self.exit_path_ms[candidate] = \
+                            self._to_point_ms(point, int8, device_ms) + exit_ms
+        return rows
+
+    def _local_rows(self) -> list[_Row]:
+        """LOCAL, fp32 and int8, with and without each threshold of the deepest exit."""
+        full, rows = self.card.full, []
+        deepest_exit = max(self.exits) if self.exits else None
+        variants = [(False, full.latency_ms, full.accuracy)]
         if full.int8_accuracy is not None and full.int8_latency_ms:
-            local_variants.append((True, full.int8_latency_ms, full.int8_accuracy))
-        for int8, whole_ms, whole_accuracy in local_variants:
-            for t in thresholds:
+            variants.append((True, full.int8_latency_ms, full.int8_accuracy))
+        for int8, whole_ms, whole_accuracy in variants:
+            for t in self.thresholds:
                 if t is not None and deepest_exit is None:
                     continue
-                fraction, exit_ms, margin = exit_terms(deepest_exit, t, int8)
+                fraction, exit_ms, margin = self._exit_terms(deepest_exit, t, int8)
                 accuracy, to_exit_ms = whole_accuracy, 0.0
                 if t is not None and deepest_exit is not None:
-                    accuracy = next(r.overall_accuracy for r in exits[deepest_exit].thresholds
+                    accuracy = next(r.overall_accuracy
+                                    for r in self.exits[deepest_exit].thresholds
                                     if r.threshold == t) + whole_accuracy - full.accuracy
                     # exited inputs stop after the exit; the rest run the whole network
-                    to_exit_ms = to_point_ms(deepest_exit, int8, whole_ms)
+                    to_exit_ms = self._to_point_ms(deepest_exit, int8, whole_ms)
                     self.exit_path_ms[LOCAL.with_int8(int8).with_exit(t)] = \
                         to_exit_ms + exit_ms
                 device_ms = fraction * to_exit_ms + (1 - fraction) * whole_ms + exit_ms
                 rows.append((LOCAL.with_int8(int8).with_exit(t), device_ms, 1.0, 0.0, 0.0,
                              accuracy, margin))
-        for codec_row in card.input_codecs:
-            rows.append((Config.offload_input(codec_row.codec),
-                         codec_row.encode_ms if codec_row.encode_ms is not None else 0.5,
-                         0.0, codec_row.mean_bytes, full_mmacs, codec_row.accuracy, 0.0))
-        self.default_offload = Config.offload_input(default_offload_codec(card))
+        return rows
 
+    def _offload_rows(self) -> list[_Row]:
+        """OFFLOAD_INPUT with each input codec the card measured."""
+        full_mmacs = self.card.full.macs / 1e6
+        return [(Config.offload_input(row.codec),
+                 row.encode_ms if row.encode_ms is not None else 0.5, 0.0, row.mean_bytes,
+                 full_mmacs, row.accuracy, 0.0) for row in self.card.input_codecs]
+
+    def _arrays(self, rows: list[_Row]) -> None:
+        """The rows as the parallel arrays the planner vectorises over."""
         self.configs = [r[0] for r in rows]
         self.index = {c: i for i, c in enumerate(self.configs)}
         self.by_base: dict[Config, list[int]] = {}  # config without exit ─► its candidates
@@ -226,11 +246,12 @@ class Candidates:
                                     for c in self.configs])
         self.has_exit = np.array([c.exit_threshold is not None for c in self.configs])
         self.is_int8 = np.array([c.int8 for c in self.configs])
-        self.full_accuracy = float(full.accuracy)
+        self.full_accuracy = float(self.card.full.accuracy)
         # fixed per candidate, so not recomputed for every plan (one is made per frame)
         self.packets = np.ceil((self.payload_bytes + WIRE_OVERHEAD_BYTES) / MTU_BYTES)
         self.sent_share = np.where(self.is_local, 0.0, 1 - self.exit_fraction)
-        self.tail_ms_per_mmac = device_ms_per_mmac / np.where(self.is_int8, int8_speedup, 1.0)
+        self.tail_ms_per_mmac = self.device_ms_per_mmac / np.where(self.is_int8,
+                                                                   self.int8_speedup, 1.0)
 
 
 class Planner:
@@ -249,47 +270,51 @@ class Planner:
         self.deadline_ms = deadline_ms
         self.power = power
         self.frame_rate_hz: float | None = None  # set by a frame pipeline
-        # `allowed`: what the policy may choose while the edge answers; `local_only`: what
-        # it runs when the edge does not (see PEERS and PAPER_VARIANTS).
+        if policy.removesuffix("-paper") == "edgent" and self.deadline_ms is None:
+            self.deadline_ms = DEFAULT_EDGENT_DEADLINE_MS
+        allowed, local_only = self._choices(policy, fixed_config)
+        self.allowed = allowed
+        self.local_only = local_only
+
+    def _choices(self, policy: str, fixed_config: Config | None) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+        """(allowed, local_only): what ``policy`` may choose while the edge answers, and
+        what it runs when the edge does not (see PEERS and PAPER_VARIANTS)."""
+        cands = self.candidates
         fp32 = ~cands.is_int8
         plain_local = cands.is_local & ~cands.has_exit
         default_offload = np.array([c == cands.default_offload for c in cands.configs])
-        best_local = cands.is_local  # the device's best network: int8, with its exit
         paper = policy.endswith("-paper")
         peer = policy.removesuffix("-paper")
-        local_only = plain_local & fp32 if paper else best_local
+        # the device's best network (int8, with its exit), or the paper's plain fp32 one
+        local_only = plain_local & fp32 if paper else cands.is_local
         if peer == "local":
-            allowed = local_only = plain_local
-        elif peer == "local-exit":  # BranchyNet as deployed: the best device-only exit net
-            allowed = local_only = cands.is_local
-        elif peer == "offload-input":
-            allowed = default_offload
-        elif peer == "neurosurgeon":  # best partition by latency; no bottleneck
+            return plain_local, plain_local
+        if peer == "local-exit":  # BranchyNet as deployed: the best device-only exit net
+            return cands.is_local, cands.is_local
+        if peer == "offload-input":
+            return default_offload, local_only
+        if peer == "neurosurgeon":  # best partition by latency; no bottleneck
             allowed = cands.is_raw | cands.is_local | default_offload
-            if paper:  # no exit, fp32
-                allowed = allowed & fp32 & ~cands.has_exit
-        elif peer == "edgent":  # raw split + exit, best accuracy under the deadline
+            return (allowed & fp32 & ~cands.has_exit if paper else allowed), local_only
+        if peer == "edgent":  # raw split + exit, best accuracy under the deadline
             allowed = cands.is_raw | cands.is_local
-            if paper:
-                allowed, local_only = allowed & fp32, cands.is_local & fp32
-            if self.deadline_ms is None:
-                self.deadline_ms = DEFAULT_EDGENT_DEADLINE_MS
-        elif peer == "fixed":
+            return (allowed & fp32, cands.is_local & fp32) if paper else (allowed, local_only)
+        if peer == "fixed":
             fixed = fixed_config or self.default_fixed_config()
             if fixed not in cands.index:
                 raise ValueError(f"fixed config {fixed} is not in the model card")
             self.fixed_config = fixed
-            allowed = np.array([c.without_exit().with_int8(False) == fixed
-                                for c in cands.configs])
+            allowed = np.zeros(len(cands.configs), dtype=bool)
             if paper:  # the config as chosen: fp32 head, no exit
-                allowed = np.zeros(len(cands.configs), dtype=bool)
                 allowed[cands.index[fixed]] = True
-        elif policy == "adaptive-v0":
-            allowed = ~cands.is_entropy_coded
-        else:
-            allowed = np.ones(len(cands.configs), dtype=bool)
-        self.allowed = allowed
-        self.local_only = local_only
+            else:
+                allowed = np.array([c.without_exit().with_int8(False) == fixed
+                                    for c in cands.configs])
+            return allowed, local_only
+        if policy == "adaptive-v0":
+            return ~cands.is_entropy_coded, local_only
+        return np.ones(len(cands.configs), dtype=bool), local_only
 
     @property
     def may_offload(self) -> bool:

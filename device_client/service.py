@@ -237,8 +237,12 @@ def _run_folder(client: Any, config: ServiceConfig, stop: threading.Event,
                 emit: Callable[[dict[str, Any]], None], progress: Progress) -> int:
     """Image files from a folder, one at a time, at most rate_hz per second, on a
     supervised thread (a file whose classification raises is answered with the error; a
-    stalled round or results that cannot be written stop the service)."""
-    from device_client.pipeline import STALL_S, failed_result
+    stalled round or results that cannot be written stop the service).
+
+    Long because: the folder's round is a closure over its pacing and counters, which the
+    supervisor runs."""
+    from device_client.pipeline import STALL_S
+    from device_client.results import failed_result
 
     assert config.images is not None
     counts = {"started": 0, "answered": 0, "skipped": 0}

@@ -18,8 +18,8 @@ MIN_SAMPLE_BYTES = 1500  # one MTU: a smaller transfer times the link's latency,
 SETTLE_SAMPLES = 3  # samples before the estimate counts as settled; scored traces
 SETTLE_PROBE_S = 0.2  # probe spacing until settled; by reasoning (a few probes at start-up)
 # the window is "unsettled" (the link changed) when its samples lie this far apart, and an
-# idle device then probes at this fraction of its probe interval; scored traces (probe study,
-# and the ATT / Pi Zero 2 cells of the grid at 121a655's predecessor)
+# idle device then probes at this fraction of its probe interval; scored traces (the probe
+# study, and the ATT / Pi Zero 2 cells of an earlier grid)
 UNSETTLED_SPREAD = 2.0
 UNSETTLED_PROBE_FRACTION = 0.2
 PROBE_INTERVAL_S = 5.0  # idle probing; by its data cost (README: "Probing")

@@ -26,7 +26,10 @@ from splitnet.zoo import checkpoint_for, list_zoo
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, float]:
-    """Server options and the shutdown grace period, from the command line."""
+    """Server options and the shutdown grace period, from the command line.
+
+    Long because: one declarative list of the server's options, each with its help, then
+    their checks."""
     parser = argparse.ArgumentParser(
         prog="python -m edge_server",
         description="Serve splitnet models over gRPC (splitnet.v1.EdgeInference): the tail of "

@@ -69,6 +69,8 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because: one declarative list of the commands and their options, each with its
+    help."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments",
         description="Replay real cellular uplink traces against emulated Raspberry Pis and "

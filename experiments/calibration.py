@@ -94,9 +94,9 @@ def quantized(net: Any) -> Any:
 def least_cpu_ms(net: Any, repeats: int = 30) -> float:
     """The least CPU ms (this thread's) of one forward pass of ``net`` on a 224 px frame,
     one thread, batch 1: the same measure device work is priced by (``LeastCpu``), so that
-    the anchor and the work compare like with like. A median of wall times, used before,
-    rose with whatever else ran: two calibrations of this host, minutes apart, gave 9.3
-    and 12.8 ms for the int8 network."""
+    the anchor and the work compare like with like. A median of wall times rises with
+    whatever else runs: two such calibrations of one host, minutes apart, gave 9.3 and
+    12.8 ms for the int8 network."""
     import torch
 
     x = torch.rand(1, 3, 224, 224)

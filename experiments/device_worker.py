@@ -76,6 +76,8 @@ _MODELS: dict[Path | None, Any] = {}  # a served worker's loaded checkpoints
 
 
 def run_job(argv: list[str]) -> int:
+    """Long because: one declarative list of the worker's arguments, then the job's steps in
+    order."""
     parser = argparse.ArgumentParser(prog="python -m experiments.device_worker")
     parser.add_argument("--edge", required=True)
     parser.add_argument("--policy", required=True)

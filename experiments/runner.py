@@ -194,133 +194,170 @@ def run_policy(scenario: Scenario, policy: str, edge_port: int, checkpoint: Path
     (fps, seconds): frame-stream mode instead of the camera clock. ``pool``: served
     workers to run on (a process each otherwise).
     """
-    trace = Trace.load(scenario.trace, scenario.scale)
-    profile = PROFILES[scenario.device]
-    calibration = calibrate(profile)
-    collector: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
-    address = f"ipc://{tempfile.gettempdir()}/splitnet-records-{os.getpid()}-{policy}"
-    collector.bind(address)
-    links: list[Any] = [kernel_link] if kernel_link else [
-        UserspaceLink(trace, edge_port, scenario.one_way_delay_ms, scenario.loss,
-                      scenario.trace_start_s, seed=scenario.seed + k)
-        for k in range(scenario.devices)]
-    counters_before = [(link.bytes_up, link.bytes_down) if kernel_link else (0, 0)
-                       for link in links]
-    processes: list[subprocess.Popen[str]] = []  # one-shot workers
-    served = pool.get(len(links)) if pool is not None and kernel_link is None else []
-    records: list[dict[str, Any]] = []
-    expected = scenario.devices * (int(stream[0] * stream[1]) if stream else scenario.images)
-    run_s = stream[1] if stream else scenario.images / scenario.rate_hz
-    started = time.monotonic()
-    emulation = describe(profile, calibration)
+    run = _PolicyRun(scenario, policy, edge_port, checkpoint, kernel_link, schedule, stream)
     try:
-        t0 = time.monotonic() + STARTUP_GRACE_S  # provisional: until every device is ready
-        for k, link in enumerate(links):
+        processes, served = run.launch(pool)
+        t0 = _start_together(processes, [w.process for w in served], run.collector,
+                             run.poller)
+        for link in run.links:
+            link.started_at = t0  # the trace clock starts with frame 0
+        run.collect(t0, processes + [w.process for w in served], show_progress)
+        run.report_failures(processes, served)
+    finally:
+        run.close()
+    with _RECORDS_LOCK, records_path.open("a") as f:
+        for record in run.records:
+            f.write(json.dumps(record) + "\n")
+    return run.result()
+
+
+class _PolicyRun:
+    """The pieces of one ``run_policy``: links, device workers, the records' collector."""
+
+    def __init__(self, scenario: Scenario, policy: str, edge_port: int, checkpoint: Path,
+                 kernel_link: KernelLink | None, schedule: Path | None,
+                 stream: tuple[float, float] | None) -> None:
+        self.scenario, self.policy, self.edge_port = scenario, policy, edge_port
+        self.checkpoint, self.kernel_link = checkpoint, kernel_link
+        self.schedule, self.stream = schedule, stream
+        trace = Trace.load(scenario.trace, scenario.scale)
+        profile = PROFILES[scenario.device]
+        self.calibration = calibrate(profile)
+        self.emulation = describe(profile, self.calibration)
+        self.collector: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
+        self.address = f"ipc://{tempfile.gettempdir()}/splitnet-records-{os.getpid()}-{policy}"
+        self.collector.bind(self.address)
+        self.poller = zmq.Poller()
+        self.poller.register(self.collector, zmq.POLLIN)
+        self.links: list[Any] = [kernel_link] if kernel_link else [
+            UserspaceLink(trace, edge_port, scenario.one_way_delay_ms, scenario.loss,
+                          scenario.trace_start_s, seed=scenario.seed + k)
+            for k in range(scenario.devices)]
+        self.counters_before = [(link.bytes_up, link.bytes_down) if kernel_link else (0, 0)
+                                for link in self.links]
+        self.processes: list[subprocess.Popen[str]] = []
+        self.records: list[dict[str, Any]] = []
+        self.streams: list[dict[str, Any]] = []
+        self.expected = scenario.devices * (int(stream[0] * stream[1]) if stream
+                                            else scenario.images)
+        self.run_s = stream[1] if stream else scenario.images / scenario.rate_hz
+        self.started = time.monotonic()
+
+    def job(self, k: int, edge_address: str) -> list[str]:
+        """Device ``k``'s arguments for experiments.device_worker."""
+        sc, calibration, stream = self.scenario, self.calibration, self.stream
+        return [
+            "--edge", edge_address, "--policy", self.policy, "--records", self.address,
+            "--device-id", str(k), "--device", sc.device,
+            "--start", str(sc.first_image + k * sc.images), "--count", str(sc.images),
+            "--rate-hz", str(sc.rate_hz), "--battery", str(sc.battery),
+            "--deadline-ms", str(sc.deadline_ms), "--accuracy-floor", str(sc.accuracy_floor),
+            "--fixed-config", sc.fixed_config, "--checkpoint", str(self.checkpoint),
+            "--fp32-factor", str(calibration.fp32_factor),
+            "--int8-factor", str(calibration.int8_factor),
+            *(("--schedule", str(self.schedule)) if self.schedule is not None else ()),
+            *(("--stream-fps", str(stream[0]), "--stream-seconds", str(stream[1]))
+              if stream else ()),
+            *(("--busy", *map(str, sc.busy)) if sc.busy else ())]
+
+    def launch(self, pool: WorkerPool | None) -> tuple[list[subprocess.Popen[str]],
+                                                        list[DeviceWorker]]:
+        """Start every device's link and its job: on the pool's served workers, or on a
+        worker process each (the kernel link runs them inside the device namespace)."""
+        served = pool.get(len(self.links)) if pool is not None and not self.kernel_link \
+            else []
+        provisional_t0 = time.monotonic() + STARTUP_GRACE_S  # until every device is ready
+        for k, link in enumerate(self.links):
             prefix: list[str] = []
-            if kernel_link is None:
+            if self.kernel_link is None:
                 link.start()
                 edge_address = f"127.0.0.1:{link.port}"
             else:
-                prefix = kernel_link.exec_prefix("device")
-                edge_address = f"{kernel_link.edge_ip}:{edge_port}"
-                emulation["link_not_emulated"] = kernel_link.not_emulated
-            link.started_at = t0
-            job = [
-                "--edge", edge_address,
-                "--policy", policy, "--records", address, "--device-id", str(k),
-                "--device", scenario.device,
-                "--start", str(scenario.first_image + k * scenario.images),
-                "--count", str(scenario.images), "--rate-hz", str(scenario.rate_hz),
-                "--battery", str(scenario.battery),
-                "--deadline-ms", str(scenario.deadline_ms),
-                "--accuracy-floor", str(scenario.accuracy_floor),
-                "--fixed-config", scenario.fixed_config, "--checkpoint", str(checkpoint),
-                "--fp32-factor", str(calibration.fp32_factor),
-                "--int8-factor", str(calibration.int8_factor),
-                *(("--schedule", str(schedule)) if schedule is not None else ()),
-                *(("--stream-fps", str(stream[0]), "--stream-seconds", str(stream[1]))
-                  if stream else ()),
-                *(("--busy", *map(str, scenario.busy)) if scenario.busy else ())]
+                prefix = self.kernel_link.exec_prefix("device")
+                edge_address = f"{self.kernel_link.edge_ip}:{self.edge_port}"
+                self.emulation["link_not_emulated"] = self.kernel_link.not_emulated
+            link.started_at = provisional_t0
             if _STOPPING.is_set():
                 break
             if served:
-                served[k].submit(job)
+                served[k].submit(self.job(k, edge_address))
                 continue
-            processes.append(subprocess.Popen(
-                [*prefix, sys.executable, "-m", "experiments.device_worker", *job],
+            self.processes.append(subprocess.Popen(
+                [*prefix, sys.executable, "-m", "experiments.device_worker",
+                 *self.job(k, edge_address)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 text=True))
-            _WORKERS.add(processes[-1])
-        poller = zmq.Poller()
-        poller.register(collector, zmq.POLLIN)
-        t0 = _start_together(processes, [w.process for w in served], collector, poller)
-        for link in links:
-            link.started_at = t0  # the trace clock starts with input 0
+            _WORKERS.add(self.processes[-1])
+        return self.processes, served
+
+    def collect(self, t0: float, running: list[subprocess.Popen[str]],
+                show_progress: bool) -> None:
+        """Every device's records until each says it is done (or the time is up)."""
         done = 0
-        bar = tqdm(range(expected), desc=f"  {policy:<14}",
-                       disable=None if show_progress else True)
-        bar_iter = iter(bar)
-        deadline = t0 + run_s + 120
-        streams: list[dict[str, Any]] = []
-        running = processes + [w.process for w in served]
+        bar = tqdm(total=self.expected, desc=f"  {self.policy:<14}",
+                   disable=None if show_progress else True)
+        deadline = t0 + self.run_s + 120
         while done < len(running) and time.monotonic() < deadline:
-            if not poller.poll(500):
+            if not self.poller.poll(500):
                 if all(p.poll() is not None for p in running):
                     break  # every worker exited (a crash shows up as lost frames)
                 continue
-            message = json.loads(collector.recv())
+            message = json.loads(self.collector.recv())
             if message.get("done"):
                 done += 1
-                continue
-            if "stream" in message:  # a frame stream's statistics
-                streams.append(message["stream"])
-                continue
-            if message.get("dropped"):  # a frame the device never took up
-                message["t"] = message["t_arrival"] - t0
-                records.append(message)
-                next(bar_iter, None)
-                continue
-            link = links[message["device"]]
-            # the true capacity around this input: one second centred on its start
-            message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
-                                                             message["t_start"] + 0.5)
-            # when the device took the frame up, which is when the link mattered to it
-            message["t"] = message["t_start"] - t0
-            records.append(message)
-            next(bar_iter, None)
-        for _ in bar_iter:  # close the bar even if inputs were lost
-            break
+            elif "stream" in message:  # a frame stream's statistics
+                self.streams.append(message["stream"])
+            else:
+                self.records.append(self._timed(message, t0))
+                bar.update()
+        bar.close()
+
+    def _timed(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
+        """A record with its time in the run (``t``): an answered frame's when the device
+        took it up (which is when the link mattered to it), with the link's true capacity
+        around then; a dropped frame's when it arrived."""
+        if message.get("dropped"):
+            message["t"] = message["t_arrival"] - t0
+            return message
+        link = self.links[message["device"]]
+        message["true_capacity_bps"] = link.capacity_bps(message["t_start"] - 0.5,
+                                                         message["t_start"] + 0.5)
+        message["t"] = message["t_start"] - t0
+        return message
+
+    def report_failures(self, processes: list[subprocess.Popen[str]],
+                        served: list[DeviceWorker]) -> None:
         for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
             if process.returncode and process.stderr:
-                tail = process.stderr.read()[-2000:]
-                print(f"device worker for {policy} failed:\n{tail}", file=sys.stderr)
+                print(f"device worker for {self.policy} failed:\n"
+                      f"{process.stderr.read()[-2000:]}", file=sys.stderr)
         for worker in served:
             if not worker.alive:
-                print(f"device worker for {policy} failed:\n{worker.tail()}",
+                print(f"device worker for {self.policy} failed:\n{worker.tail()}",
                       file=sys.stderr)
-    finally:
-        for process in processes:
+
+    def close(self) -> None:
+        for process in self.processes:
             if process.poll() is None:
                 process.kill()
             _WORKERS.discard(process)
-        bytes_up = sum(link.bytes_up - before[0]
-                       for link, before in zip(links, counters_before, strict=True))
-        bytes_down = sum(link.bytes_down - before[1]
-                         for link, before in zip(links, counters_before, strict=True))
-        if kernel_link is None:
-            for link in links:
+        self.bytes_up = sum(link.bytes_up - before[0] for link, before
+                            in zip(self.links, self.counters_before, strict=True))
+        self.bytes_down = sum(link.bytes_down - before[1] for link, before
+                              in zip(self.links, self.counters_before, strict=True))
+        if self.kernel_link is None:
+            for link in self.links:
                 link.stop()
-        collector.close(linger=0)
-    with _RECORDS_LOCK, records_path.open("a") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+        self.collector.close(linger=0)
 
-    return PolicyRun(policy, records, expected, bytes_up, bytes_down,
-                     time.monotonic() - started, emulation, streams)
+    def result(self) -> PolicyRun:
+        return PolicyRun(self.policy, self.records, self.expected, self.bytes_up,
+                         self.bytes_down, time.monotonic() - self.started, self.emulation,
+                         self.streams)
 
 
 def _start_together(processes: list[subprocess.Popen[str]],
@@ -366,7 +403,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, checkpoint: Path = DEFAULT_C
     the ports of running edge servers of ``checkpoint`` (``edge_servers``) for the lanes to
     use; without enough of them (or on the kernel link), the run starts its own. ``pools``:
     served device workers, one pool per lane (else a process per device and policy).
-    """
+
+    Long because: the lanes, the replay and the two link modes share one queue of policies."""
     host_times()  # the anchors again, while nothing else runs (see experiments.calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"

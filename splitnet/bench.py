@@ -255,7 +255,9 @@ TARGETS: dict[str, dict[str, Any]] = {
 
 
 def check_targets(result: dict[str, Any], t: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each target of ``t``, with the measured figure and met / not met."""
+    """Each target of ``t``, with the measured figure and met / not met.
+
+    Long because: one entry per target, in the order docs/targets.md lists them."""
     full = result["full_accuracy"]
 
     card = result["card"]

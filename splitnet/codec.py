@@ -88,8 +88,8 @@ def pack_codes(codes: np.ndarray, bits: int) -> bytes:
     """Pack uint8 codes, ``bits`` each (2, 4 or 8: a divisor of 8), most significant bit
     first; the last byte is padded with zero bits.
 
-    Shifts and ORs over whole columns: unpacking every code to bits and packing them again,
-    as before, took 0.43 ms for a 12 × 56 × 56 code at 2 bits, this 0.04 ms."""
+    Shifts and ORs over whole columns: 0.04 ms for a 12 × 56 × 56 code at 2 bits, where
+    unpacking every code to bits and packing them again takes 0.43 ms."""
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if bits == 8:
         return flat.tobytes()

@@ -15,6 +15,8 @@ from splitnet.training.fashion_mnist import Recipe, Trainer
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because: one declarative list of the command's options, then the dispatch to the
+    model's recipe."""
     parser = argparse.ArgumentParser(
         prog="python -m splitnet.train",
         description="Train a split model from scratch, then write its checkpoint and model "

@@ -396,10 +396,11 @@ def test_one_stalled_input_does_not_move_the_device_speed_but_a_lasting_change_d
     for _ in range(10):
         speed.add_sample(30.0, 10.0, config)
     speed.add_sample(150.0, 10.0, config)  # a garbage collection, another process waking
-    assert speed.factor == speed.per_config[config] == speed.per_precision[False] == 3.0
+    assert speed.factor == speed.per_precision[False] == 3.0
+    assert speed.per_config[config] == pytest.approx(3.0)  # (fading by the microseconds)
     for _ in range(3):  # another process now shares the CPU
         speed.add_sample(60.0, 10.0, config)
-    assert speed.factor == speed.per_config[config] == 6.0
+    assert speed.factor == 6.0 and speed.per_config[config] == pytest.approx(6.0)
 
 
 def test_a_config_that_has_run_is_priced_by_its_own_measured_speed(card):
@@ -555,3 +556,21 @@ def test_when_nothing_keeps_up_the_adaptive_policy_runs_two_lanes_and_the_peers_
     fast = estimates(head_speed_factor=2.0, bandwidth_bps=20e6, rtt_ms=10.0)
     assert planner.plan(fast, edge_lane_free=True) == planner.plan(fast, edge_lane_free=False)
     assert planner.plan(fast, edge_lane_free=True).sustainable
+
+
+def test_a_slowdown_fades_once_the_config_stops_being_run():
+    """A config the device stopped running (it was slow, so the planner sent instead)
+    keeps no slow factor for ever: it fades towards the quickest it has been seen to run,
+    halving the gap every half-life, so the device tries it again."""
+    import time
+
+    from device_client.estimators import HeadSpeedEstimator
+
+    speed = HeadSpeedEstimator(half_life_s=5.0)
+    local = Config.local(int8=True)
+    for ratio in (1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0):  # quick, then loaded
+        speed.add_sample(ratio * 10.0, 10.0, local)
+    now = time.monotonic()
+    assert speed.per_config_at(now)[local] == pytest.approx(3.0, rel=1e-3)
+    assert speed.per_config_at(now + 5.0)[local] == pytest.approx(2.0, rel=1e-3)
+    assert speed.per_config_at(now + 50.0)[local] == pytest.approx(1.0, rel=1e-2)

@@ -10,9 +10,8 @@
                  instead beside it), and that CPU by thread: the batch worker outside
                  the model, the other Python threads (the event loop, gRPC's poller), gRPC
                  core's own threads. No connection set-up and no metrics scrape falls in
-                 a round: until 2026-12-05 each round opened its 32 connections and one
-                 scrape's CPU was counted in it, a fixed cost that a round of 100 camera
-                 requests spread as about 0.1 ms on each (0.57 → 0.45 ms, back to back).
+                 a round: opening 32 connections and one scrape per round costs about
+                 0.1 ms on each of a round's 100 camera requests.
                  On the camera model's heaviest tail (split 1) and the small model's split 2.
     wire bytes   device ─► counting TCP proxy ─► server: bytes in each direction per
                  inference over one open stream and over unary calls, minus the payload;
@@ -226,7 +225,10 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
     server's CPU per request outside the model: the process's CPU over a round (read
     from /proc after the metrics before it and before the metrics after it, so no scrape
     is counted) less the model's (its one thread's CPU; its wall time with more threads),
-    over the requests answered."""
+    over the requests answered.
+
+    Long because: the interleaved rounds and the per-thread CPU accounting of each are one
+    measurement."""
     model_id, payloads = payloads_for(checkpoint, config, 256)
     metrics_ports = {"batched": _free_port(), "batch1": _free_port()}
     servers = {"batched": start_server(checkpoint, 32, threads, metrics_ports["batched"]),
@@ -502,6 +504,7 @@ def image_refusal(repeats: int = 50) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because: one declarative list of the benchmark's options, then its parts in order."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments.bench.edge",
         description="Benchmark the edge server: throughput with dynamic batching versus "

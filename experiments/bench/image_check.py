@@ -61,6 +61,8 @@ def _chroot_entrypoint(image: str, info: dict[str, Any],
 
 
 def check(image: str) -> dict[str, Any]:
+    """Long because: the image's checks in order (health, inference, user, compiler, SIGTERM),
+    each a few lines."""
     info = json.loads(_podman("image", "inspect", image).stdout)[0]
     root = Path(_podman("image", "mount", image).stdout.strip())
     compilers = sorted(str(p.relative_to(root)) for folder in ("usr/bin", "usr/local/bin")

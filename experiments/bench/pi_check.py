@@ -192,6 +192,8 @@ def du_mb(path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because: the check's steps in order (userland, install, edge, run, compare), each
+    reporting what it found."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments.bench.pi_check",
         description="Install and run the device client on a Debian 12 arm64 userland under "

@@ -42,6 +42,8 @@ def open_fds() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Long because: a benchmark's steps in order: options, server, client, the stream and its
+    samples."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments.bench.stream",
         description="Stream a video file faster than the device can keep up with, for "

@@ -115,7 +115,9 @@ class CameraData:
 def train_backbone(recipe: BackboneRecipe, data: CameraData, work_dir: Path,
                    log: Any = print, model: ResNet | None = None) -> Path:
     """Stage 1: ResNet-18 (from scratch unless ``model`` comes initialised). Returns the
-    path of the chosen backbone weights."""
+    path of the chosen backbone weights.
+
+    Long because: one resumable training stage reads best as one loop."""
     out_path = work_dir / "backbone.pt"
     if out_path.is_file():
         return out_path
@@ -205,7 +207,8 @@ def train_heads(recipe: HeadsRecipe, model: SplitModel, data: CameraData, work_d
     narrowest included every other step) each at random bits go encoder ─► fake quantizer ─►
     decoder ─► frozen tail; the loss is KD on the logits plus the normalised MSE of the
     rebuilt features.
-    """
+
+    Long because: one resumable training stage reads best as one loop."""
     out_path = work_dir / "heads.pt"
     if out_path.is_file():
         return out_path
@@ -357,7 +360,9 @@ def refine_bottlenecks(recipe: RefineRecipe, model: SplitModel, data: CameraData
         cache ─► enc(w) ─► Q(bits) ─► dec ─► frozen tail ─► KD + feature MSE (sandwich)
 
     Resumes per split point and epoch. Returns the path of the refined weights.
-    """
+
+    Long because: one resumable training stage (state, split points, epochs, steps, held-
+    apart check, save) reads best as one loop."""
     out_path = work_dir / "refined.pt"
     if out_path.is_file():
         return out_path
@@ -509,7 +514,10 @@ def train_camera_model(work_dir: Path, out_dir: Path, data_dir: str | None = Non
     """All stages; returns the written checkpoint. Resumes whatever was interrupted.
 
     With ``start`` (a checkpoint of this architecture), stages 1 to 2b are taken from it and
-    only the entropy bottleneck is trained, then int8 calibration and the card."""
+    only the entropy bottleneck is trained, then int8 calibration and the card.
+
+    Long because: the stages in order, each handing its weights to the next, with the
+    checkpoint's record of them."""
     from splitnet.checkpoint import save_checkpoint
     from splitnet.model import create_model
 

@@ -155,7 +155,10 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
                              held_labels: np.ndarray, work_dir: Path,
                              log: Any = print) -> Path:
     """Train ``model.entropy_bottleneck`` (the rest stays frozen); returns the path of its
-    trained state. Resumes from ``work_dir`` after an interruption."""
+    trained state. Resumes from ``work_dir`` after an interruption.
+
+    Long because: one resumable training stage (its state, phases, epochs, steps, held-apart
+    check and save) reads best as one loop."""
     out_path = work_dir / "entropy.pt"
     if out_path.is_file():
         return out_path

@@ -278,6 +278,7 @@ class Trainer:
             self.save_state(optimizer, started)
 
     def train_bottlenecks(self, cache: dict[str, torch.Tensor], started: float) -> None:
+        """Long because: one resumable training stage reads best as one loop."""
         recipe, model = self.recipe, self.model
         self._freeze_backbone()
         points = model.split_points
