@@ -31,20 +31,11 @@ import numpy as np
 import torch
 from splitnet_proto.messages import InferReply, InferRequest
 
-from device_client import tuning
 from device_client.battery import make_battery
 from device_client.compute import Compute, run_here
 from device_client.edge import EdgeError
-from device_client.estimators import (
-    BandwidthEstimator,
-    Estimates,
-    FailureRateEstimator,
-    HeadSpeedEstimator,
-    RttEstimator,
-    SendOverheadEstimator,
-    ServerLoadEstimator,
-)
-from device_client.fallback import EdgeHealth
+from device_client.estimators import Estimates
+from device_client.knowledge import DeviceKnowledge
 from device_client.monitor import LinkMonitor
 from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.planner import Plan, Planner
@@ -117,17 +108,12 @@ class DeviceClient:
         self.battery = make_battery(device.battery) if isinstance(device.battery, str) \
             else device.battery
         self.deadline_ms = policy.deadline_ms
-        # An offload not answered in time is finished locally (see ``_timeout_s``).
+        # An offload not answered in time is finished locally (see ``Plan.offload_timeout_s``).
         self.offload_timeout_ms = link.offload_timeout_ms
-        self.bandwidth = BandwidthEstimator()
-        self.rtt = RttEstimator()
-        device_ms_per_mmac = self.card.full.latency_ms / (self.card.full.macs / 1e6)
-        self.server = ServerLoadEstimator(initial_ms_per_mmac=device_ms_per_mmac / 2)
-        self.head_speed = HeadSpeedEstimator()
-        self.failures = FailureRateEstimator()
-        self.send_overhead = SendOverheadEstimator()
+        self.knowledge = DeviceKnowledge(self.card, self.planner.candidates)
+        self.bandwidth, self.rtt = self.knowledge.bandwidth, self.knowledge.rtt
+        self.head_speed, self.health = self.knowledge.head_speed, self.knowledge.health
         self.bad_replies = 0  # replies that failed the check (wrong model, shape, values)
-        self.health = EdgeHealth()
         # A policy that never offloads (local) never talks to the edge.
         offloads = edge is not None and self.planner.may_offload
         self.link = (EdgePool(resolve_targets(edge), self.loaded.model_id, link.token,
@@ -138,8 +124,8 @@ class DeviceClient:
         self.supervisor = Supervisor(self._background_failed)
         self.monitor: LinkMonitor | None = None
         if self.link is not None:
-            self.monitor = LinkMonitor(self.link, self.bandwidth, self.rtt, self.server,
-                                       self.health, link.probe_interval_s, self.supervisor)
+            self.monitor = LinkMonitor(self.link, self.knowledge, link.probe_interval_s,
+                                       self.supervisor)
             if link.monitor:
                 self.monitor.start(link.load_feed)
 
@@ -184,7 +170,7 @@ class DeviceClient:
             started = time.perf_counter()
             self.compute("head", self.model.forward_head, x, config, int8=config.int8)
         measured_ms = (time.perf_counter() - started) * 1000
-        self.head_speed.add_sample(measured_ms, self.card.device_ms(config), config)
+        self.knowledge.learn_device_time(config, measured_ms, exited=False)
         if self.link is not None:
             self._warm_up_offload()
         # probes taken while this process loaded its models timed the loading (the GIL,
@@ -213,15 +199,7 @@ class DeviceClient:
 
     # ---------------------------------------------------------------- estimates
     def estimates(self) -> Estimates:
-        return Estimates(
-            bandwidth_bps=self.bandwidth.estimate_bps, rtt_ms=self.rtt.estimate_ms,
-            server_queue_ms=self.server.queue_ms, edge_ms_per_mmac=self.server.ms_per_mmac,
-            head_speed_factor=self.head_speed.factor, battery_level=self.battery.level(),
-            edge_available=self.link is not None and self.health.up,
-            config_speed_factors=self.head_speed.per_config,
-            precision_speed_factors=self.head_speed.per_precision,
-            offload_failure_rate=self.failures.rate,
-            send_overhead_ms=self.send_overhead.extra_ms)
+        return self.knowledge.estimates(self.battery.level(), self.link is not None)
 
     def probe_once(self, padding_bytes: int | None = None, timeout_s: float = 2.0) -> None:
         """One probe pair now (see ``LinkMonitor.probe_once``)."""
@@ -264,7 +242,7 @@ class DeviceClient:
                 payload = self.compute("encode_image", encode_image, pixels,
                                        config.input_codec or "png")
                 encode_ms = (time.perf_counter() - t) * 1000
-                self._learn_head_speed(config, encode_ms, exited=False)
+                self.knowledge.learn_device_time(config, encode_ms, exited=False)
                 return PreparedInput(started, plan, est, None, payload, encode_ms,
                              lambda: self._finish_locally(x, est))
             head = self.compute("head", self.model.forward_head, x, config, int8=config.int8)
@@ -272,7 +250,7 @@ class DeviceClient:
                 if head.code is not None else None
             device_ms = (time.perf_counter() - t) * 1000
         exited = bool(head.exited[0])
-        self._learn_head_speed(config, device_ms, exited)
+        self.knowledge.learn_device_time(config, device_ms, exited)
         if code is None:  # LOCAL, or an exit fired: nothing to send
             where = WHERE_EXIT if exited else WHERE_LOCAL
             local = self._local_result(config, head.logits, device_ms, where, plan)
@@ -302,7 +280,7 @@ class DeviceClient:
             + latency.local_tail_ms
         overhead_ms = max(total_ms - model_ms, 0.0)
         if not result.fallback:
-            self.send_overhead.add_sample(
+            self.knowledge.learn_overhead(
                 config.placement if result.where == WHERE_EDGE else Placement.LOCAL, overhead_ms)
         return InferenceResult(
             result.label, result.probabilities, config, result.where, latency,
@@ -375,23 +353,6 @@ class DeviceClient:
         logits = finish()
         return self._fallback(outcome, logits, (time.perf_counter() - started) * 1000)
 
-    def _learn_head_speed(self, config: Config, device_ms: float, exited: bool) -> None:
-        """One more measurement of this device against the card: an input that exited is
-        compared with the card's time to that exit, any other with the config's head, an
-        offloaded frame's encoding with the card's for its codec (that config's own factor
-        only: Pillow's speed is not the network's)."""
-        candidates = self.planner.candidates
-        if config.placement is Placement.OFFLOAD_INPUT:  # the card's encode time, as priced
-            index = candidates.index.get(config)
-            if index is not None:
-                self.head_speed.add_sample(device_ms, float(candidates.device_ms[index]), config,
-                                           shared=False)
-            return
-        profiled = candidates.exit_path_ms.get(config) if exited \
-            else self.card.device_ms(config)
-        if profiled is not None:
-            self.head_speed.add_sample(device_ms, profiled, config)
-
     def _local_result(self, config: Config, logits: torch.Tensor, device_ms: float, where: str,
                       plan: Plan) -> InferenceResult:
         probabilities = torch.softmax(logits[0], 0)
@@ -400,38 +361,18 @@ class DeviceClient:
             LatencyBreakdown(device_ms=device_ms), 0, 0, self.power.energy_mj(device_ms), False,
             0.0, 0.0, plan.latency_ms, 0.0)
 
-    def _timeout_s(self, plan: Plan) -> float:
-        """How long to wait for the edge before finishing the input on the device.
-
-        ``offload_timeout_ms`` when given. Otherwise what the edge was expected to take,
-        plus as long again, or as long as the device would take to finish the input itself
-        if that is longer (a ski-rental rule: giving up sooner only loses a reply that
-        would have beaten the fallback; waiting longer costs at most the fallback's own
-        time again). At least ``MIN_OFFLOAD_TIMEOUT_MS``, so that a short stall of a cellular
-        link does not mark the edge down; at most 10 s. The deadline plays no part: once it
-        is missed, the fastest answer is still the best one.
-        """
-        if self.offload_timeout_ms is not None:
-            return self.offload_timeout_ms / 1000
-        overrun_ms = max(plan.remote_ms, plan.fallback_ms)
-        return min(max(plan.remote_ms + overrun_ms, tuning.MIN_OFFLOAD_TIMEOUT_MS),
-                   tuning.MAX_OFFLOAD_TIMEOUT_MS) / 1000
-
     def _offload(self, config: Config, payload: bytes, plan: Plan,
                  device_ms: float = 0.0) -> InferenceResult:
         """Send one input; on any failure, a result with ``error`` set and no label."""
         assert self.link is not None
         request = InferRequest(self.link.next_request_id(), config.for_edge(), payload)
-        timeout_s = self._timeout_s(plan)
+        timeout_s = plan.offload_timeout_s(self.offload_timeout_ms)
         sent_at = time.perf_counter()
         try:
             reply = self.link.infer(request, timeout_s)
         except EdgeError as error:
             waited_ms = (time.perf_counter() - sent_at) * 1000
-            if error.timed_out:
-                self.bandwidth.add_timeout(len(payload), waited_ms)
-            self.failures.add(True)
-            self.health.failure(str(error))
+            self.knowledge.learn_failure(len(payload), waited_ms, error.timed_out, str(error))
             return InferenceResult(
                 -1, (), config, WHERE_LOCAL, LatencyBreakdown(device_ms, waited_ms), len(payload),
                 0, self.power.energy_mj(device_ms, waited_ms), True, 0.0, 0.0, plan.latency_ms,
@@ -441,28 +382,20 @@ class DeviceClient:
                                 self.model.spec.num_classes)
         if problem is not None:  # the edge answered, but not with this input's answer
             self.bad_replies += 1
-            self.failures.add(True)
-            self.health.failure(f"bad reply: {problem}")
+            self.knowledge.learn_failure(len(payload), round_trip_ms, False,
+                                         f"bad reply: {problem}")
             return InferenceResult(
                 -1, (), config, WHERE_LOCAL, LatencyBreakdown(device_ms, round_trip_ms),
                 len(payload), reply.wire_bytes, self.power.energy_mj(device_ms, round_trip_ms),
                 True, 0.0, 0.0, plan.latency_ms, 0.0, f"bad reply from the edge: {problem}")
-        self.failures.add(False)
         return self._edge_result(config, payload, reply, device_ms, round_trip_ms, plan)
 
     def _edge_result(self, config: Config, payload: bytes, reply: InferReply, device_ms: float,
                      round_trip_ms: float, plan: Plan) -> InferenceResult:
         server_ms = reply.queue_ms + reply.compute_ms
-        network_ms = max(round_trip_ms - server_ms, 0.0)
-        self.server.update_queue(reply.load.queue_ms_recent)
-        self.server.update_compute(reply.compute_ms, plan.tail_mmacs)
-        # the transfer: the round trip less the path's own (see RttEstimator)
-        path_ms = self.rtt.floor_ms
-        transfer_ms = max(network_ms - path_ms, 0.0)
-        if not self.bandwidth.add_sample(len(payload), transfer_ms) and \
-                network_ms < 2 * self.rtt.estimate_ms:
-            self.rtt.add_sample(network_ms)  # a small payload: its round trip is the RTT
-        self.health.success()
+        network_ms, transfer_ms, path_ms = self.knowledge.learn_reply(
+            len(payload), round_trip_ms, server_ms, reply.compute_ms, reply.load.queue_ms_recent,
+            plan.tail_mmacs)
         bandwidth = self.bandwidth.estimate_bps
         energy = self.power.energy_mj(device_ms, wait_ms=path_ms + server_ms,
                                       transfer_ms=transfer_ms, throughput_bps=bandwidth)

@@ -15,12 +15,16 @@ import collections
 import statistics
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from device_client import tuning
 from splitnet.config import Config, Placement
+
+# Where estimators read the time (seconds, monotonic): time.monotonic on a device; a
+# simulator passes its own clock (see device_client.knowledge).
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,9 @@ class BandwidthEstimator:
     def __init__(self, initial_bps: float = tuning.BANDWIDTH_PRIOR_BPS,
                  window: int = tuning.BANDWIDTH_WINDOW,
                  min_sample_bytes: int = tuning.MIN_SAMPLE_BYTES,
-                 settle_samples: int = tuning.SETTLE_SAMPLES) -> None:
+                 settle_samples: int = tuning.SETTLE_SAMPLES,
+                 clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.initial_bps = initial_bps
         self.settle_samples = min(settle_samples, window)
         self._samples: collections.deque[float] = collections.deque([initial_bps],
@@ -96,7 +102,7 @@ class BandwidthEstimator:
             self._samples.clear()
             self._prior = False
         self._samples.append(bps)
-        self.last_sample_at = time.monotonic()
+        self.last_sample_at = self.clock()
 
     def add_sample(self, num_bytes: int, transfer_ms: float) -> bool:
         """Record a timed transfer; ignored when too small or too fast to time."""
@@ -117,6 +123,11 @@ class BandwidthEstimator:
         return float(statistics.median(self._samples))
 
     @property
+    def measured_samples(self) -> int:
+        """Samples in the window that are measurements (0 while only the prior is)."""
+        return 0 if self._prior else len(self._samples)
+
+    @property
     def unsettled(self) -> bool:
         """The measured samples kept lie more than ``UNSETTLED_SPREAD`` apart."""
         with self._lock:
@@ -132,9 +143,9 @@ class BandwidthEstimator:
         window is ``unsettled``, ``unsettled_s`` after the last (a fifth of ``max_age_s``
         unless given: 1 s for the 5 s default, and a device that probes rarely to save
         data still probes five times as rarely as it)."""
-        age = time.monotonic() - self.last_sample_at
+        age = self.clock() - self.last_sample_at
         with self._lock:
-            measured = 0 if self._prior else len(self._samples)
+            measured = self.measured_samples
         unsettled_s = (max_age_s * tuning.UNSETTLED_PROBE_FRACTION if unsettled_s is None
                        else min(unsettled_s, max_age_s))
         return age > max_age_s or (measured < self.settle_samples and age > settle_s) \
@@ -176,7 +187,9 @@ class RttEstimator:
 class ServerLoadEstimator:
     """The edge's queueing delay and compute speed, from replies and the ZMQ load feed."""
 
-    def __init__(self, initial_ms_per_mmac: float = 0.05) -> None:
+    def __init__(self, initial_ms_per_mmac: float = 0.05,
+                 clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.queue_ms = 0.0
         self.ms_per_mmac = initial_ms_per_mmac
         self.updated_at = float("-inf")
@@ -185,7 +198,7 @@ class ServerLoadEstimator:
     def update_queue(self, queue_ms: float) -> None:
         weight = tuning.SERVER_QUEUE_WEIGHT
         self.queue_ms = (1 - weight) * self.queue_ms + weight * max(queue_ms, 0.0)
-        self.updated_at = time.monotonic()
+        self.updated_at = self.clock()
 
     def update_compute(self, compute_ms: float, tail_mmacs: float) -> None:
         if tail_mmacs > 0 and compute_ms > 0:
@@ -220,7 +233,9 @@ class HeadSpeedEstimator:
     """
 
     def __init__(self, initial: float = 1.0, window: int = tuning.HEAD_SPEED_WINDOW,
-                 half_life_s: float = tuning.HEAD_SPEED_HALF_LIFE_S) -> None:
+                 half_life_s: float = tuning.HEAD_SPEED_HALF_LIFE_S,
+                 clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.factor = initial
         self.window = window
         self.half_life_s = half_life_s
@@ -243,7 +258,7 @@ class HeadSpeedEstimator:
             base = config.without_exit()
             self._per_config[base] = self._median_with(("config", base), ratio)
             self._quickest[base] = min(self._quickest.get(base, ratio), ratio)
-            self._last_at[base] = time.monotonic()
+            self._last_at[base] = self.clock()
         if not shared:
             return
         # the first measurement replaces the prior (the card's machine is not this one)
@@ -260,7 +275,7 @@ class HeadSpeedEstimator:
     def per_config(self) -> dict[Config, float]:
         """A snapshot of the per-config factors (configs run at least once), each faded
         towards its quickest by the time since its last sample."""
-        return self.per_config_at(time.monotonic())
+        return self.per_config_at(self.clock())
 
     def per_config_at(self, now: float) -> dict[Config, float]:
         out = {}
@@ -290,14 +305,16 @@ class FailureRateEstimator:
     """
 
     def __init__(self, weight: float = tuning.FAILURE_WEIGHT,
-                 half_life_s: float = tuning.FAILURE_HALF_LIFE_S) -> None:
+                 half_life_s: float = tuning.FAILURE_HALF_LIFE_S,
+                 clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.weight = weight
         self.half_life_s = half_life_s
         self._rate = 0.0
-        self._at = time.monotonic()
+        self._at = clock()
 
     def add(self, failed: bool, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         self._rate = (1 - self.weight) * self.rate_at(now) + self.weight * float(failed)
         self._at = now
 
@@ -306,7 +323,7 @@ class FailureRateEstimator:
 
     @property
     def rate(self) -> float:
-        return self.rate_at(time.monotonic())
+        return self.rate_at(self.clock())
 
 
 class SendOverheadEstimator:

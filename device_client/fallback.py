@@ -11,6 +11,7 @@ import threading
 import time
 
 from device_client import tuning
+from device_client.estimators import Clock
 
 
 class EdgeHealth:
@@ -18,7 +19,9 @@ class EdgeHealth:
 
     def __init__(self, initial_backoff_s: float = tuning.BACKOFF_INITIAL_S,
                  max_backoff_s: float = tuning.BACKOFF_MAX_S,
-                 jitter: float = tuning.BACKOFF_JITTER, seed: int | None = None) -> None:
+                 jitter: float = tuning.BACKOFF_JITTER, seed: int | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.jitter = jitter
@@ -35,14 +38,19 @@ class EdgeHealth:
     def up(self) -> bool:
         return self._up
 
+    @property
+    def next_probe_at(self) -> float:
+        """When a down edge's next probe is due (its clock's time)."""
+        return self._next_probe_at
+
     def probe_due(self, now: float | None = None) -> bool:
         """True when the edge is down and its next probe is due."""
-        return not self._up and (time.monotonic() if now is None else now) >= self._next_probe_at
+        return not self._up and (self.clock() if now is None else now) >= self._next_probe_at
 
     def failure(self, reason: str = "", now: float | None = None) -> None:
         """An offload or probe failed: mark the edge down and schedule the next probe."""
         with self._lock:
-            now = time.monotonic() if now is None else now
+            now = self.clock() if now is None else now
             if self._up:
                 self.failures += 1
                 self._backoff_s = self.initial_backoff_s

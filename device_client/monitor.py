@@ -16,13 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-from splitnet_proto.messages import MAX_PROBE_PADDING_BYTES
-
-from device_client import tuning
 from device_client.edge import EdgeError
-from device_client.estimators import BandwidthEstimator, RttEstimator, ServerLoadEstimator
-from device_client.fallback import EdgeHealth
+from device_client.knowledge import DeviceKnowledge
 from device_client.replicas import EdgePool
 from splitnet import faults
 from splitnet.supervision import Stopped, Supervisor
@@ -34,11 +29,11 @@ MONITOR_STALL_S = 30.0
 class LinkMonitor:
     """Probes the edge and reads its load feed on supervised threads of ``supervisor``."""
 
-    def __init__(self, link: EdgePool, bandwidth: BandwidthEstimator, rtt: RttEstimator,
-                 server: ServerLoadEstimator, health: EdgeHealth, probe_interval_s: float,
+    def __init__(self, link: EdgePool, knowledge: DeviceKnowledge, probe_interval_s: float,
                  supervisor: Supervisor) -> None:
-        self.link, self.bandwidth, self.rtt = link, bandwidth, rtt
-        self.server, self.health = server, health
+        self.link, self.knowledge = link, knowledge
+        self.bandwidth, self.health = knowledge.bandwidth, knowledge.health
+        self.server = knowledge.server
         self.probe_interval_s = probe_interval_s
         self.supervisor = supervisor
         self._feed_socket: Any = None
@@ -57,30 +52,26 @@ class LinkMonitor:
         A cellular uplink delivers in bursts: a few kB can cross in one burst, far faster
         than the link's rate. A padding that took under ``tuning.MIN_TIMED_PROBE_MS`` is
         no sample; the probe is sent again four times larger, up to
-        MAX_PROBE_PADDING_BYTES.
+        MAX_PROBE_PADDING_BYTES (``DeviceKnowledge.probe_again_with``).
         """
         empty_ms, load = self.link.probe(0, timeout_s)
-        self.rtt.add_sample(empty_ms)
+        self.knowledge.rtt.add_sample(empty_ms)
         self.server.update_queue(load.queue_ms_recent)
-        if padding_bytes is None:  # about PROBE_TRANSFER_MS of transfer at the estimate
-            padding_bytes = int(np.clip(
-                self.bandwidth.estimate_bps / 8 * tuning.PROBE_TRANSFER_MS / 1000, 3000,
-                MAX_PROBE_PADDING_BYTES))
-        while True:
+        size = padding_bytes or self.knowledge.probe_padding()
+        padding: int | None = size
+        while padding is not None:
+            size = padding
             sent_at = time.perf_counter()
             try:
-                padded_ms, _ = self.link.probe(padding_bytes, timeout_s)
+                padded_ms, _ = self.link.probe(size, timeout_s)
             except EdgeError as error:
                 if error.timed_out:  # still news: the link is at most this fast
                     waited_ms = (time.perf_counter() - sent_at) * 1000
-                    self.bandwidth.add_timeout(padding_bytes, max(waited_ms - empty_ms, 1.0))
+                    self.bandwidth.add_timeout(size, max(waited_ms - empty_ms, 1.0))
                 raise
             transfer_ms = padded_ms - empty_ms
-            if transfer_ms >= tuning.MIN_TIMED_PROBE_MS \
-                    or padding_bytes >= MAX_PROBE_PADDING_BYTES:
-                break
-            padding_bytes = min(4 * padding_bytes, MAX_PROBE_PADDING_BYTES)
-        self.bandwidth.add_sample(padding_bytes, transfer_ms)
+            padding = self.knowledge.probe_again_with(size, transfer_ms)
+        self.bandwidth.add_sample(size, transfer_ms)
 
     def _monitor_round(self, beat: Callable[[], None]) -> None:
         """One round: probe a failed edge when its backoff is due, and an idle link when

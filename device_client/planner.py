@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from device_client import tuning
 from device_client.energy import RPI4, PowerProfile
 from device_client.estimators import Estimates
 from splitnet.card import ModelCard
@@ -84,6 +85,23 @@ class Plan:
     remote_ms: float = 0.0  # network + edge for an input that is sent (0 for LOCAL)
     fallback_ms: float = 0.0  # device time to finish it if the edge fails (0 for LOCAL)
     sustainable: bool = True  # at the planner's frame rate (always, without one)
+
+    def offload_timeout_s(self, override_ms: float | None = None) -> float:
+        """How long to wait for the edge before finishing the input on the device.
+
+        ``override_ms`` when given. Otherwise what the edge was expected to take, plus as
+        long again, or as long as the device would take to finish the input itself if that
+        is longer (a ski-rental rule: giving up sooner only loses a reply that would have
+        beaten the fallback; waiting longer costs at most the fallback's own time again).
+        At least ``MIN_OFFLOAD_TIMEOUT_MS``, so that a short stall of a cellular link does
+        not mark the edge down; at most ``MAX_OFFLOAD_TIMEOUT_MS``. The deadline plays no
+        part: once it is missed, the fastest answer is still the best one.
+        """
+        if override_ms is not None:
+            return override_ms / 1000
+        overrun_ms = max(self.remote_ms, self.fallback_ms)
+        return min(max(self.remote_ms + overrun_ms, tuning.MIN_OFFLOAD_TIMEOUT_MS),
+                   tuning.MAX_OFFLOAD_TIMEOUT_MS) / 1000
 
 
 @dataclass(frozen=True)
@@ -363,7 +381,7 @@ class Planner:
         local_ms = float(device_ms[self._feasible(self.local_only, device_ms)].min())
         fallback_ms = np.where(c.is_local, 0.0, np.where(
             c.is_offload, local_ms, c.tail_mmacs * ms_per_mmac * tail_factor))
-        # a failed offload waits out its timeout (see DeviceClient._timeout_s), then falls back
+        # a failed offload waits out its timeout (see Plan.offload_timeout_s), then falls back
         failure_ms = np.maximum(remote_ms, fallback_ms) + fallback_ms
         # the device's own time to send an input (request, reply), as measured
         overhead = est.send_overhead_ms

@@ -25,8 +25,10 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import grpc
 from splitnet_proto.messages import InferReply, InferRequest, LoadReport, ModelInfo
@@ -78,17 +80,40 @@ class Replica:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def requests_ahead(self, now: float) -> int:
-        """What an input sent now would wait behind there, in whole requests: the replica's
-        reported queueing (in units of its service time, trusted less as the report ages,
-        since only a chosen replica gets a new one) plus what this device already has there.
-        Closer replicas are a tie, which round robin breaks; without the ageing, a replica
-        that once reported a little more queueing would be shunned until its report expired
-        while the other's kept being renewed."""
-        queued = 0.0
-        if self.load is not None:
-            trust = max(0.0, 1.0 - (now - self.load_at) / LOAD_FRESH_S)
-            queued = trust * self.load.queue_ms_recent / max(self.load.service_ms, 1.0)
-        return round(queued + self.in_flight)
+        return requests_ahead(self.load, self.load_at, self.in_flight, now)
+
+
+def requests_ahead(load: LoadReport | None, load_at: float, in_flight: int, now: float) -> int:
+    """What an input sent now would wait behind at a replica, in whole requests: its
+    reported queueing (in units of its service time, trusted less as the report ages, since
+    only a chosen replica gets a new one) plus what this device already has there. Closer
+    replicas are a tie, which round robin breaks; without the ageing, a replica that once
+    reported a little more queueing would be shunned until its report expired while the
+    other's kept being renewed."""
+    queued = 0.0
+    if load is not None:
+        trust = max(0.0, 1.0 - (now - load_at) / LOAD_FRESH_S)
+        queued = trust * load.queue_ms_recent / max(load.service_ms, 1.0)
+    return round(queued + in_flight)
+
+
+class ReplicaLike(Protocol):
+    health: EdgeHealth
+
+    def requests_ahead(self, now: float) -> int: ...
+
+
+R = TypeVar("R", bound=ReplicaLike)
+
+
+def replica_order(replicas: Sequence[R], now: float, turn: int) -> list[R]:
+    """Replicas to try, best first: those up by expected wait (ties in round-robin order
+    from ``turn``), then those down whose next probe is due (an input is their probe)."""
+    n = len(replicas)
+    rotated = [replicas[(turn + i) % n] for i in range(n)]
+    up = sorted((r for r in rotated if r.health.up), key=lambda r: r.requests_ahead(now))
+    due = [r for r in rotated if r.health.probe_due(now)]
+    return up + due
 
 
 class EdgePool:
@@ -115,14 +140,7 @@ class EdgePool:
         return next(self._ids)
 
     def _order(self, now: float) -> list[Replica]:
-        """Replicas to try, best first: those up by expected wait (ties in round-robin
-        order), then those down whose next probe is due (an input is their probe)."""
-        turn = next(self._turn)
-        n = len(self.replicas)
-        rotated = [self.replicas[(turn + i) % n] for i in range(n)]
-        up = sorted((r for r in rotated if r.health.up), key=lambda r: r.requests_ahead(now))
-        due = [r for r in rotated if r.health.probe_due(now)]
-        return up + due
+        return replica_order(self.replicas, now, next(self._turn))
 
     def infer(self, request: InferRequest, timeout_s: float) -> InferReply:
         """Send one input to the best replica; on a replica's failure, the next one, while

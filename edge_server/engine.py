@@ -4,8 +4,10 @@
     (config, payload) ──Engine.prepare──► decoded input (a code or an image tensor)
     [decoded inputs of one (model id, config)] ──ModelSet.run_batch──► probabilities (B, K)
 
-``prepare`` runs in the gRPC event loop, so a bad request is refused before it takes
-a place in the queue. ``run_batch`` runs in the batcher's worker thread.
+``prepare`` runs before a request takes a place in the queue, so a bad one is refused
+first: in the gRPC event loop for a slimmable code (microseconds), in the servicer's
+decoder threads for an image or an entropy-coded code. ``run_batch`` runs in the
+batcher's worker thread.
 """
 
 from __future__ import annotations

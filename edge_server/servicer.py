@@ -109,12 +109,14 @@ class EdgeInferenceServicer(pb_grpc.EdgeInferenceServicer):
                       ) -> tuple[InferRequest, asyncio.Future[BatchResult]]:
         try:
             request = InferRequest.from_message(message)
-            if request.config.placement is Placement.OFFLOAD_INPUT:
-                # an image takes up to tens of ms to decode (a PNG): off the event loop,
-                # which serves every other device meanwhile
+            if request.config.placement is Placement.OFFLOAD_INPUT \
+                    or request.config.rate is not None:
+                # an image takes up to tens of ms to decode (a PNG), an entropy-coded code
+                # about a millisecond (rANS in numpy): off the event loop, which serves
+                # every other device meanwhile
                 decoded = await asyncio.get_running_loop().run_in_executor(
                     self._decoders, engine.prepare, request.config, request.payload)
-            else:  # a code decodes in microseconds: a thread hand-off would cost more
+            else:  # a slimmable code decodes in microseconds: a hand-off would cost more
                 decoded = engine.prepare(request.config, request.payload)
         except (ConfigError, PayloadError) as error:
             kind = "configuration" if isinstance(error, ConfigError) else "payload"

@@ -343,10 +343,10 @@ def test_warming_up_measures_the_edge_and_the_link_before_the_first_input(edge, 
         with DeviceClient(checkpoint, f"127.0.0.1:{link.port}", policy="adaptive",
                           link=LinkOptions(monitor=False),
                           device=DeviceOptions(battery="1.0")) as client:
-            guess = client.server.ms_per_mmac
+            guess = client.knowledge.server.ms_per_mmac
             assert client.bandwidth.stale(60, settle_s=60)  # nothing measured yet
             client.warm_up()
-            measured = client.server.ms_per_mmac
+            measured = client.knowledge.server.ms_per_mmac
             assert not client.bandwidth.stale(60, settle_s=60)  # probed after the warm-up
             estimate = client.bandwidth.estimate_bps
     finally:
