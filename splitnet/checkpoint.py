@@ -6,7 +6,9 @@
 The model id hashes every tensor's name, dtype, shape and bytes in a fixed order, so it
 names the weights themselves, not the file's container format. With ``half=True`` float
 tensors are stored as float16 and the model's own weights are first rounded to float16,
-so the id is the same before saving and after loading. A checkpoint that carries the int8
+so the id is the same before saving and after loading. The file is the torch archive in a
+zstd frame (float16 weights shrink by about 9 %, and decompress in tens of ms); a plain
+torch archive is read too. A checkpoint that carries the int8
 head's calibration gets its int8 head rebuilt on load (``splitnet.model.int8``). A model with
 an entropy bottleneck stores its coder's integer tables beside the weights: both ends of the
 wire must share them exactly, so they are written once and never recomputed.
@@ -15,12 +17,14 @@ wire must share them exactly, so they are written once and never recomputed.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import zstandard
 
 from splitnet.model import SplitModel, create_model
 from splitnet.model.entropy_bottleneck import CodingTables
@@ -72,9 +76,29 @@ def save_checkpoint(model: SplitModel, path: str | os.PathLike[str],
         blob["int8_calibration"] = int8_calibration
     if coding_tables is not None:
         blob["coding_tables"] = coding_tables.state()
-    torch.save(blob, tmp)
+    write_blob(blob, tmp)
     os.replace(tmp, path)
     return model_id
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def write_blob(blob: dict[str, Any], path: Path) -> None:
+    """``blob`` as a torch archive in a zstd frame."""
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(buffer.getvalue()))
+
+
+def read_blob(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, Any]:
+    """A checkpoint's dictionary, from a zstd-framed or a plain torch archive."""
+    data = Path(path).read_bytes()
+    if data[:4] == ZSTD_MAGIC:
+        data = zstandard.ZstdDecompressor().decompress(data)
+    blob: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu",
+                                      weights_only=weights_only)
+    return blob
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
@@ -86,7 +110,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
             "or pass the path of an existing one"
         )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_blob(path)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     try:

@@ -13,6 +13,8 @@
                  a round: opening 32 connections and one scrape per round costs about
                  0.1 ms on each of a round's 100 camera requests.
                  On the camera model's heaviest tail (split 1) and the small model's split 2.
+    efficiency   the batched server's requests/s ÷ the same tail's raw throughput, model
+                 alone in a tight loop at its best batch size (experiments.bench.tail)
     wire bytes   device ─► counting TCP proxy ─► server: bytes in each direction per
                  inference over one open stream and over unary calls, minus the payload;
                  the proxy parses the HTTP/2 frames, so the upload is also given by frame
@@ -50,6 +52,7 @@ from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for
 # (model, config, target speed-up): the camera model's heaviest tail, the small one's split 2
 THROUGHPUT_CASES = ((DEFAULT_MODEL, "split1/w12/b2", 4.0), (SMALL_MODEL, "split2/w4/b4", 3.0))
 SERVER_CPU_TARGET_MS = 0.3
+EFFICIENCY_TARGET = 0.9  # served throughput ÷ the tail's raw batched throughput
 
 
 BENCH_DEVICES = 64  # device tokens every benchmark server knows (bench-0 ... bench-63)
@@ -230,6 +233,7 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
     Long because: the interleaved rounds and the per-thread CPU accounting of each are one
     measurement."""
     model_id, payloads = payloads_for(checkpoint, config, 256)
+    raw = raw_throughput(checkpoint, config)  # before the servers start: a quiet machine
     metrics_ports = {"batched": _free_port(), "batch1": _free_port()}
     servers = {"batched": start_server(checkpoint, 32, threads, metrics_ports["batched"]),
                "batch1": start_server(checkpoint, 1, threads, metrics_ports["batch1"])}
@@ -297,8 +301,26 @@ def throughput(checkpoint: Path, config: Config, streams: int, rounds: int,
                          for part, values in by_thread_ms[name].items()}
                      if threads == 1 else None}  # more: torch's pool is "other threads"
     out["speedup"] = out["batched"]["rps_median"] / out["batch1"]["rps_median"]
+    out["raw"] = raw
+    out["efficiency"] = out["batched"]["rps_median"] / raw["raw_rps"]
     out["p99_ratio"] = out["batched"]["p99_latency_ms"] / out["batch1"]["p99_latency_ms"]
     return out
+
+
+def raw_throughput(checkpoint: Path, config: Config) -> dict[str, Any]:
+    """The tail alone in a tight loop at its best batch size, one torch thread
+    (experiments.bench.tail): the ceiling the served throughput is a fraction of."""
+    from edge_server.engine import Engine
+    from experiments.bench.tail import profile_config
+    from splitnet.zoo import load_card
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return profile_config(Engine(load_checkpoint(checkpoint)), load_card(checkpoint),
+                              config, rounds=5)
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ------------------------------------------------------------------------ wire bytes
@@ -543,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
         targets[f"batching_speedup_{name}"] = {
             "measured": t["speedup"], "target": t["target_speedup"],
             "met": t["speedup"] >= t["target_speedup"]}
+        targets[f"server_efficiency_{name}"] = {
+            "measured": t["efficiency"], "target": EFFICIENCY_TARGET,
+            "met": t["efficiency"] >= EFFICIENCY_TARGET,
+            "raw_rps": t["raw"]["raw_rps"], "raw_best_batch": t["raw"]["best_batch"]}
         if t["target_speedup"] >= 4:
             targets[f"batched_p99_over_batch1_p99_{name}"] = {
                 "measured": t["p99_ratio"], "target": 2.0, "met": t["p99_ratio"] <= 2.0}

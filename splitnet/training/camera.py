@@ -518,7 +518,7 @@ def train_camera_model(work_dir: Path, out_dir: Path, data_dir: str | None = Non
 
     Long because: the stages in order, each handing its weights to the next, with the
     checkpoint's record of them."""
-    from splitnet.checkpoint import save_checkpoint
+    from splitnet.checkpoint import read_blob, save_checkpoint
     from splitnet.model import create_model
 
     backbone = backbone or BackboneRecipe()
@@ -533,7 +533,7 @@ def train_camera_model(work_dir: Path, out_dir: Path, data_dir: str | None = Non
     meta: dict[str, Any]
     if start is not None:
         model = load_for_training(start).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        meta = torch.load(start, map_location="cpu", weights_only=False).get("meta", {})
+        meta = read_blob(start).get("meta", {})
         minutes = {k: v for k, v in meta.get("minutes", {}).items()
                    if k not in ("entropy_bottleneck", "int8_calibration")}
         meta["started_from"] = start.name

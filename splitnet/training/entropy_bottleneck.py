@@ -270,9 +270,10 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
 
 def load_for_training(checkpoint: Path) -> SplitModel:
     """The shipped camera model with a fresh entropy bottleneck beside its trained parts."""
+    from splitnet.checkpoint import read_blob
     from splitnet.model import create_model
 
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    blob = read_blob(checkpoint)
     model = create_model(blob["arch"])
     reference = model.state_dict()
     state = {k: v.to(reference[k].dtype) for k, v in blob["state_dict"].items()
