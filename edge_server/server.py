@@ -30,9 +30,9 @@ from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 from edge_server.auth import Identities, TokenAuthInterceptor
 from edge_server.batching import DynamicBatcher
 from edge_server.engine import BatchKey, Decoded, ModelSet
+from edge_server.load_reports import LoadPublisher
 from edge_server.metrics import EdgeMetrics
 from edge_server.servicer import EdgeInferenceServicer
-from edge_server.telemetry import LoadPublisher
 from splitnet.checkpoint import LoadedModel, load_checkpoint
 from splitnet.zoo import ZOO_DIR, check_card, list_zoo
 

@@ -53,8 +53,8 @@ from edge_server.batching import (
     WorkerStalledError,
 )
 from edge_server.engine import BatchKey, Decoded, Engine, ModelSet, UnknownModelError
+from edge_server.load_reports import load_report
 from edge_server.metrics import UNKNOWN_MODEL, EdgeMetrics
-from edge_server.telemetry import load_report
 from splitnet.codec import PayloadError
 from splitnet.config import ConfigError, Placement
 

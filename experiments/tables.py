@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -22,8 +22,8 @@ from device_client.client import DeviceClient
 from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.pipeline import run_stream
 from device_client.sources import FrameList
+from edge_server.load_reports import LoadPublisher
 from edge_server.server import EdgeServer, ServerOptions
-from edge_server.telemetry import LoadPublisher
 from splitnet import faults
 from splitnet.config import Config
 from splitnet.preprocess import images_to_input

@@ -201,7 +201,9 @@ class SimDevice:
     def _answered(self, frame: int, plan: Plan, placement: str, fallback: bool,
                   service_ms: float) -> None:
         self.busy = False
-        if frame >= 0:
+        if frame < 0:  # the warm-up offload: the link is measured afresh before frame 0
+            self.knowledge.bandwidth.restart()
+        else:
             index = self.planner.candidates.index.get(plan.config)
             accuracy = float(self.planner.candidates.accuracy[index]) if index is not None \
                 else 0.0

@@ -9,7 +9,7 @@ batch-size → service-time curve.
          when max_batch_size of that key wait or the oldest has waited max_wait_ms
          (edge_server.batching.DynamicBatcher) ─► batch_ms(kind, MMAC, size)
       ─► every reply carries the load: depth, recent service ms (EWMA 0.2), recent queue
-         ms (EWMA 0.1), as edge_server.telemetry reports them
+         ms (EWMA 0.1), as edge_server.load_reports reports them
 
 Edge profiles (``PROFILES``) give the service time of a batch of any tail. ``host`` is
 measured on this machine (``python -m experiments.bench.tail``); the others come from
