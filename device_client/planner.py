@@ -270,6 +270,9 @@ class Candidates:
         self.sent_share = np.where(self.is_local, 0.0, 1 - self.exit_fraction)
         self.tail_ms_per_mmac = self.device_ms_per_mmac / np.where(self.is_int8,
                                                                    self.int8_speedup, 1.0)
+        # per precision (True: int8): its candidates, and the whole network's config
+        self.of_precision = {True: self.is_int8, False: ~self.is_int8}
+        self.local_of_precision = {flag: LOCAL.with_int8(flag) for flag in (False, True)}
 
 
 class Planner:
@@ -362,7 +365,7 @@ class Planner:
         c = self.candidates
         factors = np.full(len(c.configs), est.head_speed_factor)
         for int8, factor in est.precision_speed_factors.items():
-            factors[c.is_int8 == int8] = factor
+            factors[c.of_precision[int8]] = factor
         for config, factor in est.config_speed_factors.items():
             factors[c.by_base.get(config, [])] = factor
         device_ms = c.device_ms * factors
@@ -374,8 +377,8 @@ class Planner:
         # what finishing on the device costs if the edge fails: the tail in the head's
         # precision (at that precision's speed), or the policy's local choice
         whole_factor = {flag: est.config_speed_factors.get(
-            LOCAL.with_int8(flag), est.precision_speed_factors.get(flag, est.head_speed_factor))
-            for flag in (False, True)}
+            local, est.precision_speed_factors.get(flag, est.head_speed_factor))
+            for flag, local in c.local_of_precision.items()}
         tail_factor = np.where(c.is_int8, whole_factor[True], whole_factor[False])
         ms_per_mmac = c.tail_ms_per_mmac
         local_ms = float(device_ms[self._feasible(self.local_only, device_ms)].min())

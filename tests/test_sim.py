@@ -10,7 +10,7 @@ from device_client.knowledge import DeviceKnowledge
 from device_client.planner import Planner
 from experiments.scenario import Scenario
 from experiments.sim.cells import per_frame_bound, simulate_runs, summarize
-from experiments.sim.device import DeviceSpeed
+from experiments.sim.device_times import DeviceTimes
 from experiments.sim.edge import EdgeProfile, Job, SimEdge, fitted, interpolate
 from experiments.sim.engine import Simulation
 from experiments.sim.fleet import run_fleet
@@ -87,10 +87,10 @@ def test_knowledge_ages_on_the_simulated_clock(checkpoint, card) -> None:
 
 def test_a_simulated_cell_accounts_for_every_frame_and_moves_with_the_link(card, monkeypatch
                                                                           ) -> None:
-    speed = DeviceSpeed(fp32=60.0, int8=60.0)  # a slow device: offloading pays on a good link
+    times = DeviceTimes(Planner(card).candidates, 60.0, 60.0)  # slow: offloading pays
     scenario = Scenario(name="sim-test", trace="ATT-LTE-driving.up", trace_start_s=600,
                         rtt_ms=10, device="pizero2", images=30, rate_hz=10, repetitions=2)
-    monkeypatch.setattr("experiments.sim.cells.device_speed", lambda device: speed)
+    monkeypatch.setattr("experiments.sim.cells.for_device", lambda device, card: times)
     runs = simulate_runs(scenario, card, fast_edge(), ["adaptive", "local-exit"])
     dead = simulate_runs(scenario.with_options(scale=0.001), card, fast_edge(), ["adaptive"])
     for policy_runs in (*runs.values(), *dead.values()):
@@ -106,7 +106,8 @@ def test_a_simulated_cell_accounts_for_every_frame_and_moves_with_the_link(card,
 
 def test_a_small_fleet_shares_one_edge(card) -> None:
     row = run_fleet(card, fast_edge(), "adaptive", devices=6, replicas=2, seconds=90.0,
-                    speeds={"rpi4": DeviceSpeed(5.0, 5.0), "pizero2": DeviceSpeed(30.0, 30.0)})
+                    times={"rpi4": DeviceTimes(Planner(card).candidates, 5.0, 5.0),
+                           "pizero2": DeviceTimes(Planner(card).candidates, 30.0, 30.0)})
     assert row["answered_fps"] > 0 and row["drop_rate"] < 0.5
     assert 0 <= row["edge_utilisation"] < 1
     assert row["offload_share_windows"]

@@ -10,17 +10,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from device_client.planner import Planner
-from experiments.calibration import calibrate
 from experiments.device_profiles import PROFILES
 from experiments.scenario import Scenario
-from experiments.sim.device import DeviceSpeed, FrameRecord, SimDevice
+from experiments.sim.device import FrameRecord, SimDevice
+from experiments.sim.device_times import DeviceTimes, for_device
 from experiments.sim.edge import EdgeProfile, SimEdge
 from experiments.sim.engine import Simulation
 from experiments.sim.link import SimUplink
@@ -32,13 +32,7 @@ WARM_UP_S = 2.0  # simulated start-up before frame 0 (warm-up offload, first pro
 PLACEMENTS = ("local", "split", "offload-input")
 
 
-def device_speed(device: str) -> DeviceSpeed:
-    """The emulated device's factors on this host (experiments.calibration)."""
-    calibration = calibrate(PROFILES[device])
-    return DeviceSpeed(calibration.fp32_factor, calibration.int8_factor)
-
-
-def tail_mmac_of(card: ModelCard) -> Any:
+def tail_mmac_of(card: ModelCard) -> Callable[[Config], float]:
     """Config → the MMAC the edge computes for it."""
     full = card.full.macs / 1e6
 
@@ -55,7 +49,7 @@ class PolicyRun:
 
 
 def simulate_repetition(scenario: Scenario, policy: str, card: ModelCard, profile: EdgeProfile,
-                        speed: DeviceSpeed, traces: dict[str, Trace]) -> PolicyRun:
+                        times: DeviceTimes, traces: dict[str, Trace]) -> PolicyRun:
     """One policy on one repetition of ``scenario``: one device, one edge."""
     sim = Simulation()
     planner = Planner(card, policy, scenario.accuracy_floor or None, scenario.deadline_ms,
@@ -65,7 +59,7 @@ def simulate_repetition(scenario: Scenario, policy: str, card: ModelCard, profil
     # the trace is at trace_start_s when frame 0 is due, as the emulator restarts its clock
     uplink = SimUplink(trace, scenario.trace_start_s - WARM_UP_S, scenario.one_way_delay_ms)
     records: list[FrameRecord] = []
-    device = SimDevice(sim, 0, planner, speed, uplink, [edge], scenario.rate_hz, WARM_UP_S,
+    device = SimDevice(sim, 0, planner, times, uplink, [edge], scenario.rate_hz, WARM_UP_S,
                        scenario.images, scenario.seed, records.append)
     device.start(warm_up_at=0.5)
     sim.run(WARM_UP_S + scenario.images / scenario.rate_hz + 60.0)
@@ -91,11 +85,11 @@ def summarize(runs: list[PolicyRun]) -> dict[str, Any]:
 def simulate_runs(scenario: Scenario, card: ModelCard, profile: EdgeProfile,
                   policies: Iterable[str]) -> dict[str, list[PolicyRun]]:
     """Every policy over every repetition of ``scenario``: its runs."""
-    speed = device_speed(scenario.device)
+    times = for_device(scenario.device, card)
     traces: dict[str, Trace] = {}
     repetitions = [scenario.repetition(i) if scenario.repetitions > 1 else scenario
                    for i in range(scenario.repetitions)]
-    return {policy: [simulate_repetition(r, policy, card, profile, speed, traces)
+    return {policy: [simulate_repetition(r, policy, card, profile, times, traces)
                      for r in repetitions] for policy in policies}
 
 

@@ -2,8 +2,8 @@
 
     camera clock (frames at rate_hz, newest wins) ─► device free? take the newest frame
       ─► DeviceKnowledge.estimates ─► Planner.plan (the real ones) ─► config
-      ─► device time = the card's profiled ms × the device profile's factor (its precision)
-           an exit fires with the card's exit fraction (seeded); LOCAL or exited: answered
+      ─► device time as the emulator prices it (experiments.sim.device_times); an exit
+           fires with the card's exit fraction (seeded); LOCAL or exited: answered
       ─► sent: SimUplink (trace) ─► SimEdge (batching, queue, share) ─► + one-way delay
            ─► reply before the ski-rental timeout (Plan.offload_timeout_s): learn_reply
            ─► else, or refused: learn_failure, finish on the device
@@ -29,6 +29,7 @@ from device_client.fallback import EdgeHealth
 from device_client.knowledge import DeviceKnowledge
 from device_client.planner import WIRE_OVERHEAD_BYTES, Plan, Planner
 from device_client.replicas import replica_order, requests_ahead
+from experiments.sim.device_times import DeviceTimes
 from experiments.sim.edge import EdgeReply, Job, SimEdge
 from experiments.sim.engine import Simulation
 from experiments.sim.link import SimUplink
@@ -36,23 +37,12 @@ from splitnet.card import ModelCard
 from splitnet.config import Config, Placement
 
 PROBE_BYTES = 24  # an empty probe request (its fields), before the wire overhead
-# the device's own time outside the model, its encoding and the network, per input (host
-# CPU, not scaled: the emulator does not scale it either); see DeviceCosts
+# the device's own time outside the model, its encoding and the network, per input: host
+# CPU, not scaled (the emulator does not scale it either); about 1 ms whether the input is
+# sent or not (python -m experiments.bench.device measures it)
 LOCAL_OVERHEAD_MS = 1.0
-SEND_OVERHEAD_MS = 3.0
+SEND_OVERHEAD_MS = 1.0
 MONITOR_TICK_S = 0.05  # the link monitor's round (device_client.monitor)
-
-
-@dataclass(frozen=True)
-class DeviceSpeed:
-    """Emulated device ms per card ms, by precision (experiments.calibration's factors: the
-    card is profiled on the host the calibration ran on)."""
-
-    fp32: float
-    int8: float
-
-    def of(self, config: Config) -> float:
-        return self.int8 if config.int8 else self.fp32
 
 
 @dataclass
@@ -93,7 +83,6 @@ class _InFlight:
     payload_bytes: int
     sent_at: float
     device_ms: float
-    finish_ms: float  # the device's time to finish it itself, should the edge fail
     done: bool = False
 
 
@@ -103,12 +92,12 @@ class SimDevice:
     Long-lived state is the runtime's (DeviceKnowledge, Planner); this class only moves
     frames through simulated time and feeds it what a real device would measure."""
 
-    def __init__(self, sim: Simulation, device_id: int, planner: Planner, speed: DeviceSpeed,
+    def __init__(self, sim: Simulation, device_id: int, planner: Planner, times: DeviceTimes,
                  uplink: SimUplink, edges: list[SimEdge], rate_hz: float, t0: float,
                  frames: int | None, seed: int,
                  on_record: Callable[[FrameRecord], None],
                  probe_interval_s: float = tuning.PROBE_INTERVAL_S) -> None:
-        self.sim, self.id, self.planner, self.speed = sim, device_id, planner, speed
+        self.sim, self.id, self.planner, self.times = sim, device_id, planner, times
         self.card: ModelCard = planner.candidates.card
         self.uplink, self.rate_hz, self.t0, self.frames = uplink, rate_hz, t0, frames
         self.rng = random.Random(seed)
@@ -120,7 +109,8 @@ class SimDevice:
         self.taken = 0  # frames before this one are answered or dropped
         self.busy = False
         self.started_at = 0.0  # when the device took up the frame it is on
-        self.probing = False
+        self.probing = False  # a probe pair is on the link
+        self.probe_at = math.inf  # when the next monitor check is scheduled
         self.stopped = False
 
     # ------------------------------------------------------------------ start-up
@@ -128,8 +118,7 @@ class SimDevice:
         """Warm up as DeviceClient.warm_up does (the local config once, one offloaded blank
         frame, then a fresh bandwidth estimate and one probe), then frames from ``t0``."""
         local = self.planner.plan(self._estimates(edge=False)).config.without_exit()
-        self.knowledge.learn_device_time(
-            local, self.card.device_ms(local) * self.speed.of(local), exited=False)
+        self.knowledge.learn_device_time(local, self.times.head(local, False), exited=False)
         self.sim.at(warm_up_at, self._warm_up_offload)
         self.sim.at(self.t0, self._next_frame)
 
@@ -173,9 +162,7 @@ class SimDevice:
             self._send(frame, plan, self._encode_ms(config))
             return
         exited = self.rng.random() < exit_probability(self.card, config)
-        profiled = (self.planner.candidates.exit_path_ms[config] if exited
-                    else self.card.device_ms(config))
-        device_ms = profiled * self.speed.of(config)
+        device_ms = self.times.head(config, exited)
         self.knowledge.learn_device_time(config, device_ms, exited)
         if config.placement is Placement.LOCAL or exited:
             self.knowledge.learn_overhead(Placement.LOCAL, LOCAL_OVERHEAD_MS)
@@ -184,10 +171,9 @@ class SimDevice:
         self._send(frame, plan, device_ms)
 
     def _encode_ms(self, config: Config) -> float:
-        """An offloaded frame's encoding: the card's time for its codec, in fp32."""
+        """An offloaded frame's encoding."""
         assert config.input_codec is not None
-        encode_ms = self.card.input_codec(config.input_codec).encode_ms or 0.5
-        device_ms = encode_ms * self.speed.fp32
+        device_ms = self.times.image(config.input_codec)
         self.knowledge.learn_device_time(config, device_ms, exited=False)
         return device_ms
 
@@ -224,10 +210,9 @@ class SimDevice:
             return
         index = self.planner.candidates.index.get(config)
         payload = int(self.planner.candidates.payload_bytes[index]) if index is not None else 0
-        finish_ms = self._finish_ms(config)
         replica = order[0]
         flight = _InFlight(frame, plan, replica, payload, self.sim.now + device_ms / 1000,
-                           device_ms, finish_ms)
+                           device_ms)
         replica.in_flight += 1
         arrival = self.uplink.send(flight.sent_at, payload + WIRE_OVERHEAD_BYTES)
         job = Job(self.id, config, self.sim.now, lambda reply: self._replied(flight, reply),
@@ -242,13 +227,10 @@ class SimDevice:
 
     def _finish_ms(self, config: Config) -> float:
         """The device's own time to finish ``config`` without the edge."""
-        candidates = self.planner.candidates
         if config.placement is Placement.OFFLOAD_INPUT:
             local = self.planner.plan(self._estimates(edge=False)).config
-            return self.card.device_ms(local) * self.speed.of(local)
-        index = candidates.index[config]
-        return float(candidates.tail_mmacs[index] * candidates.tail_ms_per_mmac[index]) \
-            * self.speed.of(config)
+            return self.times.head(local, False)
+        return self.times.finish(config)
 
     def _replied(self, flight: _InFlight, reply: EdgeReply) -> None:
         """The edge answered (at the edge, now): the reply reaches the device after the
@@ -288,7 +270,8 @@ class SimDevice:
         waited_ms = (self.sim.now - flight.sent_at) * 1000
         self.knowledge.learn_failure(flight.payload_bytes, waited_ms, timed_out, reason)
         flight.replica.health.failure(reason)
-        self._answer(flight.frame, flight.plan, flight.finish_ms, "local", True)
+        self._answer(flight.frame, flight.plan, self._finish_ms(flight.plan.config), "local",
+                     True)
 
     def _finish_locally(self, frame: int, plan: Plan, device_ms: float) -> None:
         self._answer(frame, plan, device_ms + self._finish_ms(plan.config), "local", True)
@@ -300,9 +283,11 @@ class SimDevice:
         if self.probing or self.stopped:
             return
         due = self._probe_due_at()
-        if due is not None:
-            self.probing = True
-            tick = math.ceil(max(due, self.sim.now) / MONITOR_TICK_S) * MONITOR_TICK_S
+        if due is None:
+            return
+        tick = math.ceil(max(due, self.sim.now) / MONITOR_TICK_S) * MONITOR_TICK_S
+        if tick < self.probe_at - 1e-9:  # earlier than the check already scheduled
+            self.probe_at = tick
             self.sim.at(tick, self._probe)
 
     def _probe_due_at(self) -> float | None:
@@ -322,7 +307,9 @@ class SimDevice:
     def _probe(self) -> None:
         """One probe pair to the best replica (LinkMonitor.probe_once): an empty probe
         (RTT, the edge's load), then a padded one (bandwidth)."""
-        self.probing = False
+        if self.probing or self.sim.now < self.probe_at - 1e-9:
+            return  # a probe is on the link, or this check was superseded by an earlier one
+        self.probe_at = math.inf
         health = self.knowledge.health
         if not (health.probe_due() or health.up and self.knowledge.bandwidth.stale(
                 self.probe_interval_s)):

@@ -25,8 +25,9 @@ import numpy as np
 
 from device_client.planner import Planner
 from experiments.device_profiles import PROFILES
-from experiments.sim.cells import WARM_UP_S, device_speed, tail_mmac_of
-from experiments.sim.device import DeviceSpeed, FrameRecord, SimDevice
+from experiments.sim.cells import WARM_UP_S, tail_mmac_of
+from experiments.sim.device import FrameRecord, SimDevice
+from experiments.sim.device_times import DeviceTimes, for_device
 from experiments.sim.edge import EdgeProfile, SimEdge
 from experiments.sim.engine import Simulation
 from experiments.sim.link import SimUplink
@@ -82,11 +83,11 @@ def fleet_devices(count: int, seed: int) -> list[tuple[str, str, float, float]]:
 
 def run_fleet(card: ModelCard, profile: EdgeProfile, policy: str, devices: int, replicas: int,
               seconds: float, seed: int = 0, rate_hz: float = FLEET_RATE_HZ,
-              speeds: dict[str, DeviceSpeed] | None = None) -> dict[str, Any]:
+              times: dict[str, DeviceTimes] | None = None) -> dict[str, Any]:
     """One fleet for ``seconds`` of simulated time; its figures (see the module)."""
     sim = Simulation()
     edges = [SimEdge(sim, profile, tail_mmac_of(card)) for _ in range(replicas)]
-    speeds = speeds or {name: device_speed(name) for name in FLEET_DEVICES}
+    times = times or {name: for_device(name, card) for name in FLEET_DEVICES}
     planners = {name: Planner(card, policy, None, FLEET_DEADLINE_MS, PROFILES[name].power)
                 for name in FLEET_DEVICES}
     traces = {name: Trace.load(name) for name in FLEET_TRACES}
@@ -95,7 +96,7 @@ def run_fleet(card: ModelCard, profile: EdgeProfile, policy: str, devices: int, 
     for i, (kind, trace, offset, start) in enumerate(fleet_devices(devices, seed)):
         t0 = WARM_UP_S + start
         uplink = SimUplink(traces[trace], offset, one_way_ms=20.0)
-        device = SimDevice(sim, i, planners[kind], speeds[kind], uplink, edges, rate_hz, t0,
+        device = SimDevice(sim, i, planners[kind], times[kind], uplink, edges, rate_hz, t0,
                            None, seed * 100_003 + i, stats.add)
         device.start(warm_up_at=start + 0.5)
     sim.run(seconds)
@@ -144,11 +145,11 @@ def sweep(card: ModelCard, profile: EdgeProfile, policies: Sequence[str], sizes:
     """Every (replicas, policy, fleet size) for ``seconds`` of simulated time."""
     from tqdm import tqdm
 
-    speeds = {name: device_speed(name) for name in FLEET_DEVICES}
+    times = {name: for_device(name, card) for name in FLEET_DEVICES}
     runs = [(r, p, n) for r in replicas for p in policies for n in sizes]
     rows = []
     for r, p, n in tqdm(runs, desc=f"fleets on {profile.name}", unit="run"):
-        rows.append(run_fleet(card, profile, p, n, r, seconds, seed, speeds=speeds))
+        rows.append(run_fleet(card, profile, p, n, r, seconds, seed, times=times))
     return rows
 
 
