@@ -7,7 +7,8 @@ for its precision (experiments.emulation, experiments.calibration).
                           ─► else the card's time × (least ÷ card, of the whole network
                             in that precision) × factor (the card's head includes encoding)
     finish(config)       ─► the table's least × factor, else the card's tail cost the same way
-    image(codec)         ─► the card's encode time × the fp32 factor (Pillow, not torch)
+    image(codec)         ─► a frame's least encoding time (the emulator's, else measured
+                            here; the median over frames) × the fp32 factor (Pillow)
 
 The table (runs/least_cpu.json) is what the emulated devices measured on this host; on a
 host without one, every time comes from the card and one measurement of the whole network.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from device_client.planner import Candidates
@@ -29,6 +31,8 @@ from experiments.device_profiles import PROFILES
 from splitnet import codec
 from splitnet.card import ModelCard
 from splitnet.config import LOCAL, Config, Placement
+from splitnet.data.eval_sets import default_cache_dir, stream_images
+from splitnet.input_codecs import encode_image
 from splitnet.zoo import checkpoint_for, load_card, load_pretrained
 
 
@@ -42,6 +46,8 @@ class DeviceTimes:
     least_ms: dict[str, float] = field(default_factory=dict)  # repr(work) ─► host least ms
     card_ratio: dict[bool, float] = field(default_factory=lambda: {False: 1.0, True: 1.0})
     encode_ms: dict[str, float] = field(default_factory=dict)  # code kind ─► host least ms
+    image_ms: dict[str, float] = field(default_factory=dict)  # input codec ─► host least ms
+    _heads: dict[tuple[Config, bool], float] = field(default_factory=dict, repr=False)
 
     @property
     def card(self) -> ModelCard:
@@ -55,6 +61,12 @@ class DeviceTimes:
 
     def head(self, config: Config, exited: bool) -> float:
         """The device part of ``config`` for one input (encoding what it sends included)."""
+        known = self._heads.get((config, exited))
+        if known is None:
+            known = self._heads[(config, exited)] = self._head(config, exited)
+        return known
+
+    def _head(self, config: Config, exited: bool) -> float:
         shape = (1, *self.card.input_shape)
         least = self.least_ms.get(repr(("head", config, shape, exited)))
         if least is not None:
@@ -77,15 +89,22 @@ class DeviceTimes:
         return self._scaled_card(card_ms, config.int8)
 
     def image(self, input_codec: str) -> float:
-        """Encoding a frame to send it whole (Pillow: the fp32 factor)."""
-        return (self.card.input_codec(input_codec).encode_ms or 0.5) * self.fp32_factor
+        """Encoding a frame to send it whole (Pillow: the fp32 factor): its least CPU ms
+        here, as the emulator prices it, else the card's median."""
+        host_ms = self.image_ms.get(input_codec)
+        if host_ms is None:
+            host_ms = self.card.input_codec(input_codec).encode_ms or 0.5
+        return host_ms * self.fp32_factor
+
+
+IMAGE_FRAMES = 12  # camera frames whose encoding is timed, per input codec
 
 
 def code_kind(config: Config) -> str:
     return "raw" if config.raw else "entropy" if config.rate is not None else "slimmable"
 
 
-_MEASURED: dict[str, tuple[dict[bool, float], dict[str, float]]] = {}
+_MEASURED: dict[str, tuple[dict[bool, float], dict[str, float], dict[str, float]]] = {}
 
 
 def for_device(device: str, card: ModelCard) -> DeviceTimes:
@@ -94,25 +113,31 @@ def for_device(device: str, card: ModelCard) -> DeviceTimes:
     table = LeastCpu(card.arch)
     if card.arch not in _MEASURED:
         _MEASURED[card.arch] = _measure(card, table)
-    ratio, encode = _MEASURED[card.arch]
+    ratio, encode, image = _MEASURED[card.arch]
     return DeviceTimes(Candidates(card), calibration.fp32_factor, calibration.int8_factor,
-                       {key: s * 1000 for key, s in table.seconds.items()}, ratio, encode)
+                       {key: s * 1000 for key, s in table.seconds.items()}, ratio, encode,
+                       image)
 
 
 @torch.no_grad()
-def _measure(card: ModelCard, table: LeastCpu) -> tuple[dict[bool, float], dict[str, float]]:
+def _measure(card: ModelCard, table: LeastCpu
+             ) -> tuple[dict[bool, float], dict[str, float], dict[str, float]]:
     """Per precision, the whole network's least CPU ms over the card's (the emulator's
-    table where it has it, else measured now); per kind of code, its encoding's least ms."""
+    table where it has it, else measured now); per kind of code, its encoding's least ms;
+    per input codec, the median over camera frames of each frame's least encoding ms."""
     model = load_pretrained(checkpoint_for(card.arch)).model
     shape = (1, *model.spec.input_shape)
     x = torch.zeros(shape)
     ratio: dict[bool, float] = {}
     for int8, card_ms in ((False, card.full.latency_ms), (True, card.full.int8_latency_ms)):
+        if not card_ms:  # no int8 head: nothing runs in int8
+            ratio[int8] = 1.0
+            continue
         config = LOCAL.with_int8(int8)
         least_s = table.least(("head", config, shape, False))
         least_ms = least_s * 1000 if least_s is not None else least_cpu_ms(
             functools.partial(model.forward_head, x, config))
-        ratio[int8] = least_ms / card_ms if card_ms else 1.0
+        ratio[int8] = least_ms / card_ms
     encode: dict[str, float] = {}
     for row in card.configs:
         config = Config.parse(row.config)
@@ -121,7 +146,22 @@ def _measure(card: ModelCard, table: LeastCpu) -> tuple[dict[bool, float], dict[
             code = model.forward_head(x, config).code
             assert code is not None
             encode[kind] = least_cpu_ms(functools.partial(codec.encode, code))
-    return ratio, encode
+    return ratio, encode, _image_ms(card, table)
+
+
+def _image_ms(card: ModelCard, table: LeastCpu) -> dict[str, float]:
+    """Per input codec, a frame's encoding in least host CPU ms: the median over the
+    emulator's frames of what it priced them at (its table keys a frame's encoding by what
+    it produced, not by codec, so the median is over every codec it ran), else measured
+    here on camera frames."""
+    emulated = [s * 1000 for key, s in table.seconds.items() if key.startswith("('encode_image'")]
+    if emulated:
+        return {row.codec: float(np.median(emulated)) for row in card.input_codecs}
+    frames = stream_images(card.arch, cache_dir=default_cache_dir(),
+                           window=slice(0, IMAGE_FRAMES)).images
+    return {row.codec: float(np.median([
+        least_cpu_ms(functools.partial(encode_image, frame, row.codec), repeats=5)
+        for frame in frames])) for row in card.input_codecs}
 
 
 def least_cpu_ms(work: Callable[[], Any], repeats: int = 20) -> float:
