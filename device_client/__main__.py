@@ -280,7 +280,6 @@ def _stream(client: DeviceClient, source: FrameSource, args: argparse.Namespace)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # finish the frame in flight
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    names = class_names(client.model.spec.name)
     results: list[InferenceResult] = []
     records = args.records.open("w") if args.records else None
 
@@ -288,7 +287,6 @@ def _stream(client: DeviceClient, source: FrameSource, args: argparse.Namespace)
         results.append(done.result)
         if records is not None:
             record = done.result.record() | {"frame": done.index,
-                                             "class": names[done.result.label],
                                              "latency_from_capture_ms": done.latency_ms}
             records.write(json.dumps(record) + "\n")
 

@@ -257,7 +257,7 @@ def test_cli_classifies_a_folder_of_frames_through_the_edge_and_skips_a_broken_f
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [r["file"] for r in records] == [str(folder / f"{i}.jpg") for i in range(3)]
-    assert all(r["config"] == "offload/jpeg90" and r["class"] for r in records)
+    assert all(r["config"] == "offload/jpeg90" and r["class_name"] for r in records)
     assert sum(r["label"] == label for r, label in zip(records, labels, strict=True)) >= 2
 
 

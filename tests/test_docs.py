@@ -23,7 +23,7 @@ FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 # a hex word of 7+ characters holding both a digit and a letter: a commit hash
 HASH = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
-RESULTS = re.compile(r"results/[\w.-]*\w(?![\w<])")
+RESULTS = re.compile(r"results/[\w.-]*\w(?![\w<]|[.-][\w<])")
 
 
 def test_readme_is_a_front_door() -> None:

@@ -495,7 +495,8 @@ def test_emulated_device_time_is_its_cpu_time_times_the_precision_factor(checkpo
         plain = client.infer(test_split.images[0]).latency.device_ms
         emulate(client, fp32_factor=20.0, int8_factor=1.0)
         slowed = client.infer(test_split.images[0]).latency.device_ms
-        client.head_speed = type(client.head_speed)()  # forget what that input taught it
+        fresh = type(client.head_speed)()  # forget what that input taught it
+        client.knowledge.head_speed = client.head_speed = fresh
         client.warm_up()  # one measured run replaces the prior: the planner knows at once
         learned = client.head_speed.factor
     assert slowed >= 5 * plain  # 20x its CPU time; plain, on a loaded host, may be 2-3x

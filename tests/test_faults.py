@@ -7,6 +7,7 @@ Bounds are generous: these tests say what happens, not how fast (the benchmarks 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from splitnet_proto.messages import MODEL_ID_METADATA, InferRequest
 from splitnet_proto.v1 import inference_pb2_grpc as pb_grpc
 
-from device_client import client as client_module
+from device_client import monitor as monitor_module
 from device_client.client import DeviceClient
 from device_client.options import DeviceOptions, LinkOptions, PolicyOptions
 from device_client.pipeline import run_stream
@@ -114,12 +115,15 @@ def test_a_hung_batch_worker_is_replaced_its_batch_rerun_and_health_tells(checkp
                                                                           test_split):
     server = _server(checkpoint, stall_s=1.0)
     seen: list[int] = []
-    stop = threading.Event()
+    # Health's Watch stream: every change the server makes is pushed, however short the
+    # NOT_SERVING spell (polling with Check can miss it on a loaded host)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=60)
 
     def watch_health() -> None:
-        while not stop.is_set():
-            seen.append(_health(server.port))
-            stop.wait(0.05)
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            seen.extend(reply.status for reply in watch)
 
     try:
         watcher = threading.Thread(target=watch_health, daemon=True)
@@ -129,17 +133,22 @@ def test_a_hung_batch_worker_is_replaced_its_batch_rerun_and_health_tells(checkp
         codes = _send_all(server.port, shipped.model_id,
                           _requests(shipped, test_split.images, 4), timeout_s=20)
         waited = time.monotonic() - started
-        time.sleep(0.5)
-        stop.set()
-        watcher.join()
+        serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                                health_pb2.HealthCheckResponse.NOT_SERVING)
+        deadline = time.monotonic() + 10  # the new worker's first round sets SERVING again
+        while not (not_serving in seen and seen[-1] == serving) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watch.cancel()
+        watcher.join(5)
         assert codes == [grpc.StatusCode.OK] * 4  # rerun by the worker that took over
         assert waited < 5  # the stall limit (1 s) and a rerun, not the 6 s hang
-        assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
-        assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
+        assert seen[0] == serving and not_serving in seen and seen[-1] == serving
         assert _send_all(server.port, shipped.model_id,
                          _requests(shipped, test_split.images, 2)) == [grpc.StatusCode.OK] * 2
     finally:
-        stop.set()
+        watch.cancel()
+        channel.close()
         server.stop(1)
 
 
@@ -216,7 +225,7 @@ def test_stream_reader_faults_cost_no_input(edge, checkpoint, test_split, kind):
 
 @pytest.mark.parametrize("kind", ["exception", "hang", "slow"])
 def test_monitor_and_feed_faults(edge, checkpoint, test_split, kind, monkeypatch):
-    monkeypatch.setattr(client_module, "MONITOR_STALL_S", 1.0)
+    monkeypatch.setattr(monitor_module, "MONITOR_STALL_S", 1.0)
     faults.install(f"device.monitor={kind}:0.2" if kind == "slow"
                    else f"device.monitor={kind}:5")
     with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}", policy="adaptive",

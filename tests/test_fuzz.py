@@ -23,8 +23,8 @@ def test_every_target_runs_its_inputs_without_a_crash(tmp_path):
     for target in report["targets"]:
         assert not target["crashed"], target["log_tail"]
         assert target["executions"] == 3000 and target["edges_covered"] > 0
-    assert {t["target"] for t in report["targets"]} == {"codec", "request", "scenario",
-                                                         "trace"}
+    assert {t["target"] for t in report["targets"]} == {
+        "codec", "entropy", "request", "reply", "image", "scenario", "trace"}
 
 
 def test_a_trace_name_too_long_for_the_file_system_is_a_scenario_error():

@@ -6,6 +6,8 @@ import torch
 from splitnet import codec
 from splitnet.config import LOCAL, OFFLOAD_INPUT, Config
 from splitnet.model import create_model, list_models
+from splitnet.model.entropy_bottleneck import EntropyCode
+from splitnet.quantize import QuantizedTensor
 
 
 def rand_input(model, batch):
@@ -47,8 +49,14 @@ def test_every_config_has_the_declared_shapes(model):
         head = model.forward_head(x, config)
         assert head.code is not None
         assert tuple(head.code.codes.shape) == (3, *model.code_shape(config))
-        assert head.code.codes.dtype == torch.uint8
-        assert int(head.code.codes.max()) < 2 ** config.bits
+        if config.entropy_coded:  # integer symbols within the tables' coded range
+            assert head.code.codes.dtype == torch.int32
+            low, high = (t[config.rate][:, None, None] for t in (head.code.tables.low,
+                                                                  head.code.tables.high))
+            assert bool(((head.code.codes >= low) & (head.code.codes <= high)).all())
+        else:
+            assert head.code.codes.dtype == torch.uint8
+            assert int(head.code.codes.max()) < 2 ** config.bits
         assert model.forward_tail(head.code, config).shape == (3, 10)
         assert model(x, config).shape == (3, 10)
     assert model(x, LOCAL).shape == (3, 10)
@@ -63,7 +71,13 @@ def test_head_then_tail_over_the_wire_equals_one_process(model):
         head = model.forward_head(x, config)
         assert head.code is not None
         payloads = codec.encode_batch(head.code)  # what crosses the network
-        received = codec.decode_batch(payloads, model.code_shape(config), config.bits)
+        received: QuantizedTensor | EntropyCode
+        if config.entropy_coded:
+            received = EntropyCode.cat([
+                codec.decode_entropy(p, model.coding_tables, config.rate,
+                                     model.code_shape(config)) for p in payloads])
+        else:
+            received = codec.decode_batch(payloads, model.code_shape(config), config.bits)
         torch.testing.assert_close(model.forward_tail(received, config), expected,
                                    rtol=1e-5, atol=1e-5)
 

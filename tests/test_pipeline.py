@@ -105,7 +105,7 @@ def test_the_cli_streams_a_video_and_names_a_missing_camera_or_video(test_split,
     assert summary["fps_target"] == pytest.approx(24) and summary["captured"] == 12
     assert summary["answered"] + summary["dropped"] == 12 == summary["n"]
     lines = [json.loads(line) for line in records.read_text().splitlines()]
-    assert len(lines) == summary["answered"] and all(line["class"] for line in lines)
+    assert len(lines) == summary["answered"] and all(line["class_name"] for line in lines)
     for flag, expected in ((["--camera", "7"], "/dev/video7"),
                            (["--video", str(tmp_path / "none.mp4")], "no such file")):
         result = subprocess.run([sys.executable, "-m", "device_client", "--policy", "local",
