@@ -2,11 +2,13 @@
 
     README.md, docs/*.md ──► each block between
         <!-- table: KIND results/FOLDER -->  and  <!-- /table -->
-    results/FOLDER/{grid.json | summary.json | bench.json} ──► render(KIND) ──► the block
+    results/FOLDER/{grid.json | summary.json | bench.json | validate.json | ...}
+        ──► render(KIND) ──► the block
 
 Kinds: ``grid`` (the camera model's grid: each policy's geometric mean over the cells and
-the headline ratio), ``run`` (one scenario's policies) and ``bench`` (a model's rate curve
-and its targets). ``python -m experiments.tables`` rewrites every block; ``--check`` only
+the headline ratio), ``run`` (one scenario's policies), ``bench`` (a model's rate curve
+and its targets), and the simulator's ``sim-validate``, ``sim-profiles`` and
+``sim-fleet``. ``python -m experiments.tables`` rewrites every block; ``--check`` only
 says which are stale, so a test can hold the docs to the folders they name.
 """
 
@@ -22,7 +24,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ("README.md", "docs/*.md")
-BLOCK = re.compile(r"(<!-- table: (\w+) (results/[\w./-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
+BLOCK = re.compile(r"(<!-- table: ([\w-]+) (results/[\w./-]+) -->\n)(.*?)(<!-- /table -->)",
+                   re.S)
 CAMERA = "resnet18_imagenette"
 
 
@@ -92,6 +95,58 @@ def bench_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sim_validate_table(folder: Path) -> str:
+    """The simulator against the emulated grid, per model: rows within the target, worst."""
+    data = json.loads((folder / "validate.json").read_text())
+    lines = ["| model | cell × policy rows within 10 % and 10 points | worst ratio "
+             "(simulated ÷ emulated) | worst share gap (points) |", "|---|---:|---:|---:|"]
+    for model, entry in data["models"].items():
+        lines.append(f"| {model} | {entry['within']} of {entry['rows']} | "
+                     f"{entry['worst_ratio']:.2f} | {entry['worst_share_gap_points']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def sim_profiles_table(folder: Path) -> str:
+    """The grid's cells at each edge profile: the adaptive policy against its best peer and
+    the per-frame bound."""
+    data = json.loads((folder / "profiles.json").read_text())
+    lines = ["| edge profile | adaptive ÷ best peer (geo. mean) | worst cell | adaptive ÷ "
+             "per-frame bound (geo. mean) | source |", "|---|---:|---:|---:|---|"]
+    for entry in data["profiles"]:
+        lines.append(f"| {entry['profile']} | {entry['geomean_adaptive_over_best_peer']:.3f} | "
+                     f"{entry['worst_adaptive_over_best_peer']:.3f} | "
+                     f"{entry['geomean_adaptive_over_bound']:.3f} | {entry['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def sim_fleet_table(folder: Path) -> str:
+    """Fleets: per replica count and fleet size, each policy's goodput (frames/s at full
+    accuracy) and p95 response; then the knees and the offload share's spread."""
+    data = json.loads((folder / "fleet.json").read_text())
+    rows = data["rows"]
+    policies = sorted({r["policy"] for r in rows}, key=lambda p: (p != "adaptive", p))
+    by_key = {(r["replicas"], r["devices"], r["policy"]): r for r in rows}
+    lines = ["| replicas | devices | " + " | ".join(policies) + " |",
+             "|---:|---:|" + "---:|" * len(policies)]
+    for replicas, devices in sorted({(r["replicas"], r["devices"]) for r in rows}):
+        cells = [by_key.get((replicas, devices, p)) for p in policies]
+        lines.append(f"| {replicas} | {devices} | " + " | ".join(
+            "–" if c is None else f"{c['goodput_fps']:.0f} / {_ms(c['p95_response_ms'])}"
+            for c in cells) + " |")
+    herding = data["no_herding"]
+    knees = ", ".join(f"{k} {v['knee_devices']}" for k, v in data["knees"].items()
+                      if k.startswith("adaptive@"))
+    spread = ", ".join(f"{k} replica(s) {v:.1f}"
+                       for k, v in herding["measured_points"].items())
+    lines += ["", "Each cell: goodput (frames/s at full accuracy) / p95 response ms. "
+              f"Adaptive goodput within 1 % of every peer's at every size: "
+              f"{'met' if data['adaptive_goodput']['met'] else 'not met'}; adaptive knees "
+              f"(replicas@devices): {knees}; offload share's spread over 10 s windows at "
+              f"the largest fleet, points: {spread} (target ≤ {herding['target_points']}: "
+              f"{'met' if herding['met'] else 'not met'})."]
+    return "\n".join(lines) + "\n"
+
+
 def _compact(value: Any) -> str:
     """A measured figure in a table cell: floats to 4 significant digits, dicts inline."""
     if isinstance(value, float):
@@ -103,8 +158,10 @@ def _compact(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"grid": grid_table, "run": run_table,
-                                                "bench": bench_table}
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "grid": grid_table, "run": run_table, "bench": bench_table,
+    "sim-validate": sim_validate_table, "sim-profiles": sim_profiles_table,
+    "sim-fleet": sim_fleet_table}
 
 
 def documents(root: Path = ROOT) -> list[Path]:

@@ -74,6 +74,14 @@ def finish_results(folder: Path, meta: dict[str, Any], **extra: Any) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def save_report(folder: Path, meta: dict[str, Any], report: dict[str, Any],
+                name: str = "report.json") -> None:
+    """Write a benchmark's JSON report into its results folder and close the folder's
+    meta.json (a benchmark: ``meta = start_results(...)``, run, ``save_report(...)``)."""
+    (folder / name).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    finish_results(folder, meta)
+
+
 def command_line(module: str, argv: list[str] | None) -> list[str]:
     """The command as a user types it: ``python -m <module> <arguments>``."""
     return ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)]

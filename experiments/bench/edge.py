@@ -47,6 +47,7 @@ from splitnet.checkpoint import load_checkpoint
 from splitnet.config import Config
 from splitnet.data.eval_sets import stream_images
 from splitnet.preprocess import images_to_input
+from splitnet.provenance import RESULTS_DIR, command_line, save_report, start_results
 from splitnet.zoo import DEFAULT_MODEL, SMALL_MODEL, checkpoint_for
 
 # (model, config, target speed-up): the camera model's heaviest tail, the small one's split 2
@@ -547,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wire-count", type=int, default=300)
     parser.add_argument("--skip-throughput", action="store_true",
                         help="measure only the bytes on the wire")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench-edge",
+                        help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
+    meta = start_results(args.out, command_line("experiments.bench.edge", argv))
     small = checkpoint_for(SMALL_MODEL)
     wire_configs = [Config.parse(c) for c in ("split2/w4/b4", "split3/w4/b4", "split1/raw/b8")]
     result: dict[str, Any] = {"throughput": [] if args.skip_throughput else [
@@ -589,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "target": BAD_IMAGE_REFUSAL_TARGET_MS,
                                        "met": refusal <= BAD_IMAGE_REFUSAL_TARGET_MS}
     result["targets"] = targets
+    save_report(args.out, meta, result)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

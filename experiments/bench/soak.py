@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from splitnet.provenance import RESULTS_DIR, command_line, save_report, start_results
+
 CLIENTS = 8
 STREAMS_PER_CLIENT = 8
 FLOOD_IN_FLIGHT = 48
@@ -276,17 +278,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="faults injected into the server (splitnet.faults: "
                              "POINT=KIND[:SECONDS][*TIMES][+AFTER][%%EVERY], comma-separated; "
                              "'' for none; default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "soak",
+                        help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
+    meta = start_results(args.out, command_line("experiments.bench.soak", argv))
     try:
         report = soak(args.minutes, args.model, args.faults)
     except ValueError as error:
         parser.error(str(error))
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    save_report(args.out, meta, report)
+    print(json.dumps(report, indent=1))
     met = all(t["met"] for t in report["targets"].values())
     print("targets met" if met else "targets NOT met", file=sys.stderr)
     return 0 if met else 1

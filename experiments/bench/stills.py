@@ -26,6 +26,7 @@ from PIL import Image
 
 from experiments.launch import start_edge_process, stop_edge_process
 from splitnet.data.imagenette import find_imagenette, list_image_folder
+from splitnet.provenance import RESULTS_DIR, command_line, save_report, start_results
 from splitnet.zoo import DEFAULT_MODEL, checkpoint_for
 
 # (file name, megapixels, format); names sort in this order, the way the device reads them
@@ -85,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                     "clear error, and a small photo after it that must still be answered. "
                     "Reports each file's fate and the device's peak RSS.")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "stills",
+                        help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
+    meta = start_results(args.out, command_line("experiments.bench.stills", argv))
     with tempfile.TemporaryDirectory() as tmp:
         result = run(Path(tmp))
     files = result["files"]
     result["met"] = (all(files[n]["answered"] for n, mp, _ in STILLS if mp != 100)
                      and not files["4-100mp.jpg"]["answered"] and bool(result["refusals"]))
+    save_report(args.out, meta, result)
     print(json.dumps(result, indent=1) if args.json else
           "\n".join(f"{name}: {'answered ' + str(f['class']) if f['answered'] else 'refused'}"
                     for name, f in files.items())

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -154,16 +155,17 @@ def sweep(card: ModelCard, profile: EdgeProfile, policies: Sequence[str], sizes:
 
 
 def knees(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (replicas, policy): the largest fleet before the edge saturates, the largest
-    whose p95 meets the deadline, and whether the adaptive policy's goodput is at least
-    every peer's at every size."""
+    """Per (replicas, policy): the knee, the largest fleet before the first one that
+    saturates the edge (a larger fleet may load it less again, its devices having gone
+    local); and the largest fleet whose p95 meets the deadline."""
     out: dict[str, Any] = {}
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["replicas"], row["policy"]), []).append(row)
     for (replicas, policy), group in sorted(groups.items()):
         group.sort(key=lambda r: r["devices"])
-        unsaturated = [r["devices"] for r in group if r["edge_utilisation"] < SATURATED]
+        unsaturated = [r["devices"] for r in itertools.takewhile(
+            lambda r: r["edge_utilisation"] < SATURATED, group)]
         in_deadline = [r["devices"] for r in group if r["p95_response_ms"] <= FLEET_DEADLINE_MS]
         out[f"{policy}@{replicas}"] = {
             "knee_devices": max(unsaturated) if unsaturated else None,
