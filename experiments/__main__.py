@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "experiments/scenarios/, or 'default'; options override it.")
     run.add_argument("scenario", nargs="?", default="default")
     add_scenario_options(run)
-    run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="results folder (default: results/run-SCENARIO)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(run)
     grid_parser = sub.add_parser(
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                                help="the camera's frame rate (default: %(default)s)")
     stream_parser.add_argument("--seconds", type=float, default=20.0,
                                help="stream length per policy (default: %(default)s)")
-    stream_parser.add_argument("--out", type=Path, default=None)
+    stream_parser.add_argument("--out", type=Path, default=None,
+                               help="results folder (default: results/stream-SCENARIO)")
     stream_parser.add_argument("--json", action="store_true")
     add_model_options(stream_parser)
     battery_parser = sub.add_parser(
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     add_scenario_options(battery_parser)
     battery_parser.add_argument("--low", type=float, default=0.3,
                                 help="the low charge (default: %(default)s)")
-    battery_parser.add_argument("--out", type=Path, default=None)
+    battery_parser.add_argument("--out", type=Path, default=None,
+                                help="results folder (default: results/battery-SCENARIO)")
     add_model_options(battery_parser)
     args = parser.parse_args(argv)
     stop_on_signals()  # a stopped run takes its edge servers and device workers with it

@@ -223,21 +223,26 @@ def test_stream_reader_faults_cost_no_input(edge, checkpoint, test_split, kind):
     assert waited < 15  # each wait bounded by the offload timeout
 
 
+@pytest.mark.parametrize("point", ["device.monitor", "device.feed"])
 @pytest.mark.parametrize("kind", ["exception", "hang", "slow"])
-def test_monitor_and_feed_faults(edge, checkpoint, test_split, kind, monkeypatch):
+def test_monitor_and_feed_faults(edge, checkpoint, test_split, kind, point, monkeypatch):
     monkeypatch.setattr(monitor_module, "MONITOR_STALL_S", 1.0)
-    faults.install(f"device.monitor={kind}:0.2" if kind == "slow"
-                   else f"device.monitor={kind}:5")
+    faults.install(f"{point}={kind}:0.2" if kind == "slow" else f"{point}={kind}:5")
+    # the feed's reader runs whether or not a publisher is there (each read waits 200 ms)
     with DeviceClient(checkpoint, f"127.0.0.1:{edge.port}", policy="adaptive",
-                      link=LinkOptions(probe_interval_s=0.2),
+                      link=LinkOptions(probe_interval_s=0.2, load_feed="tcp://127.0.0.1:9"),
                       device=DeviceOptions(battery="1.0")) as client:
-        deadline = time.monotonic() + 5
-        while faults.fired("device.monitor") == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while faults.fired(point) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(1.6)
+        assert faults.fired(point) == 1
+        # a hang past the 1 s limit is this client's failure, seen within the wait below;
+        # a crash is restarted and a slow round is only slow: the client stays healthy
+        deadline = time.monotonic() + (10 if kind == "hang" else 1.6)
+        while client.healthy and time.monotonic() < deadline:
+            time.sleep(0.05)
         result = client.infer(test_split.images[0])
         assert result.label >= 0
-        # a crash is restarted; a hang past its limit is this client's failure
         assert client.healthy is (kind != "hang")
         if kind == "hang":
             assert "stalled" in (client.supervisor.failure or "")
