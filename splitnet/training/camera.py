@@ -34,7 +34,13 @@ from splitnet.augment import random_resized_crop, resize_batch
 from splitnet.data.imagenette import ImageSplit, find_imagenette, holdout_split, load_image_folder
 from splitnet.model import SplitModel
 from splitnet.model.resnet import ResNet
-from splitnet.training.common import distillation_loss, load_state, one_cycle, save_state
+from splitnet.training.common import (
+    distillation_loss,
+    load_state,
+    one_cycle,
+    read_state,
+    save_state,
+)
 from splitnet.training.entropy_bottleneck import (
     EntropyRecipe,
     attach_entropy_bottleneck,
@@ -374,12 +380,8 @@ def refine_bottlenecks(recipe: RefineRecipe, model: SplitModel, data: CameraData
     for param in model.parameters():
         param.requires_grad_(False)
     position, epoch, elapsed, history = 0, 0, 0.0, []
-    saved: dict[str, Any] | None = None
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["recipe"] != asdict(recipe):
-            raise SystemExit(f"{state_path} was written by a different recipe; remove it or "
-                             "use another --work-dir")
+    saved = read_state(state_path, recipe)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         position, epoch = saved["position"], saved["epoch"]
         elapsed, history = saved["elapsed_s"], saved["history"]

@@ -51,23 +51,33 @@ def save_state(path: Path, recipe: Any, **state: Any) -> None:
     tmp.replace(path)
 
 
-def load_state(path: Path, recipe: Any, model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Restore model and optimizer from ``path`` if it exists; None when starting afresh.
+def read_state(path: Path, recipe: Any, allow_more_epochs: bool = False
+               ) -> dict[str, Any] | None:
+    """A stage's resumable state from ``path``, or None when starting afresh.
 
     A state written by a different recipe is refused: resuming it would silently train
-    something else than what the command line says. The one difference allowed is more
-    ``epochs``: that extends a finished run, the schedule following the longer run's.
+    something else than what the command line says. ``allow_more_epochs``: the one
+    difference allowed is more ``epochs``, which extends a finished run (the schedule
+    following the longer run's).
     """
     if not path.is_file():
         return None
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     saved, wanted = dict(state["recipe"]), asdict(recipe)
-    if "epochs" in wanted and saved.get("epochs", 0) <= wanted["epochs"]:
+    if allow_more_epochs and "epochs" in wanted and saved.get("epochs", 0) <= wanted["epochs"]:
         saved["epochs"] = wanted["epochs"]
     if saved != wanted:
         raise SystemExit(f"{path} was written by a different recipe; remove it or use "
                          "another --work-dir")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def load_state(path: Path, recipe: Any, model: torch.nn.Module,
+               optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Restore model and optimizer from ``path`` if it exists (``read_state``, more epochs
+    allowed); None when starting afresh."""
+    state = read_state(path, recipe, allow_more_epochs=True)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     return state

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from splitnet.model import SplitModel
 from splitnet.model.entropy_bottleneck import EntropyBottleneck
 from splitnet.preprocess import to_model_input
-from splitnet.training.common import distillation_loss, one_cycle, save_state
+from splitnet.training.common import distillation_loss, one_cycle, read_state, save_state
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,8 @@ def train_entropy_bottleneck(recipe: EntropyRecipe, model: SplitModel, train_ima
     log_lambda = math.log(recipe.initial_lambda)
     lambda_low, lambda_high = (math.log(v) for v in recipe.lambda_range)
     epoch, elapsed, history = 0, 0.0, []
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["recipe"] != asdict(recipe):
-            raise SystemExit(f"{state_path} was written by a different recipe; remove it or "
-                             "use another --work-dir")
+    saved = read_state(state_path, recipe)
+    if saved is not None:
         eb.load_state_dict(saved["entropy_bottleneck"])
         optimizer.load_state_dict(saved["optimizer"])
         log_lambda = saved["log_lambda"]
